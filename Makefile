@@ -1,0 +1,30 @@
+# Set-up and entry points; every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Data: ../shared/data when it exists (read-only there; outputs go under runs/).
+SHARED_DATA := $(abspath ../shared/data)
+export G2LSTM_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+
+.PHONY: install run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m g2lstm demo --out runs/demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

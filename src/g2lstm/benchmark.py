@@ -1,0 +1,173 @@
+"""Speed of G2LSTM against torch.nn.LSTM and a per-step reference loop, measured in one run."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from g2lstm.lstm import G2LSTM, G2LSTMCell
+
+__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table"]
+
+# (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
+AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
+
+
+@dataclass
+class SpeedRow:
+    """Median seconds of one shape; ``None`` where an implementation was skipped."""
+
+    shape: tuple[int, int, int, int]
+    train_g2: float
+    train_lstm: float
+    train_reference: float | None
+    eval_g2: float
+    eval_lstm: float
+    eval_reference: float | None
+
+    @property
+    def train_ratio(self) -> float:
+        return self.train_g2 / self.train_lstm
+
+    @property
+    def eval_ratio(self) -> float:
+        return self.eval_g2 / self.eval_lstm
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "train_ratio": self.train_ratio, "eval_ratio": self.eval_ratio}
+
+
+def machine_description() -> str:
+    """CPU model, core count and torch build, for the signature of a measurement."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:
+    """The plain way to write a G2-LSTM: a Python loop over G2LSTMCell, autograd through every step."""
+    state = None
+    outputs = []
+    for x in inputs:
+        state = cell(x, state)
+        outputs.append(state[0])
+    return torch.stack(outputs)
+
+
+def _timed(run: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_speed(
+    shapes: Sequence[tuple[int, int, int, int]] = AWD_SHAPES,
+    repeats: int = 7,
+    reference_repeats: int = 2,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> list[SpeedRow]:
+    """Time a training step (forward + backward) and an eval forward for each shape.
+
+    The implementations share weights and alternate within every repeat, so slow drifts of the machine
+    affect all of them alike; each figure is the median over ``repeats`` (``reference_repeats`` for the
+    slow per-step loop, 0 to skip it) after one warm-up.
+    """
+    device = torch.device(device)
+    rows = []
+    for shape in shapes:
+        steps, batch, input_size, hidden = shape
+        torch.manual_seed(seed)
+        lstm = nn.LSTM(input_size, hidden, device=device)
+        g2 = G2LSTM.from_lstm(lstm, gate="g2")
+        cell = G2LSTMCell(input_size, hidden, gate="g2", device=device)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(lstm, f"{name}_l0"))
+        inputs = torch.randn(steps, batch, input_size, device=device, requires_grad=True)
+
+        def train(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
+            def run() -> None:
+                forward(inputs).sum().backward()
+
+            return run
+
+        def evaluate(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
+            def run() -> None:
+                with torch.no_grad():
+                    forward(inputs)
+
+            return run
+
+        implementations = {
+            "train_g2": (g2, train(lambda x: g2(x)[0])),
+            "train_lstm": (lstm, train(lambda x: lstm(x)[0])),
+            "eval_g2": (g2, evaluate(lambda x: g2(x)[0])),
+            "eval_lstm": (lstm, evaluate(lambda x: lstm(x)[0])),
+        }
+        slow = {
+            "train_reference": (cell, train(lambda x: _cell_loop(cell, x))),
+            "eval_reference": (cell, evaluate(lambda x: _cell_loop(cell, x))),
+        }
+        if reference_repeats > 0:
+            implementations.update(slow)
+        times: dict[str, list[float]] = {name: [] for name in implementations}
+        for repeat in range(max(repeats, reference_repeats) + 1):
+            for name, (module, run) in implementations.items():
+                if repeat > (reference_repeats if name in slow else repeats):
+                    continue
+                module.train(name.startswith("train"))
+                elapsed = _timed(run, device)
+                if repeat > 0:  # the first round is the warm-up
+                    times[name].append(elapsed)
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        rows.append(
+            SpeedRow(
+                shape=shape,
+                train_g2=medians["train_g2"],
+                train_lstm=medians["train_lstm"],
+                train_reference=medians.get("train_reference"),
+                eval_g2=medians["eval_g2"],
+                eval_lstm=medians["eval_lstm"],
+                eval_reference=medians.get("eval_reference"),
+            )
+        )
+    return rows
+
+
+def format_speed_table(rows: Sequence[SpeedRow]) -> str:
+    """A Markdown table: milliseconds per call and the ratios to nn.LSTM of the same run."""
+
+    def ms(value: float | None) -> str:
+        return "—" if value is None else f"{value * 1e3:.1f}"
+
+    def ratio(value: float | None, base: float) -> str:
+        return "—" if value is None else f"{value / base:.2f}×"
+
+    lines = [
+        "| shape (T, B, in, H) | train: nn.LSTM ms | G2LSTM ms | ratio | ref. loop ms | ratio "
+        "| eval: nn.LSTM ms | G2LSTM ms | ratio | ref. loop ms | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.shape} | {ms(row.train_lstm)} | {ms(row.train_g2)} | {ratio(row.train_g2, row.train_lstm)} "
+            f"| {ms(row.train_reference)} | {ratio(row.train_reference, row.train_lstm)} "
+            f"| {ms(row.eval_lstm)} | {ms(row.eval_g2)} | {ratio(row.eval_g2, row.eval_lstm)} "
+            f"| {ms(row.eval_reference)} | {ratio(row.eval_reference, row.eval_lstm)} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""Gate modes of the input and forget gates, and what each computes in training and at inference."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["GATE_MODES", "EVAL_GATES", "DEFAULT_TEMPERATURE", "GateConfig", "GatePlan"]
+
+GATE_MODES = ("g2", "sharpened", "lstm")
+EVAL_GATES = ("sigmoid", "tempered", "hard")
+DEFAULT_TEMPERATURE = {"g2": 0.9, "sharpened": 0.2, "lstm": 1.0}
+DEFAULT_EVAL_GATE = {"g2": "sigmoid", "sharpened": "tempered", "lstm": "sigmoid"}
+
+
+class GatePlan(NamedTuple):
+    """What the input and forget gates compute in one forward pass.
+
+    ``gate = hard ? 1[a >= 0] : sigmoid((a + noise) * scale)``; ``noise`` says whether logistic noise is
+    drawn. The output gate and the candidate are never changed.
+    """
+
+    scale: float
+    noise: bool
+    hard: bool
+
+    @property
+    def is_plain_lstm(self) -> bool:
+        return self.scale == 1.0 and not self.noise and not self.hard
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Validated gate options of a G2LSTM; see :class:`g2lstm.G2LSTM` for their meaning."""
+
+    mode: str = "g2"
+    temperature: float | None = None
+    noise_p: float = 0.2
+    noise_eps: float = 1e-3
+    eval_gate: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in GATE_MODES:
+            raise ValueError(f"gate must be one of {GATE_MODES}, got {self.mode!r}")
+        temperature = DEFAULT_TEMPERATURE[self.mode] if self.temperature is None else self.temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        for name in ("noise_p", "noise_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+        if not 0.0 <= self.noise_p <= 1.0:
+            raise ValueError(f"noise_p must lie in [0, 1], got {self.noise_p!r}")
+        if not 0.0 < self.noise_eps < 0.5:
+            raise ValueError(f"noise_eps must lie in (0, 0.5), got {self.noise_eps!r}")
+        eval_gate = DEFAULT_EVAL_GATE[self.mode] if self.eval_gate is None else self.eval_gate
+        if not isinstance(eval_gate, str) or eval_gate not in EVAL_GATES:
+            raise ValueError(f"eval_gate must be one of {EVAL_GATES}, got {eval_gate!r}")
+        object.__setattr__(self, "temperature", float(temperature))
+        object.__setattr__(self, "noise_p", float(self.noise_p))
+        object.__setattr__(self, "noise_eps", float(self.noise_eps))
+        object.__setattr__(self, "eval_gate", eval_gate)
+
+    def plan(self, training: bool) -> GatePlan:
+        """The gate computation of a forward pass in training (``True``) or evaluation mode."""
+        assert self.temperature is not None  # resolved in __post_init__
+        inverse_temperature = 1.0 / self.temperature
+        if training:
+            if self.mode == "lstm":
+                return GatePlan(1.0, False, False)
+            return GatePlan(inverse_temperature, self.mode == "g2" and self.noise_p > 0, False)
+        if self.eval_gate == "hard":
+            return GatePlan(1.0, False, True)
+        if self.eval_gate == "tempered":
+            return GatePlan(inverse_temperature, False, False)
+        return GatePlan(1.0, False, False)

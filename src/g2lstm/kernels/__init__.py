@@ -1,0 +1,11 @@
+"""Sequence kernels: pure tensor functions that never see a module, a config or a data set.
+
+``lstm_sequence`` is the fused kernel used by :class:`g2lstm.G2LSTM` on every device (it is written in
+torch operations, so CPU and CUDA tensors run the same code); ``lstm_sequence_reference`` is the
+step-by-step oracle with the same signature.
+"""
+
+from g2lstm.kernels.fused import lstm_sequence
+from g2lstm.kernels.reference import lstm_sequence_reference, lstm_step
+
+__all__ = ["lstm_sequence", "lstm_sequence_reference", "lstm_step"]

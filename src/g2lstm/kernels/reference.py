@@ -1,0 +1,70 @@
+"""The slow, obviously correct reference: one LSTM step at a time through autograd.
+
+Same signature and contract as :func:`g2lstm.kernels.fused.lstm_sequence`; it is the test oracle of the
+fused kernel and the step function of :class:`g2lstm.G2LSTMCell`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["lstm_step", "lstm_sequence_reference", "row_offsets"]
+
+
+def row_offsets(batch_sizes: Sequence[int]) -> list[int]:
+    """Start row of each time step in the packed (time-major) layout."""
+    offsets = [0]
+    for size in batch_sizes[:-1]:
+        offsets.append(offsets[-1] + size)
+    return offsets
+
+
+def lstm_step(
+    preactivations: Tensor, c_prev: Tensor, scale: float = 1.0, hard: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM step from the full pre-activations ``(B, 4H)`` in torch's gate order i, f, g, o.
+
+    The input and forget gates are ``sigmoid(scale * a)`` of their (already noised) pre-activation ``a``,
+    or ``1[a >= 0]`` when ``hard``. Returns ``(h, c, gates)`` with the gate activations ``(B, 4H)``.
+    """
+    i, f, g, o = preactivations.chunk(4, dim=1)
+    if hard:
+        i, f = (i >= 0).to(i.dtype), (f >= 0).to(f.dtype)
+    else:
+        i, f = torch.sigmoid(scale * i), torch.sigmoid(scale * f)
+    g, o = torch.tanh(g), torch.sigmoid(o)
+    c = f * c_prev + i * g
+    h = o * torch.tanh(c)
+    return h, c, torch.cat([i, f, g, o], dim=1)
+
+
+def lstm_sequence_reference(
+    gate_inputs: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    batch_sizes: Sequence[int],
+    reverse: bool = False,
+    scale: float = 1.0,
+    hard: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Run one direction of one layer step by step; see ``fused.lstm_sequence`` for the contract."""
+    offsets = row_offsets(batch_sizes)
+    steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
+    h_state = list(h0.unbind(0))
+    c_state = list(c0.unbind(0))
+    outputs: list[Tensor | None] = [None] * len(batch_sizes)
+    gates: list[Tensor | None] = [None] * len(batch_sizes)
+    for t in steps:
+        size, start = batch_sizes[t], offsets[t]
+        h_prev = torch.stack(h_state[:size])
+        c_prev = torch.stack(c_state[:size])
+        pre = gate_inputs[start : start + size] + h_prev @ weight_hh.t()
+        h, c, gates[t] = lstm_step(pre, c_prev, scale, hard)
+        outputs[t] = h
+        h_state[:size] = h.unbind(0)
+        c_state[:size] = c.unbind(0)
+    return torch.cat(outputs), torch.stack(h_state), torch.stack(c_state), torch.cat(gates).detach()
