@@ -1,0 +1,165 @@
+"""The ``g2lstm`` command: argument parsing only; every subcommand calls a library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# Mistakes a user can make (bad options, files, data): one line on stderr and exit code 2.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, object]:
+    """Options given on the command line, plus ``--set key=value`` pairs, as preset overrides."""
+    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    for key, value in metrics.items():
+        if not as_json:
+            print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
+    if as_json:
+        print(json.dumps(metrics))
+
+
+def _lm_train(args: argparse.Namespace) -> None:
+    from g2lstm.lm.config import PRESET_DIR, LMConfig
+    from g2lstm.lm.train import train_language_model
+    from g2lstm.train import load_config
+
+    names = ("gate", "epochs", "max_steps", "seed", "unit", "noise_p", "temperature", "device")
+    config = load_config(LMConfig, args.preset, _overrides(args, names), preset_dir=PRESET_DIR)
+    _print_metrics(train_language_model(config, args.out, args.data, show_progress=not args.quiet), args.json)
+
+
+def _lm_finetune(args: argparse.Namespace) -> None:
+    from g2lstm.lm.train import finetune
+
+    _print_metrics(finetune(args.run_dir, args.data, epochs=args.epochs, show_progress=not args.quiet), args.json)
+
+
+def _lm_eval(args: argparse.Namespace) -> None:
+    from g2lstm.lm.evaluate import CachePointer
+    from g2lstm.lm.train import evaluate_checkpoint
+
+    cache = CachePointer(args.window, args.theta, args.lambdah) if args.cache_pointer else None
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, cache=cache, eval_gate=args.eval_gate,
+                                  batch_size=args.batch_size, device=args.device)
+    _print_metrics(metrics, args.json)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from g2lstm.lm.demo import run_demo
+
+    results = run_demo(args.out, args.data, args.preset, _overrides(args, ("max_steps", "epochs")),
+                       show_progress=not args.quiet)
+    print(f"\n{'':24}{'LSTM':>10}{'G2-LSTM':>10}")
+    for key, label in (("valid_ppl", "valid perplexity"), ("test_ppl", "test perplexity")):
+        print(f"{label:24}{results['lstm'][key]:>10.2f}{results['g2'][key]:>10.2f}")
+    for key in results["g2"]["outer_share"]:
+        label = f"{key} outer bins"
+        print(f"{label:24}{100 * results['lstm']['outer_share'][key]:>9.1f}%{100 * results['g2']['outer_share'][key]:>9.1f}%")
+    print(f"\ngate histograms: {results['figure']}")
+
+
+def _bench_speed(args: argparse.Namespace) -> None:
+    from g2lstm.benchmark import AWD_SHAPES, format_speed_table, machine_description, measure_speed
+
+    shapes = [tuple(shape) for shape in args.shape] if args.shape else AWD_SHAPES
+    rows = measure_speed(shapes, args.repeats, args.reference_repeats, args.device)
+    print(f"machine: {machine_description()}; device {args.device}; medians of {args.repeats} repeats")
+    print(format_speed_table(rows))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": machine_description(), "rows": [row.as_dict() for row in rows]}, out, indent=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="g2lstm", description="G2-LSTM: LSTMs with nearly binary gates.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then download)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
+
+    demo = commands.add_parser("demo", help="short LSTM vs G2-LSTM run on PTB with gate histograms")
+    demo.add_argument("--out", required=True, help="run folder")
+    demo.add_argument("--preset", default="tiny")
+    demo.add_argument("--max-steps", type=int)
+    demo.add_argument("--epochs", type=int)
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any preset key")
+    common(demo)
+    demo.set_defaults(run=_demo)
+
+    lm = commands.add_parser("lm", help="language modelling (AWD-LSTM recipe)").add_subparsers(
+        dest="lm_command", required=True
+    )
+    train = lm.add_parser("train", help="train a language model")
+    train.add_argument("--out", required=True, help="run folder (resumes when it holds last.pt)")
+    train.add_argument("--preset", default="cpu", help="tiny, cpu, paper, or a .toml file")
+    train.add_argument("--gate", choices=("g2", "lstm", "sharpened"))
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--unit", choices=("word", "char"))
+    train.add_argument("--noise-p", type=float)
+    train.add_argument("--temperature", type=float)
+    train.add_argument("--device")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any preset key")
+    common(train)
+    train.set_defaults(run=_lm_train)
+
+    tune = lm.add_parser("finetune", help="finetune a trained run with averaged SGD")
+    tune.add_argument("run_dir")
+    tune.add_argument("--epochs", type=int)
+    common(tune)
+    tune.set_defaults(run=_lm_finetune)
+
+    evaluate = lm.add_parser("eval", help="perplexity of a checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--cache-pointer", action="store_true", help="add the continuous cache pointer")
+    evaluate.add_argument("--window", type=int, default=500)
+    evaluate.add_argument("--theta", type=float, default=1.0)
+    evaluate.add_argument("--lambda", dest="lambdah", type=float, default=0.1)
+    evaluate.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"))
+    evaluate.add_argument("--batch-size", type=int, help="streams evaluated in parallel (cache pointer: 1)")
+    evaluate.add_argument("--device", default="cpu")
+    common(evaluate)
+    evaluate.set_defaults(run=_lm_eval)
+
+    bench = commands.add_parser("bench", help="speed against torch.nn.LSTM")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--repeats", type=int, default=7)
+    bench.add_argument("--reference-repeats", type=int, default=2)
+    bench.add_argument("--shape", type=int, nargs=4, action="append", metavar=("T", "B", "IN", "H"))
+    bench.add_argument("--json", help="also write the measurements to this JSON file")
+    bench.set_defaults(run=_bench_speed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except USER_ERRORS as error:
+        print(f"g2lstm: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("g2lstm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The main job: a short LSTM vs G2-LSTM run on Penn Treebank, their perplexities and gate histograms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from g2lstm.analysis import GateHistogram, gate_histograms
+from g2lstm.data import batchify
+from g2lstm.lm.config import PRESET_DIR, LMConfig
+from g2lstm.lm.model import AWDLSTM
+from g2lstm.lm.train import load_corpus, load_model, train_language_model
+from g2lstm.train import CheckpointPaths, load_checkpoint, load_config
+
+__all__ = ["run_demo", "lm_gate_histograms"]
+
+
+def lm_gate_histograms(model: AWDLSTM, stream: torch.Tensor, bptt: int, max_tokens: int) -> list[GateHistogram]:
+    """Gate histograms of a language model over the first ``max_tokens`` of a (T, B) stream, in eval mode."""
+    model.eval()
+    rows = max(2, min(stream.shape[0], max_tokens // max(stream.shape[1], 1)))
+    chunks = [(stream[start : min(start + bptt, rows)],) for start in range(0, rows - 1, bptt)]
+    hidden = [model.init_hidden(stream.shape[1])]
+
+    def forward(m: AWDLSTM, batch: tuple[torch.Tensor, ...]) -> None:
+        result = m(batch[0], hidden[0])
+        hidden[0] = result.hidden
+
+    return gate_histograms(model, chunks, forward)
+
+
+def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tiny",
+             overrides: dict[str, object] | None = None, show_progress: bool = True) -> dict:
+    """Train ``preset`` as LSTM and as G2-LSTM (same seed), compare perplexities and gate histograms."""
+    from g2lstm.plots import plot_gate_histograms
+
+    out = Path(out)
+    results: dict[str, dict] = {}
+    histograms: dict[str, list[GateHistogram]] = {}
+    for gate in ("lstm", "g2"):
+        config = load_config(LMConfig, preset, {**(overrides or {}), "gate": gate}, preset_dir=PRESET_DIR)
+        metrics = train_language_model(config, out / gate, data, show_progress=show_progress)
+        model, config, vocab = load_model(load_checkpoint(CheckpointPaths(out / gate).best))
+        corpus = load_corpus(data, config.unit, vocab)
+        histograms[gate] = lm_gate_histograms(model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000)
+        results[gate] = {**metrics, "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]}}
+    figure = plot_gate_histograms(
+        {"LSTM": histograms["lstm"], "G2-LSTM": histograms["g2"]}, out / "gate_histograms.png",
+        f"Gate values on PTB validation ({preset} preset, eval mode)",
+    )
+    results["figure"] = str(figure)
+    (out / "summary.json").write_text(json.dumps(results, indent=2))
+    return results

@@ -1,0 +1,343 @@
+"""Training an AWD-LSTM language model as the paper did: SGD, then averaged SGD, then a finetune.
+
+``train_language_model`` is the whole loop, to be read top to bottom: setup -> data -> model ->
+optimizer -> resume -> loop (random BPTT length, AR/TAR, clipping, checkpoints) -> end-of-epoch
+validation (with averaged weights once averaged SGD runs) and the non-monotone switch -> final test.
+``finetune`` runs the same loop from the best model with averaged SGD from the first step, stopping by
+the same non-monotone criterion, as the authors' finetune.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from g2lstm.data import Corpus, batchify, find_dataset
+from g2lstm.lm.config import ARCHITECTURE_KEYS, PRESET_DIR, LMConfig
+from g2lstm.lm.evaluate import CachePointer, EvalResult, evaluate
+from g2lstm.lm.model import AWDLSTM
+from g2lstm.train import (
+    CheckpointPaths,
+    RunLog,
+    config_from_dict,
+    config_to_dict,
+    init_distributed,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    stop_on_signals,
+)
+
+__all__ = ["TrainingDiverged", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so that a resumed run continues exactly."""
+
+    epoch: int = 1
+    position: int = 0  # next row of the training stream within the epoch
+    step: int = 0
+    averaging: bool = False  # averaged SGD switched on
+    best_valid: float = math.inf
+    valid_history: list[float] | None = None
+    bad_steps: int = 0
+    done: bool = False
+
+
+def load_corpus(data: str | Path | None, unit: str, vocab: list[str] | None = None) -> Corpus:
+    """The corpus at ``data`` (a folder of splits, or one raw text file for ``unit="char"``); Penn
+    Treebank from ``$G2LSTM_DATA``, the cache or its public address when ``data`` is None."""
+    if data is not None and Path(data).is_file():
+        return Corpus.from_text_file(data, unit=unit, vocab=vocab)
+    folder = Path(data) if data is not None else find_dataset("ptb")
+    return Corpus.from_folder(folder, unit=unit, vocab=vocab)
+
+
+def load_model(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[AWDLSTM, LMConfig, list[str]]:
+    """Rebuild the model of a checkpoint (its config and vocabulary travel with it)."""
+    config = config_from_dict(LMConfig, checkpoint["config"])
+    vocab = checkpoint["vocab"]
+    model = AWDLSTM(config.model_spec(len(vocab))).to(device)
+    model.load_state_dict(checkpoint["model"])
+    return model, config, vocab
+
+
+def _cross_entropy(model: AWDLSTM, output: Tensor, targets: Tensor) -> Tensor:
+    logits = model.decode(output)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+@contextmanager
+def _averaged_weights(optimizer: torch.optim.Optimizer, active: bool) -> Iterator[None]:
+    """Swap in averaged SGD's running averages for evaluation (a no-op before the switch)."""
+    if not active:
+        yield
+        return
+    saved = []
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if "ax" in optimizer.state[param]:
+                    saved.append((param, param.detach().clone()))
+                    param.copy_(optimizer.state[param]["ax"])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, value in saved:
+                param.copy_(value)
+
+
+def _make_optimizer(model: nn.Module, config: LMConfig, averaging: bool) -> torch.optim.Optimizer:
+    if averaging:
+        return torch.optim.ASGD(model.parameters(), lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _detach(hidden: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    return [(h.detach(), c.detach()) for h, c in hidden]
+
+
+def train_language_model(
+    config: LMConfig,
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    phase: str = "train",
+    init_checkpoint: str | Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Train (``phase="train"``) or finetune (``phase="finetune"``, from ``init_checkpoint``) into
+    ``run_dir``, resuming from ``run_dir/last.pt`` when it exists. Returns the final metrics."""
+    # ---- setup
+    run_dir = Path(run_dir)
+    paths = CheckpointPaths(run_dir)
+    resume = load_checkpoint(paths.last) if paths.last.exists() else None
+    if resume is not None:  # the architecture is the checkpoint's, whatever the preset says now
+        saved = config_from_dict(LMConfig, resume["config"])
+        for key in ARCHITECTURE_KEYS:
+            setattr(config, key, getattr(saved, key))
+    dist = init_distributed(config.device)
+    device = dist.device
+    log = RunLog(run_dir, enabled=dist.is_main)
+    log.write_config(config_to_dict(config), seed=config.seed)
+    torch.manual_seed(config.seed + dist.rank)  # identical weights come from DDP's broadcast
+    lengths_rng = np.random.default_rng(config.seed)  # the same BPTT lengths on every rank
+
+    # ---- data
+    init = load_checkpoint(init_checkpoint) if init_checkpoint is not None else None
+    vocab = (resume or init or {}).get("vocab")
+    corpus = load_corpus(data, config.unit, vocab)
+    train_data = batchify(corpus.train, config.batch_size)
+    if dist.enabled:
+        if config.batch_size % dist.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must divide by the {dist.world_size} processes")
+        share = config.batch_size // dist.world_size
+        train_data = train_data[:, dist.rank * share : (dist.rank + 1) * share]
+    train_data = train_data.to(device)
+    valid_data = batchify(corpus.valid, config.eval_batch_size).to(device)
+    test_data = batchify(corpus.test, config.test_batch_size).to(device)
+
+    # ---- model and optimizer
+    model = AWDLSTM(config.model_spec(len(corpus.vocab))).to(device)
+    if init is not None:
+        model.load_state_dict(init["model"])
+    trainable: nn.Module = model
+    if dist.enabled:
+        trainable = nn.parallel.DistributedDataParallel(model)
+    progress = Progress(averaging=phase == "finetune", valid_history=[])
+    optimizer = _make_optimizer(model, config, progress.averaging)
+    hidden = None
+
+    # ---- resume
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        progress = Progress(**resume["progress"])
+        optimizer = _make_optimizer(model, config, progress.averaging)
+        optimizer.load_state_dict(resume["optimizer"])
+        hidden = [(h.to(device), c.to(device)) for h, c in resume["hidden"]] if resume["hidden"] else None
+        set_rng_state(resume["rng"][dist.rank] if dist.rank < len(resume["rng"]) else resume["rng"][0])
+        lengths_rng.bit_generator.state = resume["lengths_rng"]
+        log.truncate_after(progress.step)
+        log.message(f"resumed from {paths.last} at epoch {progress.epoch}, step {progress.step}")
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "config": config_to_dict(config),
+            "vocab": corpus.vocab.to_list(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "progress": vars(progress).copy(),
+            "hidden": [(h.cpu(), c.cpu()) for h, c in hidden] if hidden is not None else [],
+            "rng": dist.gather_objects(rng_state()),
+            "lengths_rng": lengths_rng.bit_generator.state,
+            "phase": phase,
+        }
+
+    def save_last() -> None:
+        state = checkpoint_state()  # every rank takes part in gathering the random states
+        if dist.is_main:
+            save_checkpoint(paths.last, state)
+
+    # ---- loop
+    epochs = config.finetune_epochs if phase == "finetune" else config.epochs
+    last_save = time.monotonic()
+    with stop_on_signals() as stop:
+        while not progress.done and progress.epoch <= epochs:
+            trainable.train()
+            if hidden is None:
+                hidden = model.init_hidden(train_data.shape[1])
+            bar = tqdm(
+                total=train_data.shape[0] - 1, initial=progress.position, desc=f"{phase} epoch {progress.epoch}",
+                unit="tok", disable=not (show_progress and dist.is_main), leave=False,
+            )
+            step_start, interval_loss, interval_steps = time.monotonic(), 0.0, 0
+            while progress.position < train_data.shape[0] - 2:
+                base = config.bptt if lengths_rng.random() < 0.95 else config.bptt / 2
+                length = max(5, int(lengths_rng.normal(base, 5)))
+                length = min(length, train_data.shape[0] - 1 - progress.position)
+                start = progress.position
+                words, targets = train_data[start : start + length], train_data[start + 1 : start + 1 + length]
+                hidden = _detach(hidden)
+                result = trainable(words, hidden)
+                hidden = result.hidden
+                raw_loss = _cross_entropy(model, result.output, targets)
+                loss = raw_loss + config.alpha * result.output.pow(2).mean()
+                loss = loss + config.beta * (result.raw_last[1:] - result.raw_last[:-1]).pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                progress.position += length
+                bar.update(length)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    progress.bad_steps += 1
+                    log.message(f"step {progress.step}: non-finite loss or gradient, skipped ({progress.bad_steps} in a row)")
+                    if progress.bad_steps >= config.max_bad_steps:
+                        raise TrainingDiverged(
+                            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient; the "
+                            f"weights of {paths.last} are the last finite ones. Lower lr or clip and resume."
+                        )
+                    continue
+                progress.bad_steps = 0
+                for group in optimizer.param_groups:  # learning rate scaled to the sequence length
+                    group["lr"] = config.lr * length / config.bptt
+                optimizer.step()
+                progress.step += 1
+                interval_loss += raw_loss.item() if progress.step % config.log_interval == 0 else 0.0
+                interval_steps += 1
+                if progress.step % config.log_interval == 0:
+                    ms = (time.monotonic() - step_start) * 1000 / interval_steps
+                    log.log(phase=phase, step=progress.step, epoch=progress.epoch, train_loss=raw_loss.item(),
+                            train_ppl=math.exp(raw_loss.item()), lr=config.lr, ms_per_step=ms)
+                    bar.set_postfix(loss=f"{raw_loss.item():.2f}", ppl=f"{math.exp(raw_loss.item()):.0f}")
+                    step_start, interval_loss, interval_steps = time.monotonic(), 0.0, 0
+                out_of_steps = config.max_steps is not None and progress.step >= config.max_steps
+                if stop.requested:
+                    save_last()
+                    bar.close()
+                    log.message(
+                        f"stopped by {stop.signal_name} at epoch {progress.epoch}, step {progress.step}; "
+                        f"resume with the same command (it continues from {paths.last})"
+                    )
+                    return {}
+                if out_of_steps:
+                    break
+                if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+                    save_last()
+                    last_save = time.monotonic()
+            bar.close()
+
+            # ---- end of epoch: validation, best model, averaged-SGD switch or finetune stop
+            with _averaged_weights(optimizer, progress.averaging):
+                valid = evaluate(model, valid_data, config.bptt)
+                if valid.loss < progress.best_valid:
+                    progress.best_valid = valid.loss
+                    if dist.is_main:
+                        best = checkpoint_state()
+                        best.update(optimizer={}, hidden=[], metrics={"valid_loss": valid.loss})
+                        save_checkpoint(paths.best, best)
+            log.log(phase=phase, step=progress.step, epoch=progress.epoch, valid_loss=valid.loss,
+                    valid_ppl=valid.perplexity, averaging=progress.averaging)
+            history = progress.valid_history
+            stalled = len(history) > config.nonmono and valid.loss > min(history[: -config.nonmono])
+            if stalled and phase == "train" and not progress.averaging:
+                log.message(f"epoch {progress.epoch}: switching to averaged SGD")
+                progress.averaging = True
+                optimizer = _make_optimizer(model, config, True)
+            elif stalled and phase == "finetune":
+                progress.done = True
+            history.append(valid.loss)
+            progress.epoch += 1
+            progress.position = 0
+            hidden = None
+            if config.max_steps is not None and progress.step >= config.max_steps:
+                progress.done = True
+            save_last()
+            last_save = time.monotonic()
+
+    # ---- final evaluation of the best model
+    best = load_checkpoint(paths.best)
+    model.load_state_dict(best["model"])
+    metrics = {
+        "valid_ppl": evaluate(model, valid_data, config.bptt).perplexity,
+        "test_ppl": evaluate(model, test_data, config.bptt).perplexity,
+    }
+    log.log(phase=phase, step=progress.step, final=True, **metrics)
+    dist.cleanup()
+    return metrics
+
+
+def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int | None = None,
+             show_progress: bool = True) -> dict[str, float]:
+    """Finetune the best model of a training run into ``run_dir/finetune`` (resumable as well)."""
+    run_dir = Path(run_dir)
+    best = CheckpointPaths(run_dir).best
+    if not best.exists():
+        raise FileNotFoundError(f"{best} does not exist: finetune needs a finished (or validated) training run")
+    config = config_from_dict(LMConfig, load_checkpoint(best)["config"])
+    if epochs is not None:
+        config.finetune_epochs = epochs
+    return train_language_model(config, run_dir / "finetune", data, phase="finetune", init_checkpoint=best,
+                                show_progress=show_progress)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    *,
+    cache: CachePointer | None = None,
+    eval_gate: str | None = None,
+    batch_size: int | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Validation and test perplexity (and bits per token for characters) of a saved model."""
+    model, config, vocab = load_model(load_checkpoint(checkpoint), device)
+    if eval_gate is not None:
+        for layer in model.layers:
+            layer.eval_gate = eval_gate
+    corpus = load_corpus(data, config.unit, vocab)
+    results: dict[str, float] = {}
+    for split, default_batch in (("valid", config.eval_batch_size), ("test", config.test_batch_size)):
+        streams = batch_size or (1 if cache is not None else default_batch)
+        result: EvalResult = evaluate(model, batchify(getattr(corpus, split), streams).to(device), config.bptt, cache)
+        results[f"{split}_loss"] = result.loss
+        results[f"{split}_ppl"] = result.perplexity
+        if config.unit == "char":
+            results[f"{split}_bpc"] = result.bits_per_token
+    return results

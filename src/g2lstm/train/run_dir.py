@@ -1,0 +1,230 @@
+"""The run folder: the resolved config, the environment it ran in, and the metrics as JSON lines.
+
+::
+
+    run_dir/
+      config.json        the resolved config of the latest start
+      environment.json   versions, platform, seed, command line, git commit, start time (earlier starts kept)
+      metrics.jsonl      one JSON object per log() call, appended across resumes
+      tensorboard/       the same scalars, when the tensorboard package is installed
+      last.pt, best.pt   checkpoints (g2lstm.train.checkpoint)
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["RunLog", "describe_environment", "read_metrics"]
+
+_METRICS = "metrics.jsonl"
+
+
+def describe_environment(seed: int | None = None) -> dict[str, Any]:
+    """What a reported number depends on besides the config: versions, platform, command line and commit."""
+    from g2lstm import __version__
+
+    commit, dirty = _git_commit()
+    return {
+        "g2lstm_version": __version__,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "seed": seed,
+        "argv": list(sys.argv),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The lines of ``run_dir/metrics.jsonl`` as dicts; a torn last line (a killed writer's) is skipped."""
+    path = Path(run_dir) / _METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a run folder?")
+    return _read_lines(path)
+
+
+class RunLog:
+    """Writes a run folder: ``config.json`` and ``environment.json`` at start, then metrics as they come.
+
+    Args:
+        run_dir: The folder, created when missing. A resumed run passes the same folder: metrics are appended
+            to the same file (call :meth:`truncate_after` with the checkpoint's step first), ``config.json``
+            is rewritten and the earlier starts are kept in ``environment.json`` under ``"earlier_starts"``.
+        config: The resolved config as plain values (:func:`g2lstm.train.config_to_dict`).
+        seed: The run's seed, recorded in ``environment.json``.
+        active: ``False`` makes every method do nothing, so that only rank 0 of a distributed run writes.
+        tensorboard: Also write scalars for TensorBoard when ``torch.utils.tensorboard`` imports.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        active: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.active = bool(active)
+        self._tensorboard = bool(tensorboard)
+        self._writer: Any = None
+        self._purge_step: int | None = None
+        if not self.active:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_line()
+        if config is not None:
+            _write_json(self.run_dir / "config.json", dict(config))
+        environment = describe_environment(seed)
+        previous = self.run_dir / "environment.json"
+        if previous.is_file():
+            earlier = json.loads(previous.read_text())
+            environment["earlier_starts"] = earlier.pop("earlier_starts", []) + [earlier]
+        _write_json(previous, environment)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / _METRICS
+
+    def log(self, **values: Any) -> None:
+        """Append ``values`` (numbers, strings, bools, one-element tensors) with a ``time`` stamp as one line.
+
+        A ``step`` value, when given, is the x axis of the TensorBoard scalars.
+        """
+        if not self.active:
+            return
+        record = {"time": round(datetime.datetime.now().timestamp(), 3)}
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise TypeError(
+                        f"log value {key} must be a number, got a tensor of shape {list(value.shape)}"
+                    )
+                value = value.item()
+            if not isinstance(value, (int, float, str, bool, type(None))):
+                raise TypeError(
+                    f"log value {key} must be a number, string, bool or None, got {type(value).__name__}"
+                )
+            record[key] = value
+        with open(self.metrics_path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+        writer = self._tensorboard_writer()
+        if writer is not None:
+            step = values.get("step")
+            for key, value in record.items():
+                if key not in ("time", "step") and type(value) in (int, float):
+                    writer.add_scalar(key, value, step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the metrics logged after ``step`` (by a run killed after its last checkpoint), atomically.
+
+        A line without a ``step`` key belongs to the step of the line before it. TensorBoard events after
+        ``step`` are purged as well when the writer opens.
+        """
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        if not self.active:
+            return
+        self._purge_step = step + 1
+        if not self.metrics_path.is_file():
+            return
+        kept, current = [], 0
+        for record in _read_lines(self.metrics_path):
+            current = record.get("step", current)
+            if current <= step:
+                kept.append(json.dumps(record) + "\n")
+        _write_atomic(self.metrics_path, "".join(kept))
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer, if one was opened."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _drop_torn_line(self) -> None:
+        """Cut a last line left without its newline by a killed run, so appended lines start clean."""
+        if self.metrics_path.is_file():
+            text = self.metrics_path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                _write_atomic(self.metrics_path, text[: text.rfind("\n") + 1])
+
+    def _tensorboard_writer(self) -> Any:
+        if self._writer is None and self._tensorboard:
+            self._writer = _open_tensorboard(self.run_dir / "tensorboard", self._purge_step)
+            self._tensorboard = self._writer is not None
+        return self._writer
+
+
+def _open_tensorboard(log_dir: Path, purge_step: int | None) -> Any:
+    """A ``SummaryWriter``, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """The commit of the source tree g2lstm is imported from, and whether it has uncommitted changes."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, bool(status.strip())
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # the last line, without its newline: a write cut short
+                break
+            raise ValueError(
+                f"{path} line {number} is not valid JSON: {line[:80]!r}; delete or fix that line"
+            ) from None
+    return records
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,65 @@
+"""Turn SIGINT and SIGTERM into a request to stop at the next step boundary, so a run can save and exit.
+
+A training loop wrapped in :func:`stop_on_signals` checks ``request.requested`` after each step; when it is
+set, the loop saves a checkpoint, says how to resume and returns. A second Ctrl-C while a stop is pending
+raises ``KeyboardInterrupt`` at once, for a user who does not want to wait.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+__all__ = ["StopRequest", "stop_on_signals"]
+
+
+class StopRequest:
+    """Whether a stop was requested, and by which signal (e.g. ``"SIGTERM"``)."""
+
+    def __init__(self) -> None:
+        self.requested: bool = False
+        self.signal_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"StopRequest(requested={self.requested}, signal_name={self.signal_name!r})"
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+@contextmanager
+def stop_on_signals(
+    signals: Sequence[signal.Signals | int] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[StopRequest]:
+    """Within the block, ``signals`` set the yielded :class:`StopRequest` instead of stopping the process.
+
+    The previous handlers are restored on exit. Python delivers signals to the main thread only: in another
+    thread no handler is installed and the request is never set.
+
+    Example::
+
+        >>> with stop_on_signals() as stop:
+        ...     for step in range(steps):
+        ...         train_step()
+        ...         if stop.requested:
+        ...             save_checkpoint(paths.last, state)
+        ...             break
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {}
+    try:
+        for number in signals:
+            previous[number] = signal.signal(number, request._handle)
+        yield request
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
