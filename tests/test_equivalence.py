@@ -179,8 +179,9 @@ def test_from_lstm_copies_weights_exactly_into_independent_parameters():
         assert torch.equal(value, expected[name]), name
         assert value.dtype == torch.float64
         assert value.data_ptr() != expected[name].data_ptr(), f"{name} shares storage with the nn.LSTM"
-    for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"):
+    for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout"):
         assert getattr(module, attribute) == getattr(reference, attribute), attribute
+    assert module.bidirectional and module.batch_first
     assert (module.gate, module.temperature, module.noise_p) == ("g2", 0.5, 1.0)
     with torch.no_grad():
         reference.weight_hh_l1_reverse.add_(1.0)
@@ -198,7 +199,8 @@ def test_from_lstm_and_to_lstm_keep_training_mode(training):
 @pytest.mark.parametrize("bias", [True, False])
 def test_to_lstm_and_back_round_trips_exactly(bias):
     module = G2LSTM(
-        INPUT_SIZE, HIDDEN, 2, bias=bias, bidirectional=True, dropout=0.25, dtype=torch.float64, gate="sharpened"
+        INPUT_SIZE, HIDDEN, 2, bias=bias, bidirectional=True, dropout=0.25, dtype=torch.float64,
+        gate="sharpened",
     )
     lstm = module.to_lstm()
     assert isinstance(lstm, nn.LSTM)
@@ -209,7 +211,8 @@ def test_to_lstm_and_back_round_trips_exactly(bias):
         assert torch.equal(back.state_dict()[name], value), name
     assert lstm.state_dict().keys() == module.state_dict().keys() == back.state_dict().keys()
     x = torch.randn(STEPS, BATCH, INPUT_SIZE, dtype=torch.float64)
-    module.eval(), lstm.eval()
+    module.eval()
+    lstm.eval()
     module.eval_gate = "sigmoid"
     torch.testing.assert_close(module(x)[0], lstm(x)[0], rtol=0, atol=1e-12)
 
@@ -259,7 +262,8 @@ def test_cell_matches_nn_lstm_cell(path, batched, bias, dtype, atol, upstream):
     reference = nn.LSTMCell(INPUT_SIZE, HIDDEN, bias=bias, dtype=dtype).train(training)
     cell = G2LSTMCell.from_lstm_cell(reference, **options).train(training)
     x = torch.randn((BATCH, INPUT_SIZE) if batched else (INPUT_SIZE,), dtype=dtype, requires_grad=True)
-    hx = tuple(torch.randn((BATCH, HIDDEN) if batched else (HIDDEN,), dtype=dtype, requires_grad=True) for _ in "hc")
+    state_shape = (BATCH, HIDDEN) if batched else (HIDDEN,)
+    hx = tuple(torch.randn(state_shape, dtype=dtype, requires_grad=True) for _ in "hc")
 
     def run(module):
         h, c = module(x, hx)
@@ -273,7 +277,9 @@ def test_cell_matches_nn_lstm_cell(path, batched, bias, dtype, atol, upstream):
     torch.testing.assert_close(c_a, c_e, rtol=0, atol=atol)
     assert grads_a.keys() == grads_e.keys()
     for name in grads_e:
-        torch.testing.assert_close(grads_a[name], grads_e[name], rtol=0, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            grads_a[name], grads_e[name], rtol=0, atol=atol, msg=lambda m, n=name: f"grad of {n}: {m}"
+        )
     # the default state is zeros, as for nn.LSTMCell
     torch.testing.assert_close(cell(x)[0], reference(x)[0], rtol=0, atol=atol)
 
@@ -313,7 +319,9 @@ if onednn_available():
     KERNEL_BACKENDS.append(("onednn", torch.float32))
 
 
-@pytest.mark.parametrize("backend, kernel_dtype", KERNEL_BACKENDS, ids=[f"{b}-{str(d)[6:]}" for b, d in KERNEL_BACKENDS])
+@pytest.mark.parametrize(
+    "backend, kernel_dtype", KERNEL_BACKENDS, ids=[f"{b}-{str(d)[6:]}" for b, d in KERNEL_BACKENDS]
+)
 @pytest.mark.parametrize("hard", [False, True], ids=["sigmoid", "hard"])
 @pytest.mark.parametrize("scale", [1.0, 1 / 0.9], ids=["scale1", "scale1/0.9"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])

@@ -42,7 +42,9 @@ def test_wrong_input_rank(module, shape):
         module(torch.randn(shape))
 
 
-@pytest.mark.parametrize("shape", [(STEPS, BATCH, INPUT_SIZE + 1), (STEPS, INPUT_SIZE - 1)], ids=["batched", "unbatched"])
+@pytest.mark.parametrize(
+    "shape", [(STEPS, BATCH, INPUT_SIZE + 1), (STEPS, INPUT_SIZE - 1)], ids=["batched", "unbatched"]
+)
 def test_wrong_feature_size(module, shape):
     with pytest.raises(ValueError, match=rf"input has {shape[-1]} features.*input_size is {INPUT_SIZE}"):
         module(torch.randn(shape))
@@ -82,7 +84,9 @@ def test_batched_state_for_unbatched_input(module):
 
 
 @pytest.mark.parametrize(
-    "hx", [state(2, BATCH, HIDDEN), (state(2, BATCH, HIDDEN),), [state(2, BATCH, HIDDEN)] * 3], ids=["tensor", "1-tuple", "3-list"]
+    "hx",
+    [state(2, BATCH, HIDDEN), (state(2, BATCH, HIDDEN),), [state(2, BATCH, HIDDEN)] * 3],
+    ids=["tensor", "1-tuple", "3-list"],
 )
 def test_state_that_is_not_a_pair(module, hx):
     with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\)"):
@@ -146,7 +150,8 @@ def test_cell_wrong_feature_size(cell):
 
 
 def test_cell_wrong_state_shape(cell):
-    with pytest.raises(ValueError, match=rf"c_0 must have shape \({BATCH}, {HIDDEN}\), got \({BATCH}, {HIDDEN + 1}\)"):
+    pattern = rf"c_0 must have shape \({BATCH}, {HIDDEN}\), got \({BATCH}, {HIDDEN + 1}\)"
+    with pytest.raises(ValueError, match=pattern):
         cell(torch.randn(BATCH, INPUT_SIZE), (state(BATCH, HIDDEN), state(BATCH, HIDDEN + 1)))
 
 
@@ -205,7 +210,8 @@ def test_noise_options_must_be_numbers():
 def test_unknown_gate_and_eval_gate(cls):
     with pytest.raises(ValueError, match=r"gate must be one of \('g2', 'sharpened', 'lstm'\), got 'gumbel'"):
         cls(INPUT_SIZE, HIDDEN, gate="gumbel")
-    with pytest.raises(ValueError, match=r"eval_gate must be one of \('sigmoid', 'tempered', 'hard'\), got 'soft'"):
+    pattern = r"eval_gate must be one of \('sigmoid', 'tempered', 'hard'\), got 'soft'"
+    with pytest.raises(ValueError, match=pattern):
         cls(INPUT_SIZE, HIDDEN, eval_gate="soft")
 
 
@@ -261,7 +267,7 @@ def test_gate_options_are_keyword_only():
         G2LSTM(INPUT_SIZE, HIDDEN, 1, True, False, 0.0, False, "g2")  # type: ignore[misc]
 
 
-# ---------------------------------------------------------------------------------------- setting options later
+# ------------------------------------------------------------------------------- setting options later
 
 
 @pytest.mark.parametrize(
@@ -282,7 +288,8 @@ def test_setting_a_bad_gate_option_raises_and_keeps_the_old_value(cls, name, val
     with pytest.raises(error, match=pattern):
         setattr(rnn, name, value)
     assert getattr(rnn, name) == before
-    assert (rnn.gate, rnn.temperature, rnn.noise_p, rnn.noise_eps, rnn.eval_gate) == ("g2", 0.8, 0.3, 0.01, "hard")
+    options = (rnn.gate, rnn.temperature, rnn.noise_p, rnn.noise_eps, rnn.eval_gate)
+    assert options == ("g2", 0.8, 0.3, 0.01, "hard")
 
 
 def test_setting_a_good_gate_option_takes_effect():
@@ -294,7 +301,7 @@ def test_setting_a_good_gate_option_takes_effect():
     assert isinstance(rnn.noise_p, float)
 
 
-# ---------------------------------------------------------------------------------------- conversion, functional
+# ------------------------------------------------------------------------------- conversion, functional
 
 
 def test_from_lstm_rejects_other_modules_and_projections():
@@ -331,3 +338,14 @@ def test_kernel_backend_errors():
         step_product(torch.zeros(8, 2), 3, "cuda")
     with pytest.raises(ValueError, match=r"onednn backend needs float32 CPU tensors.*torch.float64"):
         step_product(torch.zeros(8, 2, dtype=torch.float64), 3, "onednn")
+
+
+def test_changing_gate_mode_follows_the_new_modes_defaults():
+    module = g2lstm.G2LSTM(2, 3)
+    module.gate = "sharpened"
+    assert (module.temperature, module.eval_gate) == (0.2, "tempered")
+    module.temperature = 0.5
+    module.gate = "g2"
+    assert (module.temperature, module.eval_gate) == (0.5, "sigmoid")
+    module.temperature = None
+    assert module.temperature == 0.9

@@ -180,7 +180,7 @@ def test_gumbel_sigmoid_repeats_under_a_seed_and_differs_across_seeds():
 @pytest.mark.parametrize("alpha", [-1.0, 0.0, 1.5])
 @pytest.mark.parametrize("tau", [0.1, 0.5, 0.9])
 def test_proposition_3_1_mass_near_zero_and_one(alpha, tau):
-    """P(D=1) - (tau/4) log(1/e) <= P(G >= 1-e) <= P(D=1), and at 0 likewise, D ~ Bernoulli(sigmoid(alpha))."""
+    """P(D=1) - (tau/4) log(1/e) <= P(G >= 1-e) <= P(D=1), likewise at 0; D ~ Bernoulli(sigmoid(alpha))."""
     n = 100000
     gates = gumbel_sigmoid(torch.full((n,), alpha, dtype=torch.float64), tau, noise_p=1.0).numpy()
     p_one = expit(alpha)
@@ -272,7 +272,8 @@ def test_sharpened_gate_is_noiseless_in_training(constant_gate_lstm):
         assert torch.equal(recording.gates(0, name)[0], again.gates(0, name)[0])
     torch.manual_seed(3)
     out, _ = module(x)  # not recorded: the native path
-    torch.testing.assert_close(out, closed_form_output(torch.sigmoid(ALPHAS / 0.2), 4)[:, None].expand(4, 2, 5), rtol=0, atol=1e-12)
+    expected_output = closed_form_output(torch.sigmoid(ALPHAS / 0.2), 4)[:, None].expand(4, 2, 5)
+    torch.testing.assert_close(out, expected_output, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("noise_p", [1.0, 0.2])

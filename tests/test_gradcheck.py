@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from g2lstm import G2LSTM, G2LSTMCell
 from g2lstm.functional import gumbel_sigmoid
@@ -18,9 +19,13 @@ from g2lstm.kernels import lstm_sequence
 
 INPUT_SIZE, HIDDEN, STEPS, BATCH = 3, 4, 5, 2
 NOISE_SEED = 7
-# Module-level checks compare random projections of the Jacobian (fast_mode); the kernel checks and one
-# module check compare the full Jacobian.
+# Most checks compare random projections of the Jacobian (fast_mode, cheap on 2 cores); the tests named
+# "full_jacobian" and the small kernel checks compare every entry.
 FAST = True
+
+
+def check(function, inputs, fast: bool = FAST) -> bool:
+    return gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
 
 
 def seeded_module_function(module: torch.nn.Module, make_input=lambda x: x):
@@ -62,19 +67,17 @@ def test_g2_training_path_gradients_with_fixed_noise(noise_p, architecture):
     module.eval()
     assert not torch.allclose(first, function(*inputs)[0], atol=1e-3)
     module.train()
-    assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=FAST)
+    assert check(function, inputs)
 
 
 def test_g2_training_path_full_jacobian():
     module = G2LSTM(INPUT_SIZE, HIDDEN, 2, dtype=torch.float64, temperature=0.9, noise_p=0.2).train()
     function, leaves = seeded_module_function(module)
     inputs = (*random_inputs(module), *leaves)
-    assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=False)
+    assert check(function, inputs, fast=False)
 
 
 def test_g2_training_path_gradients_on_packed_input():
-    from torch.nn.utils.rnn import pack_padded_sequence
-
     module = G2LSTM(INPUT_SIZE, HIDDEN, bidirectional=True, dtype=torch.float64, noise_p=1.0).train()
     lengths = torch.tensor([5, 3])
     function, leaves = seeded_module_function(
@@ -85,7 +88,7 @@ def test_g2_training_path_gradients_on_packed_input():
         output, h_n, c_n = function(*args)
         return output.data, h_n, c_n
 
-    assert gradcheck(data_only, (*random_inputs(module), *leaves), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=FAST)
+    assert check(data_only, (*random_inputs(module), *leaves))
 
 
 @pytest.mark.parametrize("gate", ["g2", "lstm"], ids=["fused-path", "native-path"])
@@ -95,19 +98,19 @@ def test_weight_dropout_gradients_with_fixed_mask(gate):
     ).train()
     function, leaves = seeded_module_function(module)
     inputs = (*random_inputs(module), *leaves)
-    # DropConnect acts: a different mask gives a different output
+    # DropConnect acts: without it the output differs
     first = function(*inputs)[0]
     module.weight_dropout = 0.0
     assert not torch.allclose(first, function(*inputs)[0])
     module.weight_dropout = 0.5
-    assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=FAST)
+    assert check(function, inputs)
 
 
 @pytest.mark.parametrize("eval_gate", ["sigmoid", "tempered", "hard"])
 def test_eval_path_gradients(eval_gate):
     module = G2LSTM(INPUT_SIZE, HIDDEN, dtype=torch.float64, eval_gate=eval_gate).eval()
     function, leaves = seeded_module_function(module)
-    assert gradcheck(function, (*random_inputs(module), *leaves), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=FAST)
+    assert check(function, (*random_inputs(module), *leaves))
 
 
 @pytest.mark.parametrize("noise_p", [1.0, 0.2])
@@ -126,7 +129,7 @@ def test_cell_gradients_with_fixed_noise(noise_p, weight_dropout):
     x = torch.randn(BATCH, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
     h0, c0 = (torch.randn(BATCH, HIDDEN, dtype=torch.float64, requires_grad=True) for _ in "hc")
     assert all(torch.isfinite(t).all() for t in function(x, h0, c0, *leaves))
-    assert gradcheck(function, (x, h0, c0, *leaves), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=FAST)
+    assert check(function, (x, h0, c0, *leaves))
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["sigmoid", "hard"])
@@ -148,7 +151,7 @@ def test_fused_kernel_gradients(batch_sizes, reverse, scale, hard):
         )
         return output, h_n, c_n
 
-    assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=FAST)
+    assert check(function, inputs)
 
 
 def test_fused_kernel_full_jacobian_packed_reverse_scaled():
@@ -163,7 +166,7 @@ def test_fused_kernel_full_jacobian_packed_reverse_scaled():
         def function(*args, reverse=reverse):
             return lstm_sequence(*args, batch_sizes, reverse, 1 / 0.9, backend="torch")[:3]
 
-        assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=False), reverse
+        assert check(function, inputs, fast=False), reverse
 
 
 def test_fused_kernel_gradients_when_only_some_outputs_are_used():
@@ -179,7 +182,7 @@ def test_fused_kernel_gradients_when_only_some_outputs_are_used():
         def function(*args, pick=pick):
             return lstm_sequence(*args, batch_sizes, backend="torch")[pick]
 
-        assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=False), pick
+        assert check(function, inputs, fast=False), pick
 
 
 def test_gumbel_sigmoid_gradient_with_fixed_noise():
@@ -189,4 +192,4 @@ def test_gumbel_sigmoid_gradient_with_fixed_noise():
         torch.manual_seed(NOISE_SEED)
         return gumbel_sigmoid(alpha, 0.9, noise_p=1.0)
 
-    assert gradcheck(function, (logits,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=False)
+    assert check(function, (logits,), fast=False)

@@ -161,14 +161,16 @@ def test_training_gates_are_the_ones_the_cell_used(noise_p):
     with torch.no_grad():
         rows = x.reshape(-1, INPUT_SIZE)
         gate_inputs = F.linear(rows, module.weight_ih_l0, module.bias_ih_l0 + module.bias_hh_l0)
-        gate_inputs[:, : 2 * HIDDEN] += logistic_noise((rows.shape[0], 2 * HIDDEN), noise_p=noise_p, dtype=torch.float64)
+        noise = logistic_noise((rows.shape[0], 2 * HIDDEN), noise_p=noise_p, dtype=torch.float64)
+        gate_inputs[:, : 2 * HIDDEN] += noise
         zeros = torch.zeros(BATCH, HIDDEN, dtype=torch.float64)
         ref_out, ref_h, ref_c, ref_gates = lstm_sequence_reference(
             gate_inputs, zeros, zeros, module.weight_hh_l0, [BATCH] * STEPS, scale=1 / 0.9
         )
     ref_gates = ref_gates.view(STEPS, BATCH, 4 * HIDDEN)
-    torch.testing.assert_close(recording.gates(0, "input")[0], ref_gates[..., :HIDDEN], rtol=0, atol=1e-12)
-    torch.testing.assert_close(recording.gates(0, "forget")[0], ref_gates[..., HIDDEN : 2 * HIDDEN], rtol=0, atol=1e-12)
+    input_gates, forget_gates = ref_gates[..., :HIDDEN], ref_gates[..., HIDDEN : 2 * HIDDEN]
+    torch.testing.assert_close(recording.gates(0, "input")[0], input_gates, rtol=0, atol=1e-12)
+    torch.testing.assert_close(recording.gates(0, "forget")[0], forget_gates, rtol=0, atol=1e-12)
     torch.testing.assert_close(output, ref_out.view(STEPS, BATCH, HIDDEN), rtol=0, atol=1e-12)
     torch.testing.assert_close(h_n[0], ref_h, rtol=0, atol=1e-12)
     torch.testing.assert_close(c_n[0], ref_c, rtol=0, atol=1e-12)
@@ -184,7 +186,8 @@ def test_training_gates_reproduce_the_output_step_by_step():
     h = c = torch.zeros(BATCH, HIDDEN, dtype=torch.float64)
     with torch.no_grad():
         for t in range(STEPS):
-            pre = F.linear(x[t], module.weight_ih_l0, module.bias_ih_l0) + F.linear(h, module.weight_hh_l0, module.bias_hh_l0)
+            pre = F.linear(x[t], module.weight_ih_l0, module.bias_ih_l0)
+            pre = pre + F.linear(h, module.weight_hh_l0, module.bias_hh_l0)
             g, o = torch.tanh(pre[:, 2 * HIDDEN : 3 * HIDDEN]), torch.sigmoid(pre[:, 3 * HIDDEN :])
             c = f[t] * c + i[t] * g
             h = o * torch.tanh(c)

@@ -32,7 +32,11 @@ class GatePlan(NamedTuple):
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Validated gate options of a G2LSTM; see :class:`g2lstm.G2LSTM` for their meaning."""
+    """Validated gate options of a G2LSTM; see :class:`g2lstm.G2LSTM` for their meaning.
+
+    ``temperature`` and ``eval_gate`` stay ``None`` when not given, so that they follow ``mode`` (also when
+    the mode changes later); :attr:`tau` and :attr:`inference_gate` are the values in force.
+    """
 
     mode: str = "g2"
     temperature: float | None = None
@@ -59,21 +63,28 @@ class GateConfig:
         eval_gate = DEFAULT_EVAL_GATE[self.mode] if self.eval_gate is None else self.eval_gate
         if not isinstance(eval_gate, str) or eval_gate not in EVAL_GATES:
             raise ValueError(f"eval_gate must be one of {EVAL_GATES}, got {eval_gate!r}")
-        object.__setattr__(self, "temperature", float(temperature))
         object.__setattr__(self, "noise_p", float(self.noise_p))
         object.__setattr__(self, "noise_eps", float(self.noise_eps))
-        object.__setattr__(self, "eval_gate", eval_gate)
+
+    @property
+    def tau(self) -> float:
+        """The temperature in force: the given one, else the mode's default."""
+        return float(DEFAULT_TEMPERATURE[self.mode] if self.temperature is None else self.temperature)
+
+    @property
+    def inference_gate(self) -> str:
+        """The evaluation-mode gate in force: the given one, else the mode's default."""
+        return DEFAULT_EVAL_GATE[self.mode] if self.eval_gate is None else self.eval_gate
 
     def plan(self, training: bool) -> GatePlan:
         """The gate computation of a forward pass in training (``True``) or evaluation mode."""
-        assert self.temperature is not None  # resolved in __post_init__
-        inverse_temperature = 1.0 / self.temperature
+        inverse_temperature = 1.0 / self.tau
         if training:
             if self.mode == "lstm":
                 return GatePlan(1.0, False, False)
             return GatePlan(inverse_temperature, self.mode == "g2" and self.noise_p > 0, False)
-        if self.eval_gate == "hard":
+        if self.inference_gate == "hard":
             return GatePlan(1.0, False, True)
-        if self.eval_gate == "tempered":
+        if self.inference_gate == "tempered":
             return GatePlan(inverse_temperature, False, False)
         return GatePlan(1.0, False, False)

@@ -56,7 +56,10 @@ def _check_tensor(name: str, tensor: Any, reference: Tensor) -> None:
 
 
 class _GateOptions(nn.Module):
-    """The gate options shared by G2LSTM and G2LSTMCell, validated whenever they are set."""
+    """The gate options shared by G2LSTM and G2LSTMCell, validated whenever they are set.
+
+    Setting ``temperature`` or ``eval_gate`` to ``None`` returns it to the gate mode's default.
+    """
 
     _gate_config: GateConfig
     _gate_sink: GateSink | None
@@ -80,10 +83,10 @@ class _GateOptions(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return self._gate_config.temperature  # type: ignore[return-value]
+        return self._gate_config.tau
 
     @temperature.setter
-    def temperature(self, value: float) -> None:
+    def temperature(self, value: float | None) -> None:
         self._set_gate_option(temperature=value)
 
     @property
@@ -104,18 +107,18 @@ class _GateOptions(nn.Module):
 
     @property
     def eval_gate(self) -> str:
-        return self._gate_config.eval_gate  # type: ignore[return-value]
+        return self._gate_config.inference_gate
 
     @eval_gate.setter
-    def eval_gate(self, value: str) -> None:
+    def eval_gate(self, value: str | None) -> None:
         self._set_gate_option(eval_gate=value)
 
     def _gate_repr(self) -> str:
         config = self._gate_config
-        text = f"gate={config.mode!r}, temperature={config.temperature}"
+        text = f"gate={config.mode!r}, temperature={config.tau}"
         if config.mode == "g2":
             text += f", noise_p={config.noise_p}"
-        text += f", eval_gate={config.eval_gate!r}"
+        text += f", eval_gate={config.inference_gate!r}"
         if self.weight_dropout:
             text += f", weight_dropout={self.weight_dropout}"
         return text

@@ -319,4 +319,4 @@ def _save_verified(stream: IO[bytes], target: Path, md5: str) -> None:
             raise ChecksumError(f"{target.name}: md5 of the download is {digest.hexdigest()}, expected {md5}")
         os.replace(temporary, target)
     finally:
-        pass
+        temporary.unlink(missing_ok=True)

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from g2lstm.data import Corpus, batchify, find_dataset
-from g2lstm.lm.config import ARCHITECTURE_KEYS, PRESET_DIR, LMConfig
+from g2lstm.data import Corpus, Vocabulary, batchify, find_dataset
+from g2lstm.lm.config import ARCHITECTURE_KEYS, LMConfig
 from g2lstm.lm.evaluate import CachePointer, EvalResult, evaluate
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.train import (
@@ -63,10 +63,11 @@ class Progress:
 def load_corpus(data: str | Path | None, unit: str, vocab: list[str] | None = None) -> Corpus:
     """The corpus at ``data`` (a folder of splits, or one raw text file for ``unit="char"``); Penn
     Treebank from ``$G2LSTM_DATA``, the cache or its public address when ``data`` is None."""
+    known = Vocabulary.from_list(vocab) if vocab is not None else None
     if data is not None and Path(data).is_file():
-        return Corpus.from_text_file(data, unit=unit, vocab=vocab)
+        return Corpus.from_text_file(data, unit=unit, vocab=known)
     folder = Path(data) if data is not None else find_dataset("ptb")
-    return Corpus.from_folder(folder, unit=unit, vocab=vocab)
+    return Corpus.from_folder(folder, unit=unit, vocab=known)
 
 
 def load_model(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[AWDLSTM, LMConfig, list[str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically, with the format marker added.
 
     ``state`` may hold only tensors and plain values (dict, list, tuple, str, int, float, bool, None), checked
-    before anything is written; the folder is created when missing.
+    before anything is written; the folder is created when missing. One process writes a given path (rank 0
+    of a distributed run): the temporary file is ``<path>.tmp``.
 
     Raises:
         TypeError: ``state`` holds another kind of object; the message gives its key path.
@@ -98,29 +100,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    damaged = f"checkpoint {path} is damaged or truncated"
+    fix = "use another checkpoint (e.g. best.pt)"
     with open(path, "rb") as file:
         magic = file.read(4)
     if not magic:
-        raise CheckpointError(f"checkpoint {path} is damaged or truncated: the file is empty; use another")
+        raise CheckpointError(f"{damaged}: the file is empty; {fix}")
     if magic != b"PK\x03\x04":
         raise CheckpointError(f"{path} is not a g2lstm checkpoint: it is not a file written by torch.save")
+    # torch.load does not verify the archive's checksums, so a flipped bit would load silently.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except Exception as error:  # zipfile raises many kinds of errors on a broken archive
+        raise CheckpointError(f"{damaged}: {type(error).__name__}: {error}; {fix}") from None
+    if bad_member is not None:
+        raise CheckpointError(f"{damaged}: {bad_member} fails its CRC check; {fix}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"unsupported GLOBAL (\S+)", str(error))
         if found is None:
-            raise CheckpointError(f"checkpoint {path} is damaged or truncated: unreadable data") from None
+            raise CheckpointError(f"{damaged}: unreadable data; {fix}") from None
         raise CheckpointError(
             f"checkpoint {path} holds a {found.group(1)} object; g2lstm refuses to load objects other than "
             f"tensors and plain values, so nothing was loaded (open such a file only if you trust its source)"
         ) from None
-    except (RuntimeError, EOFError) as error:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as error:
         if isinstance(error, RuntimeError) and "PytorchStreamReader" not in str(error):
-            raise
+            raise  # e.g. a map_location naming a device this machine lacks
         reason = str(error).split(". ")[0] or type(error).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is damaged or truncated: {reason}; use another checkpoint (e.g. best.pt)"
-        ) from None
+        raise CheckpointError(f"{damaged}: {reason}; {fix}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a g2lstm checkpoint: it lacks the format marker")
     version = data.get("version")

@@ -13,6 +13,7 @@ an optional field is ``None`` when the preset leaves it out, or when an override
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import types
 from collections.abc import Iterable, Mapping
@@ -58,8 +59,8 @@ def load_config(
             optional field); other values are checked as they are.
         preset_dir: The folder holding the named presets of a recipe.
 
-    After construction, ``cls.validate(config)`` is called when the class defines it, for checks that span
-    several fields; a ``ValueError`` it raises becomes a :class:`ConfigError`.
+    After construction, ``config.validate()`` is called when the class defines it, for checks that span
+    several fields; a ``ValueError`` it (or ``__post_init__``) raises becomes a :class:`ConfigError`.
 
     Raises:
         ConfigError: an unknown preset name, invalid TOML, an unknown key, a value of the wrong type or out
@@ -82,7 +83,7 @@ def load_config(
 
 def apply_overrides(config: T, overrides: Mapping[str, str | object]) -> T:
     """A copy of ``config`` with ``overrides`` applied, parsed and checked as in :func:`load_config`."""
-    _check_dataclass(type(config), instance=config)
+    _check_dataclass(config, instance=True)
     values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config) if field.init}
     values.update(_convert_all(type(config), overrides, "overrides", parse=True))
     return _build(type(config), values, "overrides")
@@ -90,7 +91,7 @@ def apply_overrides(config: T, overrides: Mapping[str, str | object]) -> T:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """The fields of a config dataclass as plain, JSON-able values (tuples become lists)."""
-    _check_dataclass(type(config), instance=config)
+    _check_dataclass(config, instance=True)
     return {field.name: _plain(getattr(config, field.name)) for field in dataclasses.fields(config)}
 
 
@@ -127,10 +128,11 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- internals
 
 
-def _check_dataclass(cls: Any, instance: Any = None) -> None:
+def _check_dataclass(value: Any, instance: bool = False) -> None:
+    cls = type(value) if instance else value
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        shown = type(instance).__name__ if instance is not None else repr(cls)
-        raise TypeError(f"expected a dataclass{' instance' if instance is not None else ''}, got {shown}")
+        shown = type(value).__name__ if instance else repr(value)
+        raise TypeError(f"expected a dataclass{' instance' if instance else ''}, got {shown}")
 
 
 def _preset_path(preset: str | Path, preset_dir: Path | None) -> Path:
@@ -157,8 +159,10 @@ def _convert_all(cls: type, data: Mapping[str, Any], source: str, parse: bool) -
     values = {}
     for key, value in data.items():
         if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"unknown key {key!r} in {source} for {cls.__name__}; valid keys: {', '.join(names)}"
+                f"unknown key {key!r} in {source} for {cls.__name__}; {guess}valid keys: {', '.join(names)}"
             )
         values[key] = _convert(value, hints[key], key, source, parse)
     return values
@@ -178,15 +182,15 @@ def _build(cls: type[T], values: dict[str, Any], source: str) -> T:
             f"{source} lacks the required keys {', '.join(required)} of {cls.__name__}; "
             f"add them to the preset or set them, e.g. --set {required[0]}=..."
         )
-    config = cls(**values)
-    validate = getattr(config, "validate", None)
-    if callable(validate):
-        try:
+    try:
+        config = cls(**values)
+        validate = getattr(config, "validate", None)
+        if callable(validate):
             validate()
-        except ConfigError:
-            raise
-        except ValueError as error:
-            raise ConfigError(f"invalid {cls.__name__} from {source}: {error}") from error
+    except ConfigError:
+        raise
+    except ValueError as error:  # from validate() or __post_init__
+        raise ConfigError(f"invalid {cls.__name__} from {source}: {error}") from error
     return config
 
 

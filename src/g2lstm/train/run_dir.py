@@ -6,6 +6,7 @@
       config.json        the resolved config of the latest start
       environment.json   versions, platform, seed, command line, git commit, start time (earlier starts kept)
       metrics.jsonl      one JSON object per log() call, appended across resumes
+      log.txt            the messages shown to the user, time-stamped
       tensorboard/       the same scalars, when the tensorboard package is installed
       last.pt, best.pt   checkpoints (g2lstm.train.checkpoint)
 """
@@ -18,11 +19,13 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 __all__ = ["RunLog", "describe_environment", "read_metrics"]
 
@@ -57,44 +60,56 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 class RunLog:
-    """Writes a run folder: ``config.json`` and ``environment.json`` at start, then metrics as they come.
+    """Writes a run folder: the config and environment at start, then metrics and messages as they come.
 
     Args:
         run_dir: The folder, created when missing. A resumed run passes the same folder: metrics are appended
             to the same file (call :meth:`truncate_after` with the checkpoint's step first), ``config.json``
             is rewritten and the earlier starts are kept in ``environment.json`` under ``"earlier_starts"``.
-        config: The resolved config as plain values (:func:`g2lstm.train.config_to_dict`).
-        seed: The run's seed, recorded in ``environment.json``.
-        active: ``False`` makes every method do nothing, so that only rank 0 of a distributed run writes.
+        enabled: ``False`` makes every method do nothing, so that only rank 0 of a distributed run writes.
         tensorboard: Also write scalars for TensorBoard when ``torch.utils.tensorboard`` imports.
+
+    Example::
+
+        >>> log = RunLog("runs/demo", enabled=context.is_main)
+        >>> log.write_config(config_to_dict(config), seed=config.seed)
+        >>> log.log(step=100, train_loss=4.2)
+        >>> log.message("epoch 1 done")
     """
 
-    def __init__(
-        self,
-        run_dir: str | Path,
-        config: Mapping[str, Any] | None = None,
-        *,
-        seed: int | None = None,
-        active: bool = True,
-        tensorboard: bool = True,
-    ) -> None:
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        self.active = bool(active)
+        self.enabled = bool(enabled)
         self._tensorboard = bool(tensorboard)
         self._writer: Any = None
         self._purge_step: int | None = None
-        if not self.active:
+        if self.enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._drop_torn_line()
+
+    def write_config(self, config: Mapping[str, Any], *, seed: int | None = None) -> None:
+        """Write ``config.json`` (the resolved config as plain values, e.g. from ``config_to_dict``) and
+        ``environment.json`` (:func:`describe_environment` with ``seed``); call once at each start."""
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping of plain values, got {type(config).__name__}")
+        if not self.enabled:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_line()
-        if config is not None:
-            _write_json(self.run_dir / "config.json", dict(config))
+        _write_json(self.run_dir / "config.json", dict(config))
         environment = describe_environment(seed)
         previous = self.run_dir / "environment.json"
         if previous.is_file():
-            earlier = json.loads(previous.read_text())
+            earlier = json.loads(previous.read_text(encoding="utf-8"))
             environment["earlier_starts"] = earlier.pop("earlier_starts", []) + [earlier]
         _write_json(previous, environment)
+
+    def message(self, text: str) -> None:
+        """Show ``text`` to the user (above any progress bar) and append it, time-stamped, to ``log.txt``."""
+        if not self.enabled:
+            return
+        tqdm.write(text, file=sys.stdout)
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        with open(self.run_dir / "log.txt", "a", encoding="utf-8") as file:
+            file.write(f"{stamp} {text}\n")
 
     @property
     def metrics_path(self) -> Path:
@@ -105,9 +120,9 @@ class RunLog:
 
         A ``step`` value, when given, is the x axis of the TensorBoard scalars.
         """
-        if not self.active:
+        if not self.enabled:
             return
-        record = {"time": round(datetime.datetime.now().timestamp(), 3)}
+        record: dict[str, Any] = {"time": round(time.time(), 3)}
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
@@ -137,7 +152,7 @@ class RunLog:
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step must be an int, got {type(step).__name__}")
-        if not self.active:
+        if not self.enabled:
             return
         self._purge_step = step + 1
         if not self.metrics_path.is_file():
