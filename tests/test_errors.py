@@ -341,7 +341,7 @@ def test_kernel_backend_errors():
 
 
 def test_changing_gate_mode_follows_the_new_modes_defaults():
-    module = g2lstm.G2LSTM(2, 3)
+    module = G2LSTM(2, 3)
     module.gate = "sharpened"
     assert (module.temperature, module.eval_gate) == (0.2, "tempered")
     module.temperature = 0.5

@@ -396,7 +396,8 @@ def test_signals_set_a_stop_request_and_handlers_are_restored() -> None:
 
 def test_run_log_files_and_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    log = RunLog(run, config_to_dict(Demo(name="x")), seed=5)
+    log = RunLog(run)
+    log.write_config(config_to_dict(Demo(name="x")), seed=5)
     assert json.loads((run / "config.json").read_text())["name"] == "x"
     environment = json.loads((run / "environment.json").read_text())
     assert environment["g2lstm_version"] == g2lstm.__version__
@@ -416,18 +417,30 @@ def test_run_log_files_and_resume(tmp_path: Path) -> None:
     with open(run / "metrics.jsonl", "a") as file:
         file.write('{"step": 6, "lo')
     assert len(read_metrics(run)) == 6
-    resumed = RunLog(run, config_to_dict(Demo(name="y")), seed=5)
+    resumed = RunLog(run)
+    resumed.write_config(config_to_dict(Demo(name="y")), seed=5)
     resumed.truncate_after(3)
     resumed.log(step=4, loss=0.1)
     assert [record.get("step") for record in read_metrics(run)] == [1, 2, None, 3, 4]
     environment = json.loads((run / "environment.json").read_text())
     assert [set(start) for start in environment["earlier_starts"]] == [set(environment) - {"earlier_starts"}]
+    assert json.loads((run / "config.json").read_text())["name"] == "y"
     assert not list(run.glob("*.tmp"))
 
-    quiet = RunLog(tmp_path / "rank1", {"a": 1}, active=False)
+    quiet = RunLog(tmp_path / "rank1", enabled=False)
+    quiet.write_config({"a": 1})
     quiet.log(step=1, loss=1.0)
+    quiet.message("hello")
     quiet.truncate_after(0)
     assert not (tmp_path / "rank1").exists()
+
+
+def test_run_log_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = RunLog(tmp_path)
+    log.message("stopped by SIGINT at step 3; resume with the same command")
+    assert capsys.readouterr().out == "stopped by SIGINT at step 3; resume with the same command\n"
+    line = (tmp_path / "log.txt").read_text()
+    assert line.endswith(" stopped by SIGINT at step 3; resume with the same command\n") and line[:4].isdigit()
 
 
 def test_run_log_writes_tensorboard_scalars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,13 +471,14 @@ def test_single_process_context(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (context.enabled, context.rank, context.world_size, context.is_main) == (False, 0, 1, True)
     tensor = torch.tensor([2.0])
     assert all_reduce_mean(tensor) is tensor and any_rank(True) and not any_rank(False)
+    assert context.gather_objects({"a": 1}) == [{"a": 1}]
     broadcast_module(nn.Linear(2, 2))
 
 
 _WORKER = """
 import json, sys, torch
 from torch import nn
-from g2lstm.train import all_reduce_mean, any_rank, broadcast_module, cleanup, init_distributed
+from g2lstm.train import all_reduce_mean, any_rank, broadcast_module, cleanup, init_distributed, rng_state
 
 context = init_distributed("cpu")
 torch.manual_seed(context.rank)
@@ -475,6 +489,10 @@ result = {
     "mean": all_reduce_mean(torch.tensor([context.rank + 1.0, 10.0])).tolist(),
     "any": [any_rank(context.rank == 1), any_rank(False)],
     "weight": module.weight.tolist(),
+    "gathered": [
+        [item["rank"], item["rng"]["torch"].tolist()]
+        for item in context.gather_objects({"rank": context.rank, "rng": rng_state()})
+    ],
 }
 cleanup()
 with open(f"{sys.argv[1]}/rank{context.rank}.json", "w") as file:
@@ -495,5 +513,9 @@ def test_two_process_gloo_helpers(tmp_path: Path) -> None:
         assert result["context"] == [True, rank, 2, rank == 0]
         assert result["mean"] == [1.5, 10.0]
         assert result["any"] == [True, False]
+        assert [rank for rank, _ in result["gathered"]] == [0, 1]
+    # Each rank's own generator state arrives at its index: rank r seeded with r.
+    assert results[0]["gathered"] == results[1]["gathered"]
+    assert results[0]["gathered"][0][1] != results[0]["gathered"][1][1]
     torch.manual_seed(0)
     assert results[0]["weight"] == results[1]["weight"] == nn.Linear(3, 2).weight.tolist()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -52,6 +53,18 @@ class DistributedContext:
     def is_main(self) -> bool:
         """Rank 0: the process that logs, evaluates and writes checkpoints."""
         return self.rank == 0
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """``value`` of every rank, in rank order, on every rank (``[value]`` in a single process).
+
+        For what rank 0 saves on behalf of all, e.g. each rank's :func:`g2lstm.train.rng_state`. Every rank
+        must call it at the same point.
+        """
+        if not self.enabled:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
 
 
 def init_distributed(device: str | torch.device) -> DistributedContext:
