@@ -437,10 +437,11 @@ def test_run_log_files_and_resume(tmp_path: Path) -> None:
 
 def test_run_log_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = RunLog(tmp_path)
-    log.message("stopped by SIGINT at step 3; resume with the same command")
-    assert capsys.readouterr().out == "stopped by SIGINT at step 3; resume with the same command\n"
+    text = "stopped by SIGINT at step 3; resume with the same command"
+    log.message(text)
+    assert capsys.readouterr().out == text + "\n"
     line = (tmp_path / "log.txt").read_text()
-    assert line.endswith(" stopped by SIGINT at step 3; resume with the same command\n") and line[:4].isdigit()
+    assert line[:4].isdigit() and line.endswith(f" {text}\n")
 
 
 def test_run_log_writes_tensorboard_scalars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,8 @@ from g2lstm.lm.model import AWDLSTM
 from g2lstm.train import (
     CheckpointPaths,
     RunLog,
+    any_rank,
+    cleanup,
     config_from_dict,
     config_to_dict,
     init_distributed,
@@ -196,6 +198,16 @@ def train_language_model(
         if dist.is_main:
             save_checkpoint(paths.last, state)
 
+    def save_best(valid_loss: float) -> None:
+        progress.best_valid = valid_loss
+        state = checkpoint_state()
+        state.update(optimizer={}, hidden=[], metrics={"valid_loss": valid_loss})
+        if dist.is_main:
+            save_checkpoint(paths.best, state)
+
+    if init is not None and resume is None:  # finetune keeps the starting model unless it improves on it
+        save_best(evaluate(model, valid_data, config.bptt).loss)
+
     # ---- loop
     epochs = config.finetune_epochs if phase == "finetune" else config.epochs
     last_save = time.monotonic()
@@ -204,11 +216,13 @@ def train_language_model(
             trainable.train()
             if hidden is None:
                 hidden = model.init_hidden(train_data.shape[1])
+            streams = train_data.shape[1]
             bar = tqdm(
-                total=train_data.shape[0] - 1, initial=progress.position, desc=f"{phase} epoch {progress.epoch}",
-                unit="tok", disable=not (show_progress and dist.is_main), leave=False,
+                total=(train_data.shape[0] - 1) * streams, initial=progress.position * streams,
+                desc=f"{phase} epoch {progress.epoch}", unit="tok", unit_scale=True,
+                disable=not (show_progress and dist.is_main), leave=False,
             )
-            step_start, interval_loss, interval_steps = time.monotonic(), 0.0, 0
+            step_start, interval_steps = time.monotonic(), 0
             while progress.position < train_data.shape[0] - 2:
                 base = config.bptt if lengths_rng.random() < 0.95 else config.bptt / 2
                 length = max(5, int(lengths_rng.normal(base, 5)))
@@ -225,7 +239,7 @@ def train_language_model(
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
                 progress.position += length
-                bar.update(length)
+                bar.update(length * streams)
                 if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                     progress.bad_steps += 1
                     log.message(f"step {progress.step}: non-finite loss or gradient, skipped ({progress.bad_steps} in a row)")
@@ -240,16 +254,15 @@ def train_language_model(
                     group["lr"] = config.lr * length / config.bptt
                 optimizer.step()
                 progress.step += 1
-                interval_loss += raw_loss.item() if progress.step % config.log_interval == 0 else 0.0
                 interval_steps += 1
                 if progress.step % config.log_interval == 0:
                     ms = (time.monotonic() - step_start) * 1000 / interval_steps
                     log.log(phase=phase, step=progress.step, epoch=progress.epoch, train_loss=raw_loss.item(),
                             train_ppl=math.exp(raw_loss.item()), lr=config.lr, ms_per_step=ms)
                     bar.set_postfix(loss=f"{raw_loss.item():.2f}", ppl=f"{math.exp(raw_loss.item()):.0f}")
-                    step_start, interval_loss, interval_steps = time.monotonic(), 0.0, 0
+                    step_start, interval_steps = time.monotonic(), 0
                 out_of_steps = config.max_steps is not None and progress.step >= config.max_steps
-                if stop.requested:
+                if any_rank(stop.requested):
                     save_last()
                     bar.close()
                     log.message(
@@ -268,11 +281,7 @@ def train_language_model(
             with _averaged_weights(optimizer, progress.averaging):
                 valid = evaluate(model, valid_data, config.bptt)
                 if valid.loss < progress.best_valid:
-                    progress.best_valid = valid.loss
-                    if dist.is_main:
-                        best = checkpoint_state()
-                        best.update(optimizer={}, hidden=[], metrics={"valid_loss": valid.loss})
-                        save_checkpoint(paths.best, best)
+                    save_best(valid.loss)
             log.log(phase=phase, step=progress.step, epoch=progress.epoch, valid_loss=valid.loss,
                     valid_ppl=valid.perplexity, averaging=progress.averaging)
             history = progress.valid_history
@@ -300,7 +309,7 @@ def train_language_model(
         "test_ppl": evaluate(model, test_data, config.bptt).perplexity,
     }
     log.log(phase=phase, step=progress.step, final=True, **metrics)
-    dist.cleanup()
+    cleanup()
     return metrics
 
 

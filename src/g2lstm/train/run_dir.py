@@ -139,7 +139,7 @@ class RunLog:
             file.write(json.dumps(record) + "\n")
         writer = self._tensorboard_writer()
         if writer is not None:
-            step = values.get("step")
+            step = record.get("step")
             for key, value in record.items():
                 if key not in ("time", "step") and type(value) in (int, float):
                     writer.add_scalar(key, value, step)

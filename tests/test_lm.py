@@ -1,0 +1,241 @@
+"""The language-model recipe on a tiny corpus: model, training, averaged SGD, finetune, cache, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+from g2lstm.lm import train as lm_train
+from g2lstm.lm.config import PRESET_DIR, LMConfig
+from g2lstm.lm.evaluate import CachePointer, cache_pointer_probability, evaluate
+from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
+from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, read_metrics
+
+WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PTB-layout corpus: random sentences over a 16-word vocabulary."""
+    folder = tmp_path_factory.mktemp("corpus")
+    generator = torch.Generator().manual_seed(0)
+    for split, lines in (("train", 300), ("valid", 40), ("test", 40)):
+        sentences = []
+        for _ in range(lines):
+            length = int(torch.randint(3, 12, (1,), generator=generator))
+            ids = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+            sentences.append(" ".join(WORDS[i] for i in ids))
+        (folder / f"ptb.{split}.txt").write_text("\n".join(sentences) + "\n")
+    return folder
+
+
+def tiny_config(**overrides: object) -> LMConfig:
+    base = {"emb_size": 16, "hidden_size": 24, "batch_size": 4, "bptt": 12, "epochs": 2, "log_interval": 5,
+            "eval_batch_size": 2, "test_batch_size": 2}
+    return load_config(LMConfig, "tiny", {**base, **overrides}, preset_dir=PRESET_DIR)
+
+
+def parameters_of(run_dir: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    return load_checkpoint(getattr(CheckpointPaths(run_dir), name))["model"]
+
+
+@pytest.mark.parametrize("gate", ["lstm", "sharpened", "g2"])
+def test_one_training_step_of_each_gate_type_lowers_nothing_to_nan(gate: str) -> None:
+    torch.manual_seed(0)
+    model = AWDLSTM(LanguageModelSpec(vocab_size=30, emb_size=8, hidden_size=12, num_layers=2, gate=gate))
+    words = torch.randint(0, 30, (7, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    result = model(words, model.init_hidden(3))
+    assert result.output.shape == (7, 3, 8) and len(result.hidden) == 2
+    loss = torch.nn.functional.cross_entropy(model.decode(result.output).view(-1, 30), words.view(-1))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert model.decoder.weight is model.embedding.weight  # tied
+
+
+def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
+    model = AWDLSTM(LanguageModelSpec(vocab_size=20, emb_size=8, hidden_size=8, num_layers=2))
+    words = torch.randint(0, 20, (5, 2))
+    model.eval()
+    first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
+    assert torch.equal(first, second)
+    model.train()
+    first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
+    assert not torch.equal(first, second)
+
+
+def test_training_writes_metrics_checkpoints_and_resolved_config(corpus_dir: Path, tmp_path: Path) -> None:
+    metrics = lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
+    assert set(metrics) == {"valid_ppl", "test_ppl"} and all(math.isfinite(v) for v in metrics.values())
+    assert metrics["valid_ppl"] < len(WORDS) + 1  # better than uniform over the vocabulary
+    paths = CheckpointPaths(tmp_path)
+    assert paths.best.exists() and paths.last.exists()
+    lines = read_metrics(tmp_path)
+    assert [line["epoch"] for line in lines if "valid_loss" in line] == [1, 2]
+    assert json.loads((tmp_path / "config.json").read_text())["emb_size"] == 16
+    assert load_checkpoint(paths.best)["vocab"][0] in WORDS + ["<eos>"]
+
+
+def test_switch_to_averaged_sgd_when_validation_stops_improving(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9, 3.0] + [3.0] * 20)
+    real = lm_train.evaluate
+
+    def fake_evaluate(model, data, bptt, cache=None):
+        result = real(model, data, bptt, cache)
+        return type(result)(loss=next(losses), tokens=result.tokens)
+
+    monkeypatch.setattr(lm_train, "evaluate", fake_evaluate)
+    lm_train.train_language_model(tiny_config(epochs=5, nonmono=2), tmp_path, corpus_dir, show_progress=False)
+    averaging = [line["averaging"] for line in read_metrics(tmp_path) if "valid_loss" in line]
+    # history [3, 2] then 2.5: len(history) = 2 is not > nonmono; 2.6 at epoch 4: 2.6 > min([3]) -> switch
+    assert averaging == [False, False, False, False, True]
+    state = load_checkpoint(CheckpointPaths(tmp_path).last)
+    assert state["progress"]["averaging"] is True
+    assert any("ax" in entry for entry in state["optimizer"]["state"].values())
+
+
+def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(corpus_dir: Path, tmp_path: Path) -> None:
+    lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
+    start = load_checkpoint(CheckpointPaths(tmp_path).best)["metrics"]["valid_loss"]
+    metrics = lm_train.finetune(tmp_path, corpus_dir, epochs=2, show_progress=False)
+    finetuned = load_checkpoint(CheckpointPaths(tmp_path / "finetune").best)
+    assert finetuned["metrics"]["valid_loss"] <= start
+    assert math.log(metrics["valid_ppl"]) == pytest.approx(finetuned["metrics"]["valid_loss"], rel=1e-6)
+    assert finetuned["progress"]["averaging"] is True
+
+
+def test_cache_pointer_matches_a_hand_computation() -> None:
+    cache = CachePointer(window=2, theta=0.5, lambdah=0.25)
+    vocab_probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
+    targets = torch.tensor([2, 1])
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    history_hidden = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    history_words = torch.tensor([1, 2])
+    p = cache_pointer_probability(vocab_probs, targets, hidden, history_hidden, history_words, cache)
+    # position 0: M + 0 = 2 is not > window 2 -> plain softmax probability of word 2
+    assert p[0].item() == pytest.approx(0.2)
+    # position 1 attends over the previous two positions: history row 1 (word 2) and chunk row 0 (word 2)
+    scores = torch.tensor([0.5 * (0 * 2 + 2 * 0), 0.5 * (0 * 1 + 2 * 0)])
+    attention = torch.softmax(scores, 0)
+    pointer = 0.0  # neither of those positions was followed by word 1
+    assert attention.sum().item() == pytest.approx(1.0)
+    assert p[1].item() == pytest.approx(0.25 * pointer + 0.75 * 0.6)
+
+
+def test_cache_pointer_helps_on_repetitive_text() -> None:
+    torch.manual_seed(0)
+    model = AWDLSTM(LanguageModelSpec(vocab_size=10, emb_size=8, hidden_size=8, num_layers=1)).eval()
+    stream = torch.arange(10).repeat(30).view(-1, 1)
+    plain = evaluate(model, stream, bptt=10)
+    cached = evaluate(model, stream, bptt=10, cache=CachePointer(window=20, theta=5.0, lambdah=0.5))
+    assert cached.tokens == plain.tokens == stream.shape[0] - 1
+    assert cached.loss < plain.loss
+
+
+def test_resume_after_a_stop_continues_bit_identically(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config(epochs=2, checkpoint_minutes=1000.0)
+    lm_train.train_language_model(config, tmp_path / "straight", corpus_dir, show_progress=False)
+
+    class StopAfter:
+        def __init__(self, checks: int) -> None:
+            self.checks, self.signal_name = checks, "SIGINT"
+
+        @property
+        def requested(self) -> bool:
+            self.checks -= 1
+            return self.checks < 0
+
+    @contextmanager
+    def stop_after_seven():
+        yield StopAfter(7)
+
+    monkeypatch.setattr(lm_train, "stop_on_signals", stop_after_seven)
+    interrupted = tmp_path / "interrupted"
+    assert lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False) == {}
+    assert load_checkpoint(CheckpointPaths(interrupted).last)["progress"]["step"] == 8
+    monkeypatch.undo()
+    lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False)
+    straight, resumed = parameters_of(tmp_path / "straight"), parameters_of(interrupted)
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    drop_time = lambda lines: [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
+    assert drop_time(read_metrics(tmp_path / "straight")) == drop_time(read_metrics(interrupted))
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "g2lstm", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def test_cli_train_eval_and_finetune_with_json(corpus_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12"]
+    done = run_cli("lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--gate", "g2", "--epochs", "1",
+                   "--seed", "3", "--out", str(run), "--quiet", "--json", *small)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl"}
+    evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--cache-pointer",
+                        "--window", "20", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert {"valid_ppl", "test_ppl"} <= set(json.loads(evaluated.stdout.strip().splitlines()[-1]))
+    tuned = run_cli("lm", "finetune", str(run), "--data", str(corpus_dir), "--epochs", "1", "--quiet", "--json")
+    assert tuned.returncode == 0, tuned.stderr
+    assert (run / "finetune" / "best.pt").exists()
+
+
+def test_cli_character_level_reports_bits_per_character(corpus_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "chars"
+    small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=20"]
+    done = run_cli("lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--unit", "char", "--max-steps",
+                   "5", "--out", str(run), "--quiet", *small)
+    assert done.returncode == 0, done.stderr
+    evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--json")
+    result = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert result["valid_bpc"] == pytest.approx(math.log2(result["valid_ppl"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "colour=blue"], "colour"),
+        (["--set", "lr=fast"], "lr"),
+        (["--preset", "nonexistent"], "nonexistent"),
+        (["--data", "/no/such/folder"], "/no/such/folder"),
+    ],
+)
+def test_cli_user_mistakes_end_in_one_line_and_exit_code_2(
+    corpus_dir: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    # a later --data or --preset replaces the earlier one
+    argv = ["lm", "train", "--out", str(tmp_path / "run"), "--quiet", "--data", str(corpus_dir), "--preset", "tiny", *args]
+    done = run_cli(*argv)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "g2lstm",
+               "lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--max-steps", "6", "--out", str(run),
+               "--quiet", "--json", "--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert load_checkpoint(CheckpointPaths(run).last)["progress"]["step"] == 6
+    assert len(load_checkpoint(CheckpointPaths(run).last)["rng"]) == 2  # one random state per process
