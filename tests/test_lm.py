@@ -98,10 +98,10 @@ def test_switch_to_averaged_sgd_when_validation_stops_improving(
         return type(result)(loss=next(losses), tokens=result.tokens)
 
     monkeypatch.setattr(lm_train, "evaluate", fake_evaluate)
-    lm_train.train_language_model(tiny_config(epochs=5, nonmono=2), tmp_path, corpus_dir, show_progress=False)
+    lm_train.train_language_model(tiny_config(epochs=6, nonmono=2), tmp_path, corpus_dir, show_progress=False)
     averaging = [line["averaging"] for line in read_metrics(tmp_path) if "valid_loss" in line]
-    # history [3, 2] then 2.5: len(history) = 2 is not > nonmono; 2.6 at epoch 4: 2.6 > min([3]) -> switch
-    assert averaging == [False, False, False, False, True]
+    # epoch 4: 2.6 is not above min([3.0]); epoch 5: 2.7 > min([3.0, 2.0]) -> averaged SGD from epoch 6 on
+    assert averaging == [False, False, False, False, False, True]
     state = load_checkpoint(CheckpointPaths(tmp_path).last)
     assert state["progress"]["averaging"] is True
     assert any("ax" in entry for entry in state["optimizer"]["state"].values())
@@ -166,7 +166,8 @@ def test_resume_after_a_stop_continues_bit_identically(
 
     monkeypatch.setattr(lm_train, "stop_on_signals", stop_after_seven)
     interrupted = tmp_path / "interrupted"
-    assert lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False) == {}
+    with pytest.raises(lm_train.TrainingInterrupted, match="run the same command again"):
+        lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False)
     assert load_checkpoint(CheckpointPaths(interrupted).last)["progress"]["step"] == 8
     monkeypatch.undo()
     lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False)

@@ -150,11 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from g2lstm.lm.train import TrainingDiverged, TrainingInterrupted
+
     try:
         args.run(args)
     except USER_ERRORS as error:
         print(f"g2lstm: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:
+        print(f"g2lstm: {stopped}", file=sys.stderr)
+        return 143 if stopped.signal_name == "SIGTERM" else 130
+    except TrainingDiverged as error:
+        print(f"g2lstm: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("g2lstm: interrupted", file=sys.stderr)
         return 130

@@ -355,9 +355,21 @@ class G2LSTM(_GateOptions):
     def _layer_weights(self, layer: int, direction: int) -> list[Tensor]:
         suffix = self._direction_suffixes[direction]
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
-        weights = [getattr(self, f"{name}_l{layer}{suffix}") for name in names]
+        weights = [self._weight(f"{name}_l{layer}{suffix}") for name in names]
         weights[1] = self._dropconnect(weights[1])
         return weights
+
+    def _weight(self, name: str) -> Tensor:
+        """The dense weight ``name``: its Parameter, or rebuilt from the compact blocks of g2lstm.compress."""
+        compressed = self._modules.get("compressed")
+        if compressed is not None and name in compressed:
+            return compressed.dense(name)
+        return getattr(self, name)
+
+    def _reference(self) -> Tensor:
+        """A tensor with the weights' dtype and device (a compressed module keeps no ``weight_ih_l0``)."""
+        compressed = self._modules.get("compressed")
+        return self.weight_ih_l0 if compressed is None else compressed.reference
 
     def _check_state(self, hx: Any, batch: int, batched: bool, reference: Tensor) -> State:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -378,7 +390,7 @@ class G2LSTM(_GateOptions):
     def forward(
         self, input: Tensor | PackedSequence, hx: State | None = None
     ) -> tuple[Tensor | PackedSequence, State]:
-        reference = self.weight_ih_l0
+        reference = self._reference()
         packed = isinstance(input, PackedSequence)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input

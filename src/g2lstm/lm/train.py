@@ -41,11 +41,19 @@ from g2lstm.train import (
     stop_on_signals,
 )
 
-__all__ = ["TrainingDiverged", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint"]
+__all__ = ["TrainingDiverged", "TrainingInterrupted", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint"]
 
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving its last checkpoint; the same command resumes it."""
+
+    def __init__(self, message: str, signal_name: str | None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 @dataclass
@@ -127,7 +135,8 @@ def train_language_model(
     show_progress: bool = True,
 ) -> dict[str, float]:
     """Train (``phase="train"``) or finetune (``phase="finetune"``, from ``init_checkpoint``) into
-    ``run_dir``, resuming from ``run_dir/last.pt`` when it exists. Returns the final metrics."""
+    ``run_dir``, resuming from ``run_dir/last.pt`` when it exists. Returns the final metrics; raises
+    :class:`TrainingInterrupted` after saving when SIGINT or SIGTERM asks it to stop."""
     # ---- setup
     run_dir = Path(run_dir)
     paths = CheckpointPaths(run_dir)
@@ -265,11 +274,12 @@ def train_language_model(
                 if any_rank(stop.requested):
                     save_last()
                     bar.close()
-                    log.message(
-                        f"stopped by {stop.signal_name} at epoch {progress.epoch}, step {progress.step}; "
-                        f"resume with the same command (it continues from {paths.last})"
+                    cleanup()
+                    raise TrainingInterrupted(
+                        f"stopped by {stop.signal_name} at epoch {progress.epoch}, step {progress.step} after "
+                        f"saving {paths.last}; run the same command again to resume",
+                        stop.signal_name,
                     )
-                    return {}
                 if out_of_steps:
                     break
                 if time.monotonic() - last_save > config.checkpoint_minutes * 60:

@@ -1,0 +1,100 @@
+"""Eval-mode forward speed of low-rank compressed G2LSTMs against the dense G2LSTM and nn.LSTM, same run.
+
+    python benchmarks/compress_speed.py                      # T=70, B=20, in=400, H=1150; ranks 128 and 64
+    python benchmarks/compress_speed.py --shape 5 2 8 16 --ranks 4 2 --repeats 2   # a smoke test
+
+A compressed layer rebuilds its dense gate matrices from the factors on every call and then runs the same
+native kernel as the dense layer, so it is expected to be a little slower: what compression saves is storage
+(the size column). All models hold the same weights before compression, run in evaluation mode without
+autograd and alternate within every repeat, so slow drifts of the machine affect them alike; each time is the
+median over the repeats after one warm-up round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from g2lstm import G2LSTM
+from g2lstm.benchmark import machine_description
+from g2lstm.compress import compress, count_parameters_and_bytes
+
+AWD_LAYER = (70, 20, 400, 1150)  # (time, batch, input, hidden): the first AWD-LSTM layer of the paper
+
+
+def measure(
+    shape: Sequence[int], ranks: Sequence[int], repeats: int, seed: int
+) -> dict[str, tuple[float, int]]:
+    """For each model, the median seconds of one eval forward of ``shape`` and its size in bytes."""
+    steps, batch, input_size, hidden = shape
+    torch.manual_seed(seed)
+    lstm = nn.LSTM(input_size, hidden).eval()
+    dense = G2LSTM.from_lstm(lstm, gate="g2").eval()
+    models: dict[str, nn.Module] = {"nn.LSTM": lstm, "G2LSTM": dense}
+    for rank in ranks:
+        compressed = copy.deepcopy(dense)
+        compress(compressed, rank=rank)
+        models[f"G2LSTM rank {rank}"] = compressed
+    inputs = torch.randn(steps, batch, input_size)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for repeat in range(repeats + 1):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(inputs)
+                if repeat > 0:  # the first round is the warm-up
+                    times[name].append(time.perf_counter() - start)
+    return {
+        name: (statistics.median(times[name]), count_parameters_and_bytes(model)[1])
+        for name, model in models.items()
+    }
+
+
+def format_table(results: dict[str, tuple[float, int]]) -> str:
+    """A Markdown table: size, milliseconds per forward and the ratios to nn.LSTM and the dense G2LSTM."""
+    lstm_time, g2_time = results["nn.LSTM"][0], results["G2LSTM"][0]
+    lines = [
+        "| model | size (MB) | eval forward (ms) | vs nn.LSTM | vs G2LSTM |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (seconds, size) in results.items():
+        lines.append(
+            f"| {name} | {size / 1e6:.3g} | {seconds * 1e3:.1f} | {seconds / lstm_time:.2f}× "
+            f"| {seconds / g2_time:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--shape", type=int, nargs=4, metavar=("T", "B", "IN", "H"), default=list(AWD_LAYER),
+        help="sequence length, batch, input and hidden size (default: %(default)s)",
+    )
+    parser.add_argument("--ranks", type=int, nargs="+", default=[128, 64], help="default: %(default)s")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if min(args.shape) < 1 or args.repeats < 1:
+        parser.error(f"--shape values and --repeats must be >= 1, got {args.shape} and {args.repeats}")
+    try:
+        results = measure(args.shape, args.ranks, args.repeats, args.seed)
+    except ValueError as error:  # e.g. a rank above min(H, in)
+        parser.error(str(error))
+    print(
+        f"eval forward, shape (T, B, in, H) = {tuple(args.shape)}, median of {args.repeats} repeats; "
+        f"{machine_description()}\n"
+    )
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
