@@ -59,17 +59,47 @@ def _lm_eval(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from g2lstm.lm.demo import run_demo
+    from g2lstm.lm.demo import format_demo_table, run_demo
 
     results = run_demo(args.out, args.data, args.preset, _overrides(args, ("max_steps", "epochs")),
                        show_progress=not args.quiet)
-    print(f"\n{'':24}{'LSTM':>10}{'G2-LSTM':>10}")
-    for key, label in (("valid_ppl", "valid perplexity"), ("test_ppl", "test perplexity")):
-        print(f"{label:24}{results['lstm'][key]:>10.2f}{results['g2'][key]:>10.2f}")
-    for key in results["g2"]["outer_share"]:
-        label = f"{key} outer bins"
-        print(f"{label:24}{100 * results['lstm']['outer_share'][key]:>9.1f}%{100 * results['g2']['outer_share'][key]:>9.1f}%")
+    print(format_demo_table(results))
     print(f"\ngate histograms: {results['figure']}")
+
+
+def _compress(args: argparse.Namespace) -> None:
+    from g2lstm.lm.compression import compress_checkpoint, compression_sweep
+    from g2lstm.lm.evaluate import CachePointer
+
+    if args.targets[0] == "sweep":
+        if len(args.targets) < 2:
+            raise ValueError("compress sweep needs at least one checkpoint: g2lstm compress sweep CKPT... --data DIR")
+        cache = CachePointer(args.window, args.theta, args.lambdah) if args.cache_pointer else None
+        results = compression_sweep(args.targets[1:], args.out or "compression", args.data,
+                                    round_step=args.round or 0.2, clip=args.clip or 0.4, ranks=args.ranks,
+                                    cache=cache, batch_size=args.batch_size, curves=not args.no_curves)
+        print(results["table_markdown"])
+        if not args.no_curves:
+            print(f"\nfigure: {results['figure']}")
+        return
+    if len(args.targets) != 1:
+        raise ValueError(f"compress takes one checkpoint (or 'sweep' and several), got {len(args.targets)}")
+    if args.out is None:
+        raise ValueError("compress needs --out FILE for the compressed checkpoint")
+    report = compress_checkpoint(args.targets[0], args.out, round=args.round, clip=args.clip, rank=args.rank,
+                                 gates=args.gates)
+    print(report.summary())
+    print(f"saved {args.out}")
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    from g2lstm.lm.analyze import analyze_language_models
+
+    options = {"split": args.split, "max_tokens": args.max_tokens, "eval_gate": args.eval_gate}
+    if args.sentence:
+        options["sentences"] = args.sentence
+    analyze_language_models(args.checkpoints, args.out, args.data, **options)
+    print(f"wrote gate histograms, per-word gate maps and sensitivity tables to {args.out}")
 
 
 def _bench_speed(args: argparse.Namespace) -> None:
@@ -137,6 +167,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     common(evaluate)
     evaluate.set_defaults(run=_lm_eval)
+
+    squeeze = commands.add_parser(
+        "compress", help="compress gate weights of a checkpoint, or 'sweep' several under the paper's settings",
+        description="g2lstm compress CKPT (--round R [--clip C] | --rank K) --out OUT\n"
+                    "g2lstm compress sweep CKPT... [--data DIR] [--out DIR]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    squeeze.add_argument("targets", nargs="+", metavar="CHECKPOINT", help="a checkpoint, or 'sweep' and checkpoints")
+    squeeze.add_argument("--round", type=float, help="rounding step r (sweep default 0.2)")
+    squeeze.add_argument("--clip", type=float, help="clip to [-c, c] after rounding (sweep default 0.4)")
+    squeeze.add_argument("--rank", type=int, help="truncated-SVD rank k")
+    squeeze.add_argument("--ranks", type=int, nargs=2, help="sweep: the two ranks (default hidden/9, hidden/18)")
+    squeeze.add_argument("--gates", nargs="+", default=["input", "forget"],
+                         choices=("input", "forget", "cell", "output"), help="blocks to compress")
+    squeeze.add_argument("--out", help="compressed checkpoint file, or the sweep's output folder")
+    squeeze.add_argument("--cache-pointer", action="store_true", help="sweep: evaluate with the cache pointer")
+    squeeze.add_argument("--window", type=int, default=500)
+    squeeze.add_argument("--theta", type=float, default=1.0)
+    squeeze.add_argument("--lambda", dest="lambdah", type=float, default=0.1)
+    squeeze.add_argument("--batch-size", type=int)
+    squeeze.add_argument("--no-curves", action="store_true", help="sweep: skip the perplexity curves")
+    squeeze.add_argument("--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then download)")
+    squeeze.set_defaults(run=_compress)
+
+    analyze = commands.add_parser("analyze", help="gate histograms, per-word gate maps, sensitivity")
+    analyze.add_argument("checkpoints", nargs="+")
+    analyze.add_argument("--out", required=True, help="output folder")
+    analyze.add_argument("--split", default="valid", choices=("train", "valid", "test"))
+    analyze.add_argument("--max-tokens", type=int, default=20000)
+    analyze.add_argument("--sentence", action="append", help="a sentence for the per-word gate map (repeatable)")
+    analyze.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"))
+    analyze.add_argument("--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then download)")
+    analyze.set_defaults(run=_analyze)
 
     bench = commands.add_parser("bench", help="speed against torch.nn.LSTM")
     bench.add_argument("--device", default="cpu")

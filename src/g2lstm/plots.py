@@ -1,4 +1,4 @@
-"""PNG figures (matplotlib, imported only here): gate histograms and learning curves."""
+"""PNG figures (matplotlib, imported only here): gate histograms, per-word gate values, learning curves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from g2lstm.analysis import GateHistogram
 
-__all__ = ["plot_gate_histograms", "plot_learning_curves"]
+__all__ = ["plot_compression_curves", "plot_gate_histograms", "plot_gate_words", "plot_learning_curves"]
 
 
 def _pyplot():
@@ -19,7 +19,9 @@ def _pyplot():
     return plt
 
 
-def plot_gate_histograms(histograms: Mapping[str, Sequence[GateHistogram]], path: str | Path, title: str) -> Path:
+def plot_gate_histograms(
+    histograms: Mapping[str, Sequence[GateHistogram]], path: str | Path, title: str
+) -> Path:
     """Grouped bars of gate-value shares, one panel per (gate, layer), one colour per model."""
     plt = _pyplot()
     layers = sorted({h.layer for hs in histograms.values() for h in hs})
@@ -52,6 +54,70 @@ def plot_gate_histograms(histograms: Mapping[str, Sequence[GateHistogram]], path
     return path
 
 
+def plot_gate_words(
+    words: Sequence[Sequence[str]],
+    averages: Mapping[str, Sequence[Mapping[tuple[int, str], Sequence[float]]]],
+    path: str | Path,
+    title: str,
+) -> Path:
+    """The paper's Figure 4: heat maps of the per-word average gate value (mean over hidden units).
+
+    ``words[s]`` labels the x axis of sentence ``s``; ``averages[model][s][(layer, gate)]`` holds one value
+    per word. One panel per sentence and layer, one row per model and gate, one colour scale (0 to 1) for
+    all panels, each cell also printed as a number.
+    """
+    if not averages:
+        raise ValueError("averages must hold at least one model, got none")
+    for name, per_sentence in averages.items():
+        if len(per_sentence) != len(words):
+            raise ValueError(
+                f"averages[{name!r}] must hold {len(words)} sentences (one per words), "
+                f"got {len(per_sentence)}"
+            )
+        for s, gates in enumerate(per_sentence):
+            for key, values in gates.items():
+                if len(values) != len(words[s]):
+                    raise ValueError(
+                        f"averages[{name!r}][{s}][{key}] must hold one value per word ({len(words[s])}), "
+                        f"got {len(values)}"
+                    )
+    plt = _pyplot()
+    panels = []  # (sentence, layer, [(row label, values)])
+    for s in range(len(words)):
+        layers = sorted({layer for per in averages.values() for layer, _ in per[s]})
+        for layer in layers:
+            rows = [(f"{name}, {gate} gate", per[s][layer, gate])
+                    for name, per in averages.items()
+                    for gate in ("input", "forget")
+                    if (layer, gate) in per[s]]
+            panels.append((s, layer, rows))
+    if not panels:
+        raise ValueError("averages must hold gate values of at least one layer, got none")
+    longest = max((len(w) for w in words), default=1)
+    heights = [0.32 * len(rows) + 0.9 for _, _, rows in panels]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(max(7.0, 0.62 * longest + 3.5), sum(heights) + 0.8),
+                                height_ratios=heights, squeeze=False, layout="constrained")
+    for axis, (s, layer, rows) in zip(axes[:, 0], panels):
+        grid = [list(values) for _, values in rows]
+        image = axis.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        for r, values in enumerate(grid):
+            for c, value in enumerate(values):
+                axis.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                          color="black" if value > 0.6 else "white")
+        axis.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+        axis.set_xticks(range(len(words[s])), list(words[s]), rotation=35, ha="right", fontsize=8)
+        axis.set_title(f"sentence {s + 1}, layer {layer}", fontsize=9, loc="left")
+        axis.set_xlabel("word (as read, left to right)", fontsize=8)
+    colour_bar = figure.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, pad=0.02)
+    colour_bar.set_label("gate value averaged over hidden units")
+    figure.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, title: str,
                          ylabel: str = "validation perplexity") -> Path:
     """One line per run of (epoch, value) points."""
@@ -67,6 +133,35 @@ def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], pa
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_compression_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]], path: str | Path,
+                            title: str) -> Path:
+    """Two panels, one line per model: validation perplexity against the rank of the gate blocks, and
+    against the rounding step (``runs[name]["rank_curve"]`` / ``["round_curve"]`` as (x, perplexity))."""
+    plt = _pyplot()
+    figure, (by_rank, by_step) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, run in runs.items():
+        for axis, key in ((by_rank, "rank_curve"), (by_step, "round_curve")):
+            if run.get(key):
+                xs, ys = zip(*run[key])
+                axis.plot(xs, ys, marker="o", markersize=4, label=name)
+    by_rank.set_xscale("log", base=2)
+    by_rank.invert_xaxis()
+    by_rank.set_xlabel("rank of each input/forget gate block (log scale, smaller to the right)")
+    by_step.set_xlabel("rounding step r of the input/forget gate weights")
+    for axis in (by_rank, by_step):
+        axis.set_ylabel("validation perplexity")
+        axis.set_yscale("log")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

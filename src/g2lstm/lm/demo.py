@@ -9,12 +9,13 @@ import torch
 
 from g2lstm.analysis import GateHistogram, gate_histograms
 from g2lstm.data import batchify
+from g2lstm.lm.compression import compression_sweep
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.train import load_corpus, load_model, train_language_model
 from g2lstm.train import CheckpointPaths, load_checkpoint, load_config
 
-__all__ = ["run_demo", "lm_gate_histograms"]
+__all__ = ["format_demo_table", "run_demo", "lm_gate_histograms"]
 
 
 def lm_gate_histograms(model: AWDLSTM, stream: torch.Tensor, bptt: int, max_tokens: int) -> list[GateHistogram]:
@@ -33,7 +34,8 @@ def lm_gate_histograms(model: AWDLSTM, stream: torch.Tensor, bptt: int, max_toke
 
 def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tiny",
              overrides: dict[str, object] | None = None, show_progress: bool = True) -> dict:
-    """Train ``preset`` as LSTM and as G2-LSTM (same seed), compare perplexities and gate histograms."""
+    """Train ``preset`` as LSTM and as G2-LSTM (same seed); compare their perplexities, gate histograms and
+    perplexities after compressing the gates (the paper's Round & clip and two low ranks)."""
     from g2lstm.plots import plot_gate_histograms
 
     out = Path(out)
@@ -46,6 +48,12 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
         corpus = load_corpus(data, config.unit, vocab)
         histograms[gate] = lm_gate_histograms(model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000)
         results[gate] = {**metrics, "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]}}
+    sweep = compression_sweep([CheckpointPaths(out / gate).best for gate in ("lstm", "g2")], out / "compression", data,
+                              names=["lstm", "g2"], curves=False)
+    for gate in ("lstm", "g2"):
+        results[gate]["compressed_test_ppl"] = {
+            column: metrics["test_ppl"] for column, metrics in sweep["runs"][gate]["table"].items()
+        }
     figure = plot_gate_histograms(
         {"LSTM": histograms["lstm"], "G2-LSTM": histograms["g2"]}, out / "gate_histograms.png",
         f"Gate values on PTB validation ({preset} preset, eval mode)",
@@ -53,3 +61,19 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
     results["figure"] = str(figure)
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def format_demo_table(results: dict) -> str:
+    """The demo's numbers side by side: perplexities, perplexities after compression, outer-bin shares."""
+    lstm, g2 = results["lstm"], results["g2"]
+    lines = [f"\n{'':36}{'LSTM':>10}{'G2-LSTM':>10}"]
+    for key, label in (("valid_ppl", "valid perplexity"), ("test_ppl", "test perplexity")):
+        lines.append(f"{label:36}{lstm[key]:>10.2f}{g2[key]:>10.2f}")
+    for column in g2["compressed_test_ppl"]:
+        if column != "original":
+            lines.append(f"{'test perplexity, ' + column:36}{lstm['compressed_test_ppl'][column]:>10.2f}"
+                         f"{g2['compressed_test_ppl'][column]:>10.2f}")
+    for key in g2["outer_share"]:
+        lines.append(f"{key + ' gates in outer bins':36}{100 * lstm['outer_share'][key]:>9.1f}%"
+                     f"{100 * g2['outer_share'][key]:>9.1f}%")
+    return "\n".join(lines)

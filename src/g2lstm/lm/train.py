@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from g2lstm.compress import restore_compressed
 from g2lstm.data import Corpus, Vocabulary, batchify, find_dataset
 from g2lstm.lm.config import ARCHITECTURE_KEYS, LMConfig
 from g2lstm.lm.evaluate import CachePointer, EvalResult, evaluate
@@ -41,7 +43,8 @@ from g2lstm.train import (
     stop_on_signals,
 )
 
-__all__ = ["TrainingDiverged", "TrainingInterrupted", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint"]
+__all__ = ["TrainingDiverged", "TrainingInterrupted", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint",
+           "evaluate_language_model"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,12 +84,13 @@ def load_corpus(data: str | Path | None, unit: str, vocab: list[str] | None = No
 
 
 def load_model(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[AWDLSTM, LMConfig, list[str]]:
-    """Rebuild the model of a checkpoint (its config and vocabulary travel with it)."""
+    """Rebuild the model of a checkpoint (its config, vocabulary and any compression travel with it)."""
     config = config_from_dict(LMConfig, checkpoint["config"])
     vocab = checkpoint["vocab"]
-    model = AWDLSTM(config.model_spec(len(vocab))).to(device)
+    model = AWDLSTM(config.model_spec(len(vocab)))
+    restore_compressed(model, checkpoint.get("compression"))
     model.load_state_dict(checkpoint["model"])
-    return model, config, vocab
+    return model.to(device), config, vocab
 
 
 def _cross_entropy(model: AWDLSTM, output: Tensor, targets: Tensor) -> Tensor:
@@ -337,6 +341,33 @@ def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int
                                 show_progress=show_progress)
 
 
+def evaluate_language_model(
+    model: AWDLSTM,
+    config: LMConfig,
+    corpus: Corpus,
+    *,
+    cache: CachePointer | None = None,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    splits: Sequence[str] = ("valid", "test"),
+) -> dict[str, float]:
+    """Perplexity on each split (and bits per token for characters) of a model in memory.
+
+    Streams per split: ``batch_size``, else 1 with the cache pointer (as the authors' pointer.py), else the
+    config's evaluation batch sizes."""
+    results: dict[str, float] = {}
+    default_batches = {"train": config.eval_batch_size, "valid": config.eval_batch_size, "test": config.test_batch_size}
+    for split in splits:
+        default_batch = default_batches[split]
+        streams = batch_size or (1 if cache is not None else default_batch)
+        result: EvalResult = evaluate(model, batchify(getattr(corpus, split), streams).to(device), config.bptt, cache)
+        results[f"{split}_loss"] = result.loss
+        results[f"{split}_ppl"] = result.perplexity
+        if config.unit == "char":
+            results[f"{split}_bpc"] = result.bits_per_token
+    return results
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str | Path | None = None,
@@ -346,18 +377,10 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Validation and test perplexity (and bits per token for characters) of a saved model."""
+    """:func:`evaluate_language_model` of a saved (possibly compressed) model."""
     model, config, vocab = load_model(load_checkpoint(checkpoint), device)
     if eval_gate is not None:
         for layer in model.layers:
             layer.eval_gate = eval_gate
     corpus = load_corpus(data, config.unit, vocab)
-    results: dict[str, float] = {}
-    for split, default_batch in (("valid", config.eval_batch_size), ("test", config.test_batch_size)):
-        streams = batch_size or (1 if cache is not None else default_batch)
-        result: EvalResult = evaluate(model, batchify(getattr(corpus, split), streams).to(device), config.bptt, cache)
-        results[f"{split}_loss"] = result.loss
-        results[f"{split}_ppl"] = result.perplexity
-        if config.unit == "char":
-            results[f"{split}_bpc"] = result.bits_per_token
-    return results
+    return evaluate_language_model(model, config, corpus, cache=cache, batch_size=batch_size, device=device)

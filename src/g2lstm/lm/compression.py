@@ -1,0 +1,140 @@
+"""Compressing trained language models: one checkpoint at a time, or the paper's Table 3 sweep."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compression_config, count_parameters_and_bytes
+from g2lstm.lm.evaluate import CachePointer
+from g2lstm.lm.model import AWDLSTM
+from g2lstm.lm.train import evaluate_language_model, load_corpus, load_model
+from g2lstm.train import load_checkpoint, save_checkpoint
+
+__all__ = ["compress_checkpoint", "compression_sweep", "run_names"]
+
+ROUND_STEPS = (0.05, 0.1, 0.2, 0.3, 0.4)  # the perplexity-against-step curve
+
+
+def compress_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    round: float | None = None,
+    clip: float | None = None,
+    rank: int | None = None,
+    gates: Sequence[str] = PAPER_GATES,
+) -> CompressionReport:
+    """Compress the gate blocks of a saved language model and save the smaller model to ``out``."""
+    state = load_checkpoint(checkpoint)
+    model, _, vocab = load_model(state)
+    report = compress(model, round=round, clip=clip, rank=rank, gates=tuple(gates))
+    save_checkpoint(out, {
+        "config": state["config"],
+        "vocab": vocab,
+        "model": model.state_dict(),
+        "compression": compression_config(model),
+        "compressed_from": str(checkpoint),
+    })
+    return report
+
+
+def run_names(checkpoints: Sequence[str | Path]) -> list[str]:
+    """Short unambiguous names: ``runs/g2/finetune/best.pt`` -> ``g2/finetune``, ``runs/lstm/best.pt`` -> ``lstm``."""
+    names = []
+    for checkpoint in checkpoints:
+        path = Path(checkpoint).resolve()
+        parts = [path.parent.name] if path.parent.name != "finetune" else [path.parent.parent.name, "finetune"]
+        names.append("/".join(parts))
+    if len(set(names)) < len(names):
+        names = [str(Path(c)) for c in checkpoints]
+    return names
+
+
+def _variant(model: AWDLSTM, settings: dict[str, Any]) -> AWDLSTM:
+    """A compressed copy of ``model`` (``{}`` = unchanged, ``{"eval_gate": "hard"}`` = hard gates)."""
+    variant = copy.deepcopy(model)
+    if "eval_gate" in settings:
+        for layer in variant.layers:
+            layer.eval_gate = settings["eval_gate"]
+    elif settings:
+        compress(variant, **settings)
+    return variant
+
+
+def compression_sweep(
+    checkpoints: Sequence[str | Path],
+    out: str | Path,
+    data: str | Path | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    round_step: float = 0.2,
+    clip: float = 0.4,
+    ranks: Sequence[int] | None = None,
+    cache: CachePointer | None = None,
+    batch_size: int | None = None,
+    curves: bool = True,
+) -> dict[str, Any]:
+    """Evaluate each checkpoint as trained, after Round, Round & clip, two low ranks (default: hidden/9 and
+    hidden/18, the paper's 1150 -> 128 and 64) and with hard 0/1 gates; write ``sweep.md``, ``sweep.json``
+    and, with ``curves``, ``sweep.png`` (validation perplexity against rank and against the rounding step)."""
+    from g2lstm.plots import plot_compression_curves
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(names) if names is not None else run_names(checkpoints)
+    results: dict[str, Any] = {"settings": {"round": round_step, "clip": clip, "cache": cache is not None}, "runs": {}}
+    for name, checkpoint in zip(names, checkpoints):
+        model, config, vocab = load_model(load_checkpoint(checkpoint))
+        corpus = load_corpus(data, config.unit, vocab)
+        largest = min(min(layer.input_size, layer.hidden_size) for layer in model.layers)  # the highest usable rank
+        chosen = list(ranks) if ranks else [max(1, round(config.hidden_size / 9)), max(1, round(config.hidden_size / 18))]
+        columns = {
+            "original": {},
+            f"round {round_step}": {"round": round_step},
+            f"round {round_step} & clip {clip}": {"round": round_step, "clip": clip},
+            **{f"rank {k}": {"rank": k} for k in chosen},
+            "hard gates": {"eval_gate": "hard"},
+        }
+        run: dict[str, Any] = {"checkpoint": str(checkpoint), "table": {}, "rank_curve": [], "round_curve": []}
+        for column, settings in columns.items():
+            variant = _variant(model, settings)
+            metrics = evaluate_language_model(variant, config, corpus, cache=cache, batch_size=batch_size)
+            metrics["parameters"], metrics["bytes"] = count_parameters_and_bytes(variant)
+            run["table"][column] = metrics
+        if curves:
+            rank_points = {config.hidden_size // d for d in (2, 4, 9, 18, 36)} | set(chosen)
+            curve_points = [("rank_curve", "rank", k) for k in sorted(rank_points) if 1 <= k <= largest]
+            curve_points += [("round_curve", "round", step) for step in sorted(set(ROUND_STEPS) | {round_step})]
+            for key, option, value in curve_points:
+                variant = _variant(model, {option: value})
+                metrics = evaluate_language_model(variant, config, corpus, batch_size=batch_size, splits=("valid",))
+                run[key].append((value, metrics["valid_ppl"]))
+        results["runs"][name] = run
+    columns = list(next(iter(results["runs"].values()))["table"]) if results["runs"] else []
+    lines = [
+        "| model | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, run in results["runs"].items():
+        cells = [f"{m['valid_ppl']:.1f} / {m['test_ppl']:.1f}" for m in run["table"].values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    sizes = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, run in results["runs"].items():
+        sizes.append(f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |")
+    results["table_markdown"] = "\n".join(lines)
+    results["sizes_markdown"] = "\n".join(sizes)
+    (out / "sweep.md").write_text(
+        "Perplexity (valid / test)" + (" with the cache pointer" if cache else "") + "\n\n" + results["table_markdown"]
+        + "\n\nModel size (state dict)\n\n" + results["sizes_markdown"] + "\n"
+    )
+    (out / "sweep.json").write_text(json.dumps(results, indent=2))
+    if curves:
+        results["figure"] = str(plot_compression_curves(
+            {name: run for name, run in results["runs"].items()}, out / "sweep.png",
+            "Validation perplexity after compressing the input and forget gates",
+        ))
+    return results
