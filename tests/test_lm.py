@@ -240,3 +240,31 @@ def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Pa
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
     assert load_checkpoint(CheckpointPaths(run).last)["progress"]["step"] == 6
     assert len(load_checkpoint(CheckpointPaths(run).last)["rng"]) == 2  # one random state per process
+
+
+def test_sigterm_saves_and_the_same_command_resumes(corpus_dir: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "signalled"
+    argv = [sys.executable, "-m", "g2lstm", "lm", "train", "--data", str(corpus_dir), "--preset", "tiny",
+            "--epochs", "40", "--out", str(run), "--quiet", "--set", "emb_size=16", "--set", "hidden_size=24",
+            "--set", "batch_size=4", "--set", "bptt=12", "--set", "log_interval=1"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().count("\n") >= 3:
+        assert time.monotonic() < deadline and process.poll() is None, "training did not start"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "SIGTERM" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
+    stopped_at = load_checkpoint(CheckpointPaths(run).last)["progress"]["step"]
+    assert stopped_at >= 3
+    argv[argv.index("40")] = "2"  # the same run, asked to end after its second epoch
+    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [line["step"] for line in read_metrics(run) if "train_loss" in line]
+    assert steps == list(range(1, steps[-1] + 1)), "a resumed run repeats no step and loses none"
+    assert steps[-1] > stopped_at
+    assert any(line.get("final") for line in read_metrics(run))

@@ -55,6 +55,18 @@ def _check_tensor(name: str, tensor: Any, reference: Tensor) -> None:
         )
 
 
+def _gate_option(field: str, resolved: str, doc: str) -> property:
+    """A module property reading the gate config's ``resolved`` value and validating ``field`` on set."""
+
+    def read(self: _GateOptions) -> Any:
+        return getattr(self._gate_config, resolved)
+
+    def write(self: _GateOptions, value: Any) -> None:
+        self._set_gate_option(**{field: value})
+
+    return property(read, write, doc=doc)
+
+
 class _GateOptions(nn.Module):
     """The gate options shared by G2LSTM and G2LSTMCell, validated whenever they are set.
 
@@ -73,45 +85,11 @@ class _GateOptions(nn.Module):
     def _set_gate_option(self, **option: Any) -> None:
         self._gate_config = replace(self._gate_config, **option)
 
-    @property
-    def gate(self) -> str:
-        return self._gate_config.mode
-
-    @gate.setter
-    def gate(self, value: str) -> None:
-        self._set_gate_option(mode=value)
-
-    @property
-    def temperature(self) -> float:
-        return self._gate_config.tau
-
-    @temperature.setter
-    def temperature(self, value: float | None) -> None:
-        self._set_gate_option(temperature=value)
-
-    @property
-    def noise_p(self) -> float:
-        return self._gate_config.noise_p
-
-    @noise_p.setter
-    def noise_p(self, value: float) -> None:
-        self._set_gate_option(noise_p=value)
-
-    @property
-    def noise_eps(self) -> float:
-        return self._gate_config.noise_eps
-
-    @noise_eps.setter
-    def noise_eps(self, value: float) -> None:
-        self._set_gate_option(noise_eps=value)
-
-    @property
-    def eval_gate(self) -> str:
-        return self._gate_config.inference_gate
-
-    @eval_gate.setter
-    def eval_gate(self, value: str | None) -> None:
-        self._set_gate_option(eval_gate=value)
+    gate = _gate_option("mode", "mode", "The gate mode: ``'g2'``, ``'sharpened'`` or ``'lstm'``.")
+    temperature = _gate_option("temperature", "tau", "τ in force (``None`` sets the mode's default).")
+    noise_p = _gate_option("noise_p", "noise_p", "Probability that a gate element is perturbed by noise.")
+    noise_eps = _gate_option("noise_eps", "noise_eps", "Bound of the noise, ``|L| <= log((1 + eps) / eps)``.")
+    eval_gate = _gate_option("eval_gate", "inference_gate", "Evaluation-mode gate (``None``: the mode's default).")
 
     def _gate_repr(self) -> str:
         config = self._gate_config

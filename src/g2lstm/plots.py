@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from g2lstm.analysis import GateHistogram
 
 __all__ = ["plot_compression_curves", "plot_gate_histograms", "plot_gate_words", "plot_learning_curves"]
+
+
+def _save(figure: Any, path: str | Path, tight: bool = True) -> Path:
+    """Write ``figure`` as a PNG (creating the folder) and release it."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def _pyplot():
@@ -46,12 +60,7 @@ def plot_gate_histograms(
             axis.set_ylabel("share of values (%)")
             axis.legend(fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_gate_words(
@@ -111,11 +120,7 @@ def plot_gate_words(
     colour_bar = figure.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, pad=0.02)
     colour_bar.set_label("gate value averaged over hidden units")
     figure.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path, tight=False)
 
 
 def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, title: str,
@@ -133,12 +138,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], pa
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_compression_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]], path: str | Path,
@@ -162,9 +162,4 @@ def plot_compression_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[float
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
