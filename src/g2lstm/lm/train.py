@@ -298,6 +298,8 @@ def train_language_model(
                     save_best(valid.loss)
             log.log(phase=phase, step=progress.step, epoch=progress.epoch, valid_loss=valid.loss,
                     valid_ppl=valid.perplexity, averaging=progress.averaging)
+            log.message(f"{phase} epoch {progress.epoch}: valid ppl {valid.perplexity:.2f} "
+                        f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}")
             history = progress.valid_history
             stalled = len(history) > config.nonmono and valid.loss > min(history[: -config.nonmono])
             if stalled and phase == "train" and not progress.averaging:
