@@ -107,3 +107,17 @@ def test_analyze_writes_histograms_word_maps_and_sensitivity(
     for name in ("gate_histograms.png", "gate_histograms.md", "gate_histograms.json", "gate_words.png",
                  "sensitivity.md", "sensitivity.json"):
         assert (tmp_path / name).exists(), name
+
+
+def test_demo_prints_both_models_side_by_side(trained: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    corpus, _ = trained
+    small = ["--set", "emb_size=16", "--set", "hidden_size=36", "--set", "batch_size=4", "--set", "bptt=10",
+             "--set", "eval_batch_size=2", "--set", "test_batch_size=2"]
+    done = run_cli("demo", "--data", str(corpus), "--out", str(tmp_path), "--max-steps", "3", "--quiet", *small)
+    assert done.returncode == 0, done.stderr
+    for label in ("LSTM", "G2-LSTM", "valid perplexity", "test perplexity, round 0.2 & clip 0.4",
+                  "test perplexity, rank 4", "test perplexity, hard gates", "layer0_forget gates in outer bins"):
+        assert label in done.stdout, label
+    assert (tmp_path / "gate_histograms.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["g2"]["compressed_test_ppl"]) >= {"original", "rank 4", "hard gates"}

@@ -77,6 +77,7 @@ def compression_sweep(
     cache: CachePointer | None = None,
     batch_size: int | None = None,
     curves: bool = True,
+    splits: Sequence[str] = ("valid", "test"),
 ) -> dict[str, Any]:
     """Evaluate each checkpoint as trained, after Round, Round & clip, two low ranks (default: hidden/9 and
     hidden/18, the paper's 1150 -> 128 and 64) and with hard 0/1 gates; write ``sweep.md``, ``sweep.json``
@@ -102,7 +103,7 @@ def compression_sweep(
         run: dict[str, Any] = {"checkpoint": str(checkpoint), "table": {}, "rank_curve": [], "round_curve": []}
         for column, settings in columns.items():
             variant = _variant(model, settings)
-            metrics = evaluate_language_model(variant, config, corpus, cache=cache, batch_size=batch_size)
+            metrics = evaluate_language_model(variant, config, corpus, cache=cache, batch_size=batch_size, splits=splits)
             metrics["parameters"], metrics["bytes"] = count_parameters_and_bytes(variant)
             run["table"][column] = metrics
         if curves:
@@ -120,7 +121,7 @@ def compression_sweep(
         "|---|" + "---|" * len(columns),
     ]
     for name, run in results["runs"].items():
-        cells = [f"{m['valid_ppl']:.1f} / {m['test_ppl']:.1f}" for m in run["table"].values()]
+        cells = [" / ".join(f"{m[f'{split}_ppl']:.1f}" for split in splits) for m in run["table"].values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     sizes = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, run in results["runs"].items():
@@ -128,7 +129,7 @@ def compression_sweep(
     results["table_markdown"] = "\n".join(lines)
     results["sizes_markdown"] = "\n".join(sizes)
     (out / "sweep.md").write_text(
-        "Perplexity (valid / test)" + (" with the cache pointer" if cache else "") + "\n\n" + results["table_markdown"]
+        f"Perplexity ({' / '.join(splits)})" + (" with the cache pointer" if cache else "") + "\n\n" + results["table_markdown"]
         + "\n\nModel size (state dict)\n\n" + results["sizes_markdown"] + "\n"
     )
     (out / "sweep.json").write_text(json.dumps(results, indent=2))

@@ -35,7 +35,8 @@ def lm_gate_histograms(model: AWDLSTM, stream: torch.Tensor, bptt: int, max_toke
 def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tiny",
              overrides: dict[str, object] | None = None, show_progress: bool = True) -> dict:
     """Train ``preset`` as LSTM and as G2-LSTM (same seed); compare their perplexities, gate histograms and
-    perplexities after compressing the gates (the paper's Round & clip and two low ranks)."""
+    test perplexities after compressing the gates (the paper's Round, Round & clip, a rank of hidden/9) and
+    with hard 0/1 gates."""
     from g2lstm.plots import plot_gate_histograms
 
     out = Path(out)
@@ -48,8 +49,9 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
         corpus = load_corpus(data, config.unit, vocab)
         histograms[gate] = lm_gate_histograms(model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000)
         results[gate] = {**metrics, "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]}}
+    hidden = config.hidden_size  # the same for both models
     sweep = compression_sweep([CheckpointPaths(out / gate).best for gate in ("lstm", "g2")], out / "compression", data,
-                              names=["lstm", "g2"], curves=False)
+                              names=["lstm", "g2"], ranks=[max(1, round(hidden / 9))], curves=False, splits=("test",))
     for gate in ("lstm", "g2"):
         results[gate]["compressed_test_ppl"] = {
             column: metrics["test_ppl"] for column, metrics in sweep["runs"][gate]["table"].items()
