@@ -451,13 +451,8 @@ def _refuse_bare_lstm(module: nn.Module) -> None:
 
 
 def _matrix_names(lstm: G2LSTM) -> list[str]:
-    suffixes = ("", "_reverse") if lstm.bidirectional else ("",)
-    return [
-        f"{kind}_l{layer}{suffix}"
-        for layer in range(lstm.num_layers)
-        for suffix in suffixes
-        for kind in ("weight_ih", "weight_hh")
-    ]
+    """``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` of every layer and direction."""
+    return [name for name in lstm._flat_weights_names if name.startswith("weight_")]
 
 
 def _check_rank(path: str, lstm: G2LSTM, rank: int) -> None:
