@@ -102,7 +102,7 @@ def write_report(runs: Path, jobs: int) -> Path:
             points += [(base + m["epoch"], m["valid_ppl"]) for m in lines]
         curves[LABELS[name]] = points
     figure = plot_learning_curves(curves, RESULTS / "learning_curves.png",
-                                  "PTB, cpu preset: validation perplexity per epoch (finetune after the train epochs)")
+                                  "PTB, cpu preset: validation perplexity (finetune epochs follow)")
     lines = [
         "# Penn Treebank, `cpu` preset: LSTM vs sharpened sigmoid vs G2-LSTM" + ("" if complete else " (PARTIAL)"),
         "",
@@ -121,6 +121,9 @@ def write_report(runs: Path, jobs: int) -> Path:
         paper = PAPER[name]
         lines.append(f"| {LABELS[name]} | {cell(record, 'eval')} | {cell(record, 'eval_finetuned')} | "
                      f"{cell(record, 'eval_cache')} | {paper[0]} | {paper[1]} | {paper[2]} |")
+    observations = RESULTS / "observations.md"  # written by a person after reading the numbers
+    if observations.exists():
+        lines += ["", "## Observations", "", observations.read_text().strip()]
     lines += ["", "The paper's numbers are for its 24M-parameter model trained 500 + 500 epochs on a GPU; ours are "
               "for the small `cpu` preset and compare the gate types with each other, not with the paper's "
               "absolute values.", "", f"![learning curves]({figure.name})", "", "## Commands and wall times", "",
