@@ -158,7 +158,6 @@ def plot_compression_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[float
     by_step.set_xlabel("rounding step r of the input/forget gate weights")
     for axis in (by_rank, by_step):
         axis.set_ylabel("validation perplexity")
-        axis.set_yscale("log")
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.suptitle(title)
