@@ -68,14 +68,14 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
 def format_demo_table(results: dict) -> str:
     """The demo's numbers side by side: perplexities, perplexities after compression, outer-bin shares."""
     lstm, g2 = results["lstm"], results["g2"]
-    lines = [f"\n{'':36}{'LSTM':>10}{'G2-LSTM':>10}"]
+    lines = [f"\n{'':40}{'LSTM':>10}{'G2-LSTM':>10}"]
     for key, label in (("valid_ppl", "valid perplexity"), ("test_ppl", "test perplexity")):
-        lines.append(f"{label:36}{lstm[key]:>10.2f}{g2[key]:>10.2f}")
+        lines.append(f"{label:40}{lstm[key]:>10.2f}{g2[key]:>10.2f}")
     for column in g2["compressed_test_ppl"]:
         if column != "original":
-            lines.append(f"{'test perplexity, ' + column:36}{lstm['compressed_test_ppl'][column]:>10.2f}"
+            lines.append(f"{'test perplexity, ' + column:40}{lstm['compressed_test_ppl'][column]:>10.2f}"
                          f"{g2['compressed_test_ppl'][column]:>10.2f}")
     for key in g2["outer_share"]:
-        lines.append(f"{key + ' gates in outer bins':36}{100 * lstm['outer_share'][key]:>9.1f}%"
+        lines.append(f"{key + ' gates in outer bins':40}{100 * lstm['outer_share'][key]:>9.1f}%"
                      f"{100 * g2['outer_share'][key]:>9.1f}%")
     return "\n".join(lines)
