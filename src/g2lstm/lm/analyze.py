@@ -108,8 +108,7 @@ def analyze_language_models(
         state = load_checkpoint(path)
         model, config, vocab = load_model(state)
         if eval_gate is not None:
-            for layer in model.layers:
-                layer.eval_gate = eval_gate
+            model.set_eval_gate(eval_gate)
         loaded.append((state, model.eval(), config, vocab))
     units = {name: config.unit for name, (_, _, config, _) in zip(names, loaded)}
     if len(set(units.values())) > 1:

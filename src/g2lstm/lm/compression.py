@@ -58,8 +58,7 @@ def _variant(model: AWDLSTM, settings: dict[str, Any]) -> AWDLSTM:
     """A compressed copy of ``model`` (``{}`` = unchanged, ``{"eval_gate": "hard"}`` = hard gates)."""
     variant = copy.deepcopy(model)
     if "eval_gate" in settings:
-        for layer in variant.layers:
-            layer.eval_gate = settings["eval_gate"]
+        variant.set_eval_gate(settings["eval_gate"])
     elif settings:
         compress(variant, **settings)
     return variant

@@ -382,7 +382,6 @@ def evaluate_checkpoint(
     """:func:`evaluate_language_model` of a saved (possibly compressed) model."""
     model, config, vocab = load_model(load_checkpoint(checkpoint), device)
     if eval_gate is not None:
-        for layer in model.layers:
-            layer.eval_gate = eval_gate
+        model.set_eval_gate(eval_gate)
     corpus = load_corpus(data, config.unit, vocab)
     return evaluate_language_model(model, config, corpus, cache=cache, batch_size=batch_size, device=device)
