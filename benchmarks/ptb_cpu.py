@@ -37,6 +37,7 @@ PAPER = {  # SPEC §3.1, Table 1: valid / test perplexity
     "g2": ("60.4 / 58.2", "58.5 / 56.1", "52.9 / 52.1"),
     "g2-p1": ("—", "—", "—"),
 }
+STAGES = ("train", "finetune", "eval", "eval_finetuned", "eval_cache")
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "ptb-cpu"
 
 
@@ -51,13 +52,11 @@ def stages(name: str, run: Path, data: list[str]) -> dict[str, list[str]]:
     }
 
 
-def run_all_stages(name: str, runs: Path, data: list[str], threads: int) -> None:
-    run = runs / name
-    run.mkdir(parents=True, exist_ok=True)
-    record_path = run / "stages.json"
+def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:
+    """Run the stages not yet done, recording each one's command, time and metrics; False on a failure."""
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    for stage, command in stages(name, run, data).items():
+    for stage, command in commands.items():
         if record.get(stage, {}).get("done"):
             continue
         start = time.time()
@@ -68,14 +67,34 @@ def run_all_stages(name: str, runs: Path, data: list[str], threads: int) -> None
         if done.returncode != 0:
             entry["error"] = done.stderr[-2000:]
             record_path.write_text(json.dumps(record, indent=2))
-            print(f"{name} {stage} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-            return
+            print(f"{label} {stage} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            return False
         entry["done"] = True
         entry.pop("error", None)
         if stage.startswith("eval"):
             entry["metrics"] = json.loads(done.stdout.strip().splitlines()[-1])
         record_path.write_text(json.dumps(record, indent=2))
-        print(f"{name} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
+        print(f"{label} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
+    return True
+
+
+def run_all_stages(name: str, runs: Path, data: list[str], threads: int) -> bool:
+    run = runs / name
+    run.mkdir(parents=True, exist_ok=True)
+    return run_stages(name, stages(name, run, data), run / "stages.json", threads)
+
+
+def comparison_stages(runs: Path, data: list[str]) -> dict[str, list[str]]:
+    """Compression (Table 3 shape, with and without the cache pointer) and gate analysis of all finetuned models."""
+    checkpoints = [str(runs / name / "finetune" / "best.pt") for name in RUNS]
+    return {
+        "sweep": ["g2lstm", "compress", "sweep", *checkpoints, "--out", str(RESULTS / "compression"),
+                  "--batch-size", "10", *data],
+        "sweep_cache": ["g2lstm", "compress", "sweep", *checkpoints, "--out", str(RESULTS / "compression-cache"),
+                        "--cache-pointer", "--no-curves", *data],
+        "analyze": ["g2lstm", "analyze", *checkpoints, "--out", str(RESULTS / "analysis"), "--max-tokens", "20000",
+                    *data],
+    }
 
 
 def cell(record: dict, stage: str) -> str:
@@ -83,14 +102,21 @@ def cell(record: dict, stage: str) -> str:
     return f"{metrics['valid_ppl']:.1f} / {metrics['test_ppl']:.1f}" if metrics else "(not run yet)"
 
 
+def load_records(runs: Path) -> dict[str, dict]:
+    return {name: json.loads((runs / name / "stages.json").read_text()) if (runs / name / "stages.json").exists()
+            else {} for name in RUNS}
+
+
+def runs_complete(records: dict[str, dict]) -> dict[str, bool]:
+    return {name: all(record.get(stage, {}).get("done") for stage in STAGES) for name, record in records.items()}
+
+
 def write_report(runs: Path, jobs: int) -> Path:
     from g2lstm.plots import plot_learning_curves
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    records = {name: json.loads((runs / name / "stages.json").read_text()) if (runs / name / "stages.json").exists()
-               else {} for name in RUNS}
-    complete = all(record.get(stage, {}).get("done") for record in records.values()
-                   for stage in ("train", "finetune", "eval", "eval_finetuned", "eval_cache"))
+    records = load_records(runs)
+    complete = all(runs_complete(records).values())
     curves = {}
     for name in RUNS:
         points = []
@@ -138,6 +164,50 @@ def write_report(runs: Path, jobs: int) -> Path:
     return report
 
 
+def embedded(path: Path) -> list[str]:
+    """A generated Markdown file's body (its title dropped), or a note that it is missing."""
+    if not path.exists():
+        return [f"(not run yet: {path.relative_to(RESULTS)})"]
+    return path.read_text().split("\n", 1)[1].strip().splitlines()
+
+
+def write_compression_report(runs: Path) -> Path:
+    """results/ptb-cpu/COMPRESSION.md: Table 3 shape, gate histograms and sensitivity of the finetuned models."""
+    record_path = runs / "comparison.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    complete = all(record.get(stage, {}).get("done") for stage in ("sweep", "sweep_cache", "analyze"))
+    lines = [
+        "# Compressing the gates of the PTB `cpu` models" + ("" if complete else " (PARTIAL)"), "",
+        f"Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR` once the four runs of [REPORT.md](REPORT.md) "
+        "have finished; the checkpoints are their finetuned best models.", "",
+        "As the paper, only the input- and forget-gate blocks of every input-to-hidden and hidden-to-hidden "
+        "matrix are compressed, each block on its own: Round r = 0.2, Round & clip c = 0.4, ranks hidden/9 and "
+        "hidden/18 (the paper's rank-to-hidden ratios, 1150 → 128 and 64). One column beyond the paper: the "
+        "uncompressed model with hard 0/1 gates at inference.", "",
+        "## Table 3 shape, with the cache pointer (as the paper's Table 3; batch 1)", "",
+        *embedded(RESULTS / "compression-cache" / "sweep.md"), "",
+        "Paper (test, with cache): baseline 52.8 → 53.2 / 53.6 / 56.6 / 65.5; G2 52.1 → 52.2 / 52.8 / 53.3 / 56.0.", "",
+        "## Without the cache pointer (10 streams), with perplexity against rank and rounding step", "",
+        *embedded(RESULTS / "compression" / "sweep.md"), "",
+        "![perplexity against rank and rounding step](compression/sweep.png)", "",
+        "## Gate histograms (valid split, first 20,000 tokens, eval mode)", "",
+        *embedded(RESULTS / "analysis" / "gate_histograms.md"), "",
+        "![gate histograms](analysis/gate_histograms.png) ![per-word gates](analysis/gate_words.png)", "",
+        "## Sensitivity (beyond the paper)", "",
+        *embedded(RESULTS / "analysis" / "sensitivity.md"),
+    ]
+    observations = RESULTS / "compression-observations.md"  # written by a person after reading the numbers
+    if observations.exists():
+        lines += ["", "## Observations", "", observations.read_text().strip()]
+    lines += ["", "## Commands and wall times", "", "| stage | minutes | command |", "|---|---|---|"]
+    for stage, entry in record.items():
+        state = "" if entry.get("done") else " (unfinished)"
+        lines.append(f"| {stage}{state} | {entry['seconds'] / 60:.1f} | `{entry['command']}` |")
+    report = RESULTS / "COMPRESSION.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
@@ -151,8 +221,12 @@ def main() -> None:
         data = ["--data", args.data] if args.data else []
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda name: run_all_stages(name, runs, data, threads), args.only or list(RUNS)))
+            finished = list(pool.map(lambda name: run_all_stages(name, runs, data, threads),
+                                     args.only or list(RUNS)))
+        if all(finished) and all(runs_complete(load_records(runs)).values()):
+            run_stages("comparison", comparison_stages(runs, data), runs / "comparison.json", os.cpu_count() or 1)
     print(write_report(runs, args.jobs))
+    print(write_compression_report(runs))
 
 
 if __name__ == "__main__":

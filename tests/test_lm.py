@@ -107,6 +107,25 @@ def test_switch_to_averaged_sgd_when_validation_stops_improving(
     assert any("ax" in entry for entry in state["optimizer"]["state"].values())
 
 
+@pytest.mark.parametrize("stop_on_plateau, epochs_run", [(True, 8), (False, 10)])
+def test_stop_on_plateau_ends_training_when_averaged_sgd_stalls(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_on_plateau: bool, epochs_run: int
+) -> None:
+    # nonmono 1: epoch 4 (2.6 > 2.0) switches to averaged SGD; epoch 8 (1.6 > 1.4) stalls again
+    losses = iter([3.0, 2.0, 2.5, 2.6, 1.5, 1.4, 1.45, 1.6, 1.7, 1.8] + [1.9] * 10)
+    real = lm_train.evaluate
+
+    def fake_evaluate(model, data, bptt, cache=None):
+        result = real(model, data, bptt, cache)
+        return type(result)(loss=next(losses), tokens=result.tokens)
+
+    monkeypatch.setattr(lm_train, "evaluate", fake_evaluate)
+    config = tiny_config(epochs=10, nonmono=1, stop_on_plateau=stop_on_plateau)
+    lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
+    epochs = [line["epoch"] for line in read_metrics(tmp_path) if "valid_loss" in line and "epoch" in line]
+    assert epochs == list(range(1, epochs_run + 1))
+
+
 def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(corpus_dir: Path, tmp_path: Path) -> None:
     lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
     start = load_checkpoint(CheckpointPaths(tmp_path).best)["metrics"]["valid_loss"]

@@ -137,7 +137,8 @@ def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], pa
     axis.set_yscale("log")
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
-    axis.legend()
+    if any(curves.values()):
+        axis.legend()
     return _save(figure, path)
 
 

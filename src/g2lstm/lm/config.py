@@ -46,6 +46,7 @@ class LMConfig:
     beta: float = 1.0
     epochs: int = 500
     nonmono: int = 5
+    stop_on_plateau: bool = False  # end training once averaged SGD stops improving too (the authors run on)
     finetune_epochs: int = 500
     max_steps: int | None = None
     max_bad_steps: int = 10

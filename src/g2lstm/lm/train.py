@@ -306,7 +306,8 @@ def train_language_model(
                 log.message(f"epoch {progress.epoch}: switching to averaged SGD")
                 progress.averaging = True
                 optimizer = _make_optimizer(model, config, True)
-            elif stalled and phase == "finetune":
+            elif stalled and (phase == "finetune" or (progress.averaging and config.stop_on_plateau)):
+                log.message(f"epoch {progress.epoch}: validation stopped improving, {phase} ends")
                 progress.done = True
             history.append(valid.loss)
             progress.epoch += 1
