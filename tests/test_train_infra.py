@@ -413,15 +413,22 @@ def test_run_log_files_and_resume(tmp_path: Path) -> None:
     assert [record.get("step") for record in records] == [1, 2, None, 3, 4, 5]
     assert records[1]["loss"] == 0.5 and all("time" in record for record in records)
 
-    # A killed run leaves a torn line; the resumed run drops it and everything after its checkpoint (step 3).
+    # A killed run leaves a torn line; the resumed run drops it and everything after its checkpoint, which
+    # recorded 4 lines (steps 1, 2, the note, 3).
+    assert log.lines == 6
     with open(run / "metrics.jsonl", "a") as file:
         file.write('{"step": 6, "lo')
     assert len(read_metrics(run)) == 6
     resumed = RunLog(run)
+    assert resumed.lines == 6
     resumed.write_config(config_to_dict(Demo(name="y")), seed=5)
-    resumed.truncate_after(3)
+    resumed.truncate(4, step=3)
     resumed.log(step=4, loss=0.1)
-    assert [record.get("step") for record in read_metrics(run)] == [1, 2, None, 3, 4]
+    assert [record.get("step") for record in read_metrics(run)] == [1, 2, None, 3, 4] and resumed.lines == 5
+    resumed.truncate(9, step=4)  # a count beyond the file keeps everything
+    assert resumed.lines == 5
+    with pytest.raises(TypeError, match="lines must be an int >= 0"):
+        resumed.truncate(-1, step=0)
     environment = json.loads((run / "environment.json").read_text())
     assert [set(start) for start in environment["earlier_starts"]] == [set(environment) - {"earlier_starts"}]
     assert json.loads((run / "config.json").read_text())["name"] == "y"
@@ -431,7 +438,7 @@ def test_run_log_files_and_resume(tmp_path: Path) -> None:
     quiet.write_config({"a": 1})
     quiet.log(step=1, loss=1.0)
     quiet.message("hello")
-    quiet.truncate_after(0)
+    quiet.truncate(0, step=0)
     assert not (tmp_path / "rank1").exists()
 
 
@@ -457,7 +464,7 @@ def test_run_log_writes_tensorboard_scalars(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr(run_dir_module, "_open_tensorboard", FakeWriter)
     with RunLog(tmp_path) as log:
-        log.truncate_after(9)
+        log.truncate(0, step=9)
         log.log(step=10, loss=2.0, split="valid", done=False)
         writer = log._writer
     assert writer.purge_step == 10 and writer.scalars == [("loss", 2.0, 10)] and writer.closed

@@ -190,7 +190,8 @@ def train_language_model(
         hidden = [(h.to(device), c.to(device)) for h, c in resume["hidden"]] if resume["hidden"] else None
         set_rng_state(resume["rng"][dist.rank] if dist.rank < len(resume["rng"]) else resume["rng"][0])
         lengths_rng.bit_generator.state = resume["lengths_rng"]
-        log.truncate_after(progress.step)
+        if "metrics_lines" in resume:  # older checkpoints lack it: their log is kept whole
+            log.truncate(resume["metrics_lines"], step=progress.step)
         log.message(f"resumed from {paths.last} at epoch {progress.epoch}, step {progress.step}")
 
     def checkpoint_state() -> dict[str, Any]:
@@ -204,6 +205,7 @@ def train_language_model(
             "rng": dist.gather_objects(rng_state()),
             "lengths_rng": lengths_rng.bit_generator.state,
             "phase": phase,
+            "metrics_lines": log.lines,
         }
 
     def save_last() -> None:

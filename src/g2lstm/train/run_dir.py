@@ -64,7 +64,7 @@ class RunLog:
 
     Args:
         run_dir: The folder, created when missing. A resumed run passes the same folder: metrics are appended
-            to the same file (call :meth:`truncate_after` with the checkpoint's step first), ``config.json``
+            to the same file (call :meth:`truncate` with the checkpoint's line count and step first), ``config.json``
             is rewritten and the earlier starts are kept in ``environment.json`` under ``"earlier_starts"``.
         enabled: ``False`` makes every method do nothing, so that only rank 0 of a distributed run writes.
         tensorboard: Also write scalars for TensorBoard when ``torch.utils.tensorboard`` imports.
@@ -83,9 +83,12 @@ class RunLog:
         self._tensorboard = bool(tensorboard)
         self._writer: Any = None
         self._purge_step: int | None = None
+        self._lines = 0
         if self.enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_line()
+            if self.metrics_path.is_file():
+                self._lines = len(self.metrics_path.read_text(encoding="utf-8").splitlines())
 
     def write_config(self, config: Mapping[str, Any], *, seed: int | None = None) -> None:
         """Write ``config.json`` (the resolved config as plain values, e.g. from ``config_to_dict``) and
@@ -137,6 +140,7 @@ class RunLog:
             record[key] = value
         with open(self.metrics_path, "a", encoding="utf-8") as file:
             file.write(json.dumps(record) + "\n")
+        self._lines += 1
         writer = self._tensorboard_writer()
         if writer is not None:
             step = record.get("step")
@@ -144,25 +148,28 @@ class RunLog:
                 if key not in ("time", "step") and type(value) in (int, float):
                     writer.add_scalar(key, value, step)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop the metrics logged after ``step`` (by a run killed after its last checkpoint), atomically.
+    @property
+    def lines(self) -> int:
+        """How many metric lines the run has written so far; a checkpoint records it for :meth:`truncate`."""
+        return self._lines
 
-        A line without a ``step`` key belongs to the step of the line before it. TensorBoard events after
-        ``step`` are purged as well when the writer opens.
+    def truncate(self, lines: int, *, step: int) -> None:
+        """Keep the first ``lines`` metric lines, dropping those a killed run logged after its checkpoint.
+
+        ``lines`` is the checkpoint's record of :attr:`lines`, ``step`` its training step: TensorBoard events
+        after ``step`` are purged as well when the writer opens.
         """
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        for name, value in (("lines", lines), ("step", step)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be an int >= 0, got {value!r}")
         if not self.enabled:
             return
         self._purge_step = step + 1
-        if not self.metrics_path.is_file():
+        if not self.metrics_path.is_file() or lines >= self._lines:
             return
-        kept, current = [], 0
-        for record in _read_lines(self.metrics_path):
-            current = record.get("step", current)
-            if current <= step:
-                kept.append(json.dumps(record) + "\n")
+        kept = self.metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
         _write_atomic(self.metrics_path, "".join(kept))
+        self._lines = lines
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer, if one was opened."""
