@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -53,6 +54,41 @@ def _check_tensor(name: str, tensor: Any, reference: Tensor) -> None:
             f"{name} is on {tensor.device} but the module's parameters are on {reference.device}; "
             f"move one of them, e.g. module.to('{tensor.device}')"
         )
+
+
+def _upcast(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` (a tensor, a PackedSequence or a state tuple) with lower-precision float tensors cast to ``dtype``."""
+    if isinstance(value, PackedSequence):
+        return PackedSequence(_upcast(value.data, dtype), value.batch_sizes, value.sorted_indices,
+                              value.unsorted_indices)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_upcast(item, dtype) for item in value)
+    if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != dtype and (
+        torch.finfo(value.dtype).bits < torch.finfo(dtype).bits
+    ):
+        return value.to(dtype)
+    return value
+
+
+def _outside_autocast(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a module's ``forward`` in its parameters' precision even inside ``torch.autocast``.
+
+    The gate noise (logits of uniforms near 0 and 1) and the cell state need float32's range, and torch's CPU
+    LSTM kernel has no bfloat16 form on every CPU; so under autocast the recurrence is computed in the
+    parameters' dtype, inputs and states that earlier autocast regions made low-precision are cast up, and
+    the outputs keep the parameters' dtype (autocast casts them down again where the next op wants it).
+    """
+
+    @functools.wraps(forward)
+    def wrapper(self: Any, input: Any, hx: Any = None) -> Any:
+        reference = self._reference()
+        device_type = reference.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return forward(self, input, hx)
+        with torch.autocast(device_type, enabled=False):
+            return forward(self, _upcast(input, reference.dtype), _upcast(hx, reference.dtype))
+
+    return wrapper
 
 
 def _gate_option(field: str, resolved: str, doc: str) -> property:
@@ -365,6 +401,7 @@ class G2LSTM(_GateOptions):
         h0, c0 = hx
         return (h0, c0) if batched else (h0.unsqueeze(1), c0.unsqueeze(1))
 
+    @_outside_autocast
     def forward(
         self, input: Tensor | PackedSequence, hx: State | None = None
     ) -> tuple[Tensor | PackedSequence, State]:
@@ -575,8 +612,12 @@ class G2LSTMCell(_GateOptions):
         module.load_state_dict(cell.state_dict())
         return module
 
+    def _reference(self) -> Tensor:
+        return self.weight_ih
+
+    @_outside_autocast
     def forward(self, input: Tensor, hx: State | None = None) -> State:
-        reference = self.weight_ih
+        reference = self._reference()
         _check_tensor("input", input, reference)
         if input.dim() not in (1, 2):
             raise ValueError(
