@@ -129,6 +129,17 @@ def _detach(hidden: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
     return [(h.detach(), c.detach()) for h, c in hidden]
 
 
+def split_streams(corpus: Corpus, split: str, streams: int) -> Tensor:
+    """``batchify`` of one split, refusing a split too short to give every stream a word and its successor."""
+    tokens = getattr(corpus, split)
+    if len(tokens) < 2 * streams:
+        raise ValueError(
+            f"the {split} split of {corpus.source or 'the corpus'} has {len(tokens)} tokens, too few for {streams} "
+            f"parallel streams (at least {2 * streams}); add text to it or lower the batch size with --set"
+        )
+    return batchify(tokens, streams)
+
+
 def train_language_model(
     config: LMConfig,
     run_dir: str | Path,
@@ -160,15 +171,15 @@ def train_language_model(
     init = load_checkpoint(init_checkpoint) if init_checkpoint is not None else None
     vocab = (resume or init or {}).get("vocab")
     corpus = load_corpus(data, config.unit, vocab)
-    train_data = batchify(corpus.train, config.batch_size)
+    train_data = split_streams(corpus, "train", config.batch_size)
     if dist.enabled:
         if config.batch_size % dist.world_size:
             raise ValueError(f"batch_size {config.batch_size} must divide by the {dist.world_size} processes")
         share = config.batch_size // dist.world_size
         train_data = train_data[:, dist.rank * share : (dist.rank + 1) * share]
     train_data = train_data.to(device)
-    valid_data = batchify(corpus.valid, config.eval_batch_size).to(device)
-    test_data = batchify(corpus.test, config.test_batch_size).to(device)
+    valid_data = split_streams(corpus, "valid", config.eval_batch_size).to(device)
+    test_data = split_streams(corpus, "test", config.test_batch_size).to(device)
 
     # ---- model and optimizer
     model = AWDLSTM(config.model_spec(len(corpus.vocab))).to(device)
@@ -365,7 +376,7 @@ def evaluate_language_model(
     for split in splits:
         default_batch = default_batches[split]
         streams = batch_size or (1 if cache is not None else default_batch)
-        result: EvalResult = evaluate(model, batchify(getattr(corpus, split), streams).to(device), config.bptt, cache)
+        result: EvalResult = evaluate(model, split_streams(corpus, split, streams).to(device), config.bptt, cache)
         results[f"{split}_loss"] = result.loss
         results[f"{split}_ppl"] = result.perplexity
         if config.unit == "char":

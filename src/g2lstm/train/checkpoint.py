@@ -127,8 +127,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
             f"tensors and plain values, so nothing was loaded (open such a file only if you trust its source)"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError) as error:
-        if isinstance(error, RuntimeError) and "PytorchStreamReader" not in str(error):
-            raise  # e.g. a map_location naming a device this machine lacks
+        if isinstance(error, RuntimeError) and ("device" in str(error) or "CUDA" in str(error)):
+            raise  # e.g. a map_location naming a device this machine lacks: not the file's fault
         reason = str(error).split(". ")[0] or type(error).__name__
         raise CheckpointError(f"{damaged}: {reason}; {fix}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
