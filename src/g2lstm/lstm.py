@@ -70,6 +70,13 @@ def _upcast(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 asks per device kind
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def _outside_autocast(forward: Callable[..., Any]) -> Callable[..., Any]:
     """Run a module's ``forward`` in its parameters' precision even inside ``torch.autocast``.
 
@@ -83,7 +90,7 @@ def _outside_autocast(forward: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Any, input: Any, hx: Any = None) -> Any:
         reference = self._reference()
         device_type = reference.device.type
-        if not torch.is_autocast_enabled(device_type):
+        if not _autocast_enabled(device_type):
             return forward(self, input, hx)
         with torch.autocast(device_type, enabled=False):
             return forward(self, _upcast(input, reference.dtype), _upcast(hx, reference.dtype))
