@@ -153,7 +153,7 @@ def corpus_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
 # ----------------------------------------------------------------------------------------------- presets
 
 BAD_VALUES = ['"text"', "[1, 2]", "{ a = 1 }", "-1", "0", "1e400", "nan", "inf", "-inf", "true", "1.5", '""',
-              "99999999999999999999"]
+              "99999999999999999999", "1000000000000"]
 KEYS = ["emb_size", "hidden_size", "num_layers", "dropout", "weight_dropout", "batch_size", "bptt", "lr", "clip",
         "epochs", "nonmono", "gate", "temperature", "noise_p", "eval_gate", "unit", "tie_weights", "seed",
         "cache_lambda", "stop_on_plateau", "log_interval", "checkpoint_minutes"]

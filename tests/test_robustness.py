@@ -67,3 +67,12 @@ def test_a_split_too_short_for_its_streams_is_refused_by_name(tmp_path: Path) ->
     outcome = harness.run_cli(["lm", "train", "--preset", "tiny", "--data", str(folder), "--max-steps", "1",
                                     "--out", str(tmp_path / "run"), *harness.SMALL])
     assert outcome.kind == "clear" and "the valid split" in outcome.detail and "too few" in outcome.detail
+
+
+def test_sizes_beyond_the_machines_memory_end_in_a_clear_error(tmp_path: Path) -> None:
+    harness = load_harness()
+    folder = tmp_path / "corpus"
+    harness.write_corpus(folder, random.Random(0))
+    outcome = harness.run_cli(["lm", "train", "--preset", "tiny", "--data", str(folder), "--max-steps", "1",
+                               "--out", str(tmp_path / "run"), *harness.SMALL, "--set", "hidden_size=1000000000000"])
+    assert outcome.kind == "clear" and "out of memory" in outcome.detail

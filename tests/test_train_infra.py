@@ -110,6 +110,7 @@ def test_unknown_keys_are_rejected_with_the_valid_keys(presets: Path) -> None:
         ("sizes = 3", "sizes .* must be a list of an int"),
         ("pair = [1, 2, 3]", "pair .* must have 2 items, got 3"),
         ("checkpoint = 3", "checkpoint .* must be a string or none"),
+        ("steps = 99999999999999999999", "steps = 99999999999999999999 .* out of range"),
     ],
 )
 def test_wrong_types_in_a_preset(presets: Path, line: str, expected: str) -> None:

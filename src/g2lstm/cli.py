@@ -71,6 +71,9 @@ def _compress(args: argparse.Namespace) -> None:
     from g2lstm.lm.compression import compress_checkpoint, compression_sweep
     from g2lstm.lm.evaluate import CachePointer
 
+    if _translation_checkpoints(args.targets[1:] if args.targets[0] == "sweep" else args.targets):
+        _mt_compress(args)
+        return
     if args.targets[0] == "sweep":
         if len(args.targets) < 2:
             raise ValueError("compress sweep needs at least one checkpoint: g2lstm compress sweep CKPT... --data DIR")
@@ -95,11 +98,82 @@ def _compress(args: argparse.Namespace) -> None:
 def _analyze(args: argparse.Namespace) -> None:
     from g2lstm.lm.analyze import analyze_language_models
 
+    if _translation_checkpoints(args.checkpoints):
+        _mt_analyze(args)
+        return
     options = {"split": args.split, "max_tokens": args.max_tokens, "eval_gate": args.eval_gate}
     if args.sentence:
         options["sentences"] = args.sentence
     analyze_language_models(args.checkpoints, args.out, args.data, **options)
     print(f"wrote gate histograms, per-word gate maps and sensitivity tables to {args.out}")
+
+
+def _translation_checkpoints(paths: Sequence[str]) -> bool:
+    """Whether ``paths`` are translation checkpoints (all of them) rather than language models (none)."""
+    from g2lstm.mt.evaluate import is_translation_checkpoint
+    from g2lstm.train import load_checkpoint
+
+    kinds = {is_translation_checkpoint(load_checkpoint(path)) for path in paths}
+    if len(kinds) > 1:
+        raise ValueError("the checkpoints mix translation and language models; give one kind at a time")
+    return kinds == {True}
+
+
+def _mt_train(args: argparse.Namespace) -> None:
+    from g2lstm.mt.config import PRESET_DIR, MTConfig
+    from g2lstm.mt.train import train_translation_model
+    from g2lstm.train import load_config
+
+    names = ("src", "tgt", "gate", "epochs", "max_steps", "seed", "noise_p", "temperature", "device")
+    config = load_config(MTConfig, args.preset, _overrides(args, names), preset_dir=PRESET_DIR)
+    _print_metrics(train_translation_model(config, args.out, args.data, show_progress=not args.quiet), args.json)
+
+
+def _mt_translate(args: argparse.Namespace) -> None:
+    from g2lstm.mt.evaluate import load_model, translate_lines
+    from g2lstm.train import load_checkpoint
+
+    model, config, vocab = load_model(load_checkpoint(args.checkpoint), args.device)
+    if args.eval_gate:
+        model.set_eval_gate(args.eval_gate)
+    lines = sys.stdin.read().splitlines()
+    for line in translate_lines(model, config, vocab, lines, beam_size=args.beam, raw=args.raw, device=args.device):
+        print(line)
+
+
+def _mt_eval(args: argparse.Namespace) -> None:
+    from g2lstm.mt.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, beam_size=args.beam,
+                                  eval_gate=args.eval_gate, output=args.output, device=args.device)
+    _print_metrics(metrics, args.json)
+
+
+def _mt_compress(args: argparse.Namespace) -> None:
+    from g2lstm.mt.compression import compress_translation_checkpoint, translation_compression_sweep
+
+    if args.targets[0] == "sweep":
+        results = translation_compression_sweep(args.targets[1:], args.out or "compression", args.data,
+                                                round_step=args.round or 0.5, clip=args.clip or 1.0,
+                                                ranks=args.ranks)
+        print(results["table_markdown"])
+        return
+    if len(args.targets) != 1:
+        raise ValueError(f"compress takes one checkpoint (or 'sweep' and several), got {len(args.targets)}")
+    if args.out is None:
+        raise ValueError("compress needs --out FILE for the compressed checkpoint")
+    report = compress_translation_checkpoint(args.targets[0], args.out, round=args.round, clip=args.clip,
+                                             rank=args.rank, gates=args.gates)
+    print(report.summary())
+    print(f"saved {args.out}")
+
+
+def _mt_analyze(args: argparse.Namespace) -> None:
+    from g2lstm.mt.analyze import analyze_translation_models
+
+    analyze_translation_models(args.checkpoints, args.out, args.data, max_pairs=args.max_pairs,
+                               pairs=args.pair or (0, 1), eval_gate=args.eval_gate)
+    print(f"wrote decoder gate histograms and per-word gate maps to {args.out}")
 
 
 def _bench_speed(args: argparse.Namespace) -> None:
@@ -168,6 +242,44 @@ def build_parser() -> argparse.ArgumentParser:
     common(evaluate)
     evaluate.set_defaults(run=_lm_eval)
 
+    mt = commands.add_parser("mt", help="machine translation (attention encoder-decoder recipe)").add_subparsers(
+        dest="mt_command", required=True
+    )
+    mt_train = mt.add_parser("train", help="train a translation model (best.pt in the run folder)")
+    mt_train.add_argument("--out", required=True, help="run folder (resumes when it holds last.pt)")
+    mt_train.add_argument("--preset", default="multi30k-cpu", help="tiny, multi30k-cpu, iwslt14, or a .toml file")
+    mt_train.add_argument("--src", help="source language suffix of the files (preset: de)")
+    mt_train.add_argument("--tgt", help="target language suffix of the files (preset: en)")
+    mt_train.add_argument("--gate", choices=("g2", "lstm", "sharpened"))
+    mt_train.add_argument("--epochs", type=int)
+    mt_train.add_argument("--max-steps", type=int)
+    mt_train.add_argument("--seed", type=int)
+    mt_train.add_argument("--noise-p", type=float)
+    mt_train.add_argument("--temperature", type=float)
+    mt_train.add_argument("--device")
+    mt_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any preset key")
+    common(mt_train)
+    mt_train.set_defaults(run=_mt_train)
+
+    mt_translate = mt.add_parser("translate", help="translate standard input, one sentence per line")
+    mt_translate.add_argument("checkpoint")
+    mt_translate.add_argument("--raw", action="store_true",
+                              help="plain text in and out: tokenize and lowercase the input, detokenize the output")
+    mt_translate.add_argument("--beam", type=int, help="beam size (default: the checkpoint's, 5)")
+    mt_translate.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"))
+    mt_translate.add_argument("--device", default="cpu")
+    mt_translate.set_defaults(run=_mt_translate)
+
+    mt_eval = mt.add_parser("eval", help="BLEU (tokenized) and sacreBLEU of a checkpoint on a split")
+    mt_eval.add_argument("checkpoint")
+    mt_eval.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    mt_eval.add_argument("--beam", type=int, help="beam size (default: the checkpoint's, 5)")
+    mt_eval.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"))
+    mt_eval.add_argument("--output", help="also write the translations to this file")
+    mt_eval.add_argument("--device", default="cpu")
+    common(mt_eval)
+    mt_eval.set_defaults(run=_mt_eval)
+
     squeeze = commands.add_parser(
         "compress", help="compress gate weights of a checkpoint, or 'sweep' several under the paper's settings",
         description="g2lstm compress CKPT (--round R [--clip C] | --rank K) --out OUT\n"
@@ -175,10 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     squeeze.add_argument("targets", nargs="+", metavar="CHECKPOINT", help="a checkpoint, or 'sweep' and checkpoints")
-    squeeze.add_argument("--round", type=float, help="rounding step r (sweep default 0.2)")
-    squeeze.add_argument("--clip", type=float, help="clip to [-c, c] after rounding (sweep default 0.4)")
+    squeeze.add_argument("--round", type=float, help="rounding step r (sweep default 0.2; translation 0.5)")
+    squeeze.add_argument("--clip", type=float, help="clip to [-c, c] after rounding (sweep default 0.4; translation 1.0)")
     squeeze.add_argument("--rank", type=int, help="truncated-SVD rank k")
-    squeeze.add_argument("--ranks", type=int, nargs=2, help="sweep: the two ranks (default hidden/9, hidden/18)")
+    squeeze.add_argument("--ranks", type=int, nargs=2,
+                         help="sweep: the two ranks (default hidden/9, hidden/18; translation: hidden/8, hidden/16)")
     squeeze.add_argument("--gates", nargs="+", default=["input", "forget"],
                          choices=("input", "forget", "cell", "output"), help="blocks to compress")
     squeeze.add_argument("--out", help="compressed checkpoint file, or the sweep's output folder")
@@ -198,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-tokens", type=int, default=20000)
     analyze.add_argument("--sentence", action="append", help="a sentence for the per-word gate map (repeatable)")
     analyze.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"))
+    analyze.add_argument("--max-pairs", type=int, default=10_000,
+                         help="translation: training pairs read for the decoder histograms")
+    analyze.add_argument("--pair", type=int, action="append",
+                         help="translation: a test pair (line number from 0) for the per-word gate map (default 0, 1)")
     analyze.add_argument("--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then download)")
     analyze.set_defaults(run=_analyze)
 
@@ -229,7 +346,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("g2lstm: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"g2lstm: error: out of memory ({reason}); lower the model or batch size with --set", file=sys.stderr)
+        return 2
     return 0
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocation that failed because the sizes asked for more memory than the machine has."""
+    import torch
+
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,8 @@ def _convert(value: Any, hint: Any, key: str, source: str, parse: bool) -> Any:
                 raise fail() from None
         if isinstance(value, bool) or not isinstance(value, (int, float) if hint is float else int):
             raise fail()
+        if hint is int and not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{key} = {value} from {source} is out of range: an int must fit in 64 bits")
         return hint(value)
     if hint is str:
         if isinstance(value, str):

@@ -1,0 +1,155 @@
+"""Looking inside trained translation models' gates, as the paper did (SPEC §3.3).
+
+:func:`analyze_translation_models` writes
+
+* ``gate_histograms.png`` / ``.md`` / ``.json``: input- and forget-gate histograms of every decoder layer
+  (layer 0 is the first decoder layer, the paper's figure) over the first 10,000 training pairs, or all of
+  them when there are fewer, each read with its reference translation in eval mode; the share in the two
+  outer bins stands beside the paper's;
+* ``gate_words.png``: the per-word average gate value of the decoder while it reads the reference
+  translation of given test pairs (the paper's case study).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from g2lstm.analysis import GateHistogram, gate_histogram_table, gate_histograms
+from g2lstm.gates import EVAL_GATES
+from g2lstm.lm.compression import run_names
+from g2lstm.mt.data import Batch, ParallelSplit, collate, find_corpus_folder, load_split
+from g2lstm.mt.evaluate import load_model
+from g2lstm.mt.model import AttentionSeq2Seq
+from g2lstm.recording import GATE_NAMES, record_gates
+from g2lstm.train import describe_environment, load_checkpoint
+
+__all__ = ["analyze_translation_models"]
+
+BATCH = 64
+
+
+def _same_length_batches(split: ParallelSplit, count: int) -> list[Batch]:
+    """Batches of the first ``count`` pairs, each of one target length, so that no decoder gate value
+    comes from padding."""
+    by_length: dict[int, list[int]] = {}
+    for index in range(min(count, len(split))):
+        by_length.setdefault(len(split.target_ids[index]), []).append(index)
+    return [collate(split.source_ids, split.target_ids, group[start : start + BATCH])
+            for _, group in sorted(by_length.items()) for start in range(0, len(group), BATCH)]
+
+
+def _teacher_forced(model: AttentionSeq2Seq) -> Callable[[nn.Module, Batch], None]:
+    """``forward(decoder, batch)`` for :func:`gate_histograms`, which records the gates of ``decoder`` only."""
+
+    def forward(decoder: nn.Module, batch: Batch) -> None:
+        model(batch.source, batch.source_lengths, batch.target_input)
+
+    return forward
+
+
+@torch.no_grad()
+def _word_gates(model: AttentionSeq2Seq, batch: Batch) -> dict[tuple[int, str], list[float]]:
+    """Per-position average over hidden units of each decoder layer's input and forget gates."""
+    with record_gates(model.decoder) as recording:
+        model(batch.source, batch.source_lengths, batch.target_input)
+        return {(layer, gate): recording.gates(layer, gate)[0].mean(dim=(1, 2)).tolist()
+                for layer in range(recording.num_layers) for gate in GATE_NAMES}
+
+
+def analyze_translation_models(
+    checkpoints: Sequence[str | Path],
+    out: str | Path,
+    data: str | Path | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    max_pairs: int = 10_000,
+    pairs: Sequence[int] = (0, 1),
+    eval_gate: str | None = None,
+) -> dict[str, Any]:
+    """Decoder gate histograms over training pairs and per-word gate maps of test pairs.
+
+    Args:
+        checkpoints: translation checkpoints (``best.pt`` of ``g2lstm mt train`` runs).
+        out: folder the figures, tables and JSON files are written to (created if needed).
+        data: the corpus, as for training (None: each checkpoint's data set, looked up as for training).
+        names: one label per checkpoint; default: the run folder's name.
+        max_pairs: the first ``max_pairs`` training pairs (the paper: 10,000) are read.
+        pairs: the test pairs (0-based line numbers) of the case study; the checkpoints must share one
+            BPE vocabulary so that the maps line up (runs of one preset on one corpus do).
+        eval_gate: the gate every layer uses in eval mode; None: each checkpoint's own.
+    """
+    paths = [Path(c) for c in checkpoints]
+    if not paths:
+        raise ValueError("checkpoints must name at least one checkpoint file, got none")
+    names = list(names) if names is not None else run_names(paths)
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+    if eval_gate is not None and eval_gate not in EVAL_GATES:
+        raise ValueError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
+    loaded = [load_model(load_checkpoint(path)) for path in paths]
+    pieces = {vocab.model_proto for _, _, vocab in loaded}
+    if len(pieces) > 1:
+        raise ValueError("the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
+                         "line up; analyze runs of one preset on one corpus together")
+
+    histograms: dict[str, list[GateHistogram]] = {}
+    words: dict[str, list[dict[tuple[int, str], list[float]]]] = {}
+    models: dict[str, Any] = {}
+    labels: list[list[str]] = []
+    for name, path, (model, config, vocab) in zip(names, paths, loaded):
+        if eval_gate is not None:
+            model.set_eval_gate(eval_gate)
+        folder = find_corpus_folder(data, config.dataset)
+        train = load_split(folder, "train", config.src, config.tgt, vocab)
+        test = load_split(folder, "test", config.src, config.tgt, vocab)
+        for index in pairs:
+            if not 0 <= index < len(test):
+                raise ValueError(f"pairs: {index} is not a line of the test split ({len(test)} pairs)")
+        batches = _same_length_batches(train, max_pairs)
+        histograms[name] = gate_histograms(model.decoder, batches, _teacher_forced(model))
+        words[name] = [_word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs]
+        labels = [["<s>", *vocab.pieces(test.target_ids[index])] for index in pairs]
+        models[name] = {"checkpoint": str(path), "gate": config.gate, "eval_gate": model.decoder.eval_gate,
+                        "temperature": model.decoder.temperature, "hidden_size": config.hidden_size,
+                        "pairs_read": min(max_pairs, len(train))}
+    sentences = [" ".join(label[1:]) for label in labels]
+    signature = {"data": str(folder), "split": "train", "pairs": min(max_pairs, len(train)), "mode": "eval",
+                 "layers": "decoder (layer 0 = first decoder layer)", **describe_environment()}
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from g2lstm.plots import plot_gate_histograms, plot_gate_words
+
+    plot_gate_histograms(histograms, out / "gate_histograms.png",
+                         f"Decoder gate values over {signature['pairs']:,} training pairs, eval mode\n"
+                         "legend: share in the outer bins [0, 0.1) and [0.9, 1]")
+    table = gate_histogram_table(histograms, {name: info["gate"] for name, info in models.items()})
+    (out / "gate_histograms.md").write_text(
+        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, read "
+        f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}"
+    )
+    results = {
+        "signature": signature,
+        "models": models,
+        "histograms": {name: [{"layer": h.layer, "gate": h.gate, "shares": h.shares, "outer_share": h.outer_share,
+                               "count": h.count} for h in hists] for name, hists in histograms.items()},
+        "gate_words": {name: [{"sentence": sentence, "tokens": label,
+                               **{f"layer{layer}_{gate}": values for (layer, gate), values in per_word.items()}}
+                              for sentence, label, per_word in zip(sentences, labels, per_sentence)]
+                       for name, per_sentence in words.items()},
+    }
+    (out / "gate_histograms.json").write_text(json.dumps(results, indent=2))
+    first_layer = {name: [{key: values for key, values in per_word.items() if key[0] == 0} for per_word in per_sentence]
+                   for name, per_sentence in words.items()}
+    plot_gate_words(labels, first_layer, out / "gate_words.png",
+                    "First decoder layer: per-word average gate value while reading the reference translation "
+                    "(<s> = start), eval mode")
+    results["files"] = [str(out / name) for name in ("gate_histograms.png", "gate_histograms.md",
+                                                      "gate_histograms.json", "gate_words.png")]
+    return results

@@ -1,0 +1,221 @@
+"""Training the attention encoder-decoder as the paper did: AdaDelta (or Adam), clipping 2.0, validation
+BLEU every epoch, early stopping.
+
+``train_translation_model`` is the whole loop, to be read top to bottom: setup -> data (joint BPE learned
+on the training split, long pairs dropped, batches of similar length) -> model -> optimizer -> resume ->
+loop (teacher-forced cross-entropy, clipping, checkpoints) -> end-of-epoch validation (loss and beam-search
+BLEU), best model and early stopping -> final scores of the best model on the validation and test splits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from g2lstm.lm.train import TrainingDiverged, TrainingInterrupted
+from g2lstm.mt.bpe import PAD, SubwordVocabulary
+from g2lstm.mt.config import ARCHITECTURE_KEYS, MTConfig
+from g2lstm.mt.data import batch_indices, collate, find_corpus_folder, find_split, load_split, read_parallel
+from g2lstm.mt.evaluate import RECIPE, evaluate_split
+from g2lstm.mt.model import AttentionSeq2Seq
+from g2lstm.train import (
+    CheckpointPaths,
+    RunLog,
+    config_from_dict,
+    config_to_dict,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    stop_on_signals,
+)
+
+__all__ = ["train_translation_model"]
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so that a resumed run continues exactly."""
+
+    epoch: int = 1
+    position: int = 0  # next batch of the epoch's order
+    step: int = 0
+    best_score: float = -math.inf  # validation BLEU, or minus the validation loss
+    bad_epochs: int = 0
+    bad_steps: int = 0
+    done: bool = False
+
+
+def _make_optimizer(model: nn.Module, config: MTConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adadelta":  # the paper's, with the defaults of its Theano code (rho 0.95, eps 1e-6)
+        return torch.optim.Adadelta(model.parameters(), lr=config.lr, rho=0.95, eps=1e-6)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def train_translation_model(
+    config: MTConfig,
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train into ``run_dir`` (``best.pt``, ``last.pt``, ``bpe.model``, logs), resuming from ``run_dir/last.pt``
+    when it exists. Returns the best model's scores on the validation and test splits; raises
+    :class:`~g2lstm.lm.train.TrainingInterrupted` after saving when SIGINT or SIGTERM asks it to stop."""
+    # ---- setup
+    run_dir = Path(run_dir)
+    paths = CheckpointPaths(run_dir)
+    resume = load_checkpoint(paths.last) if paths.last.exists() else None
+    if resume is not None:  # the architecture and vocabulary are the checkpoint's, whatever the preset says now
+        saved = config_from_dict(MTConfig, resume["config"])
+        for key in ARCHITECTURE_KEYS:
+            setattr(config, key, getattr(saved, key))
+    device = torch.device(config.device)
+    log = RunLog(run_dir)
+    log.write_config(config_to_dict(config), seed=config.seed)
+    torch.manual_seed(config.seed)
+
+    # ---- data
+    folder = find_corpus_folder(data, config.dataset)
+    if resume is not None:
+        vocab = SubwordVocabulary.from_tensor(resume["bpe"])
+    else:
+        source_lines, target_lines = read_parallel(find_split(folder, "train", config.src, config.tgt))
+        vocab = SubwordVocabulary.learn(source_lines + target_lines, config.bpe_size)
+    vocab.save(run_dir / "bpe.model")
+    train = load_split(folder, "train", config.src, config.tgt, vocab)
+    valid = load_split(folder, "valid", config.src, config.tgt, vocab)
+    kept = [i for i, (s, t) in enumerate(zip(train.source_ids, train.target_ids))
+            if 0 < len(s) <= config.max_len and 0 < len(t) <= config.max_len]
+    batches = [[kept[i] for i in group] for group in batch_indices(
+        [(len(train.source_ids[i]), len(train.target_ids[i])) for i in kept], config.batch_size, seed=config.seed)]
+    log.message(f"{folder}: {len(vocab)} sub-words; {len(kept)} of {len(train)} training pairs kept (empty or "
+                f"over {config.max_len} sub-words dropped), {len(batches)} batches; {len(valid)} validation pairs")
+
+    # ---- model and optimizer
+    model = AttentionSeq2Seq(config.model_spec(len(vocab))).to(device)
+    optimizer = _make_optimizer(model, config)
+    progress = Progress()
+
+    # ---- resume
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        progress = Progress(**resume["progress"])
+        set_rng_state(resume["rng"])
+        log.truncate(resume["metrics_lines"], step=progress.step)  # drop lines logged after the checkpoint
+        log.message(f"resumed from {paths.last} at epoch {progress.epoch}, step {progress.step}")
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "recipe": RECIPE,
+            "config": config_to_dict(config),
+            "bpe": vocab.to_tensor(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "progress": vars(progress).copy(),
+            "rng": rng_state(),
+            "metrics_lines": log.lines,
+        }
+
+    def save_best(metrics: dict[str, Any]) -> None:
+        state = checkpoint_state()
+        state.update(optimizer={}, metrics={key: metrics[key] for key in ("loss", "bleu", "sacrebleu")})
+        save_checkpoint(paths.best, state)
+
+    # ---- loop
+    last_save = time.monotonic()
+    with stop_on_signals() as stop:
+        while not progress.done and progress.epoch <= config.epochs:
+            model.train()
+            order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(config.seed + progress.epoch))
+            bar = tqdm(total=len(batches), initial=progress.position, desc=f"epoch {progress.epoch}", unit="batch",
+                       disable=not show_progress, leave=False)
+            step_start, interval_steps = time.monotonic(), 0
+            while progress.position < len(batches):
+                batch = collate(train.source_ids, train.target_ids, batches[order[progress.position]]).to(device)
+                logits = model(batch.source, batch.source_lengths, batch.target_input)
+                loss = F.cross_entropy(logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                progress.position += 1
+                bar.update(1)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    progress.bad_steps += 1
+                    log.message(f"step {progress.step}: non-finite loss or gradient, skipped "
+                                f"({progress.bad_steps} in a row)")
+                    if progress.bad_steps >= config.max_bad_steps:
+                        raise TrainingDiverged(
+                            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient; the "
+                            f"weights of {paths.last} are the last finite ones. Lower lr or clip and resume."
+                        )
+                    continue
+                progress.bad_steps = 0
+                optimizer.step()
+                progress.step += 1
+                interval_steps += 1
+                if progress.step % config.log_interval == 0:
+                    ms = (time.monotonic() - step_start) * 1000 / interval_steps
+                    log.log(step=progress.step, epoch=progress.epoch, train_loss=loss.item(),
+                            grad_norm=grad_norm.item(), ms_per_step=ms)
+                    bar.set_postfix(loss=f"{loss.item():.2f}")
+                    step_start, interval_steps = time.monotonic(), 0
+                if stop.requested:
+                    save_checkpoint(paths.last, checkpoint_state())
+                    bar.close()
+                    raise TrainingInterrupted(
+                        f"stopped by {stop.signal_name} at epoch {progress.epoch}, step {progress.step} after "
+                        f"saving {paths.last}; run the same command again to resume",
+                        stop.signal_name,
+                    )
+                if config.max_steps is not None and progress.step >= config.max_steps:
+                    break
+                if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+                    save_checkpoint(paths.last, checkpoint_state())
+                    last_save = time.monotonic()
+            bar.close()
+
+            # ---- end of epoch: validation loss and BLEU, best model, early stopping
+            metrics, _ = evaluate_split(model, config, vocab, valid, beam_size=config.valid_beam_size, device=device)
+            score = metrics["bleu"] if config.early_stop == "bleu" else -metrics["loss"]
+            if score > progress.best_score:
+                progress.best_score, progress.bad_epochs = score, 0
+                save_best(metrics)
+            else:
+                progress.bad_epochs += 1
+            log.log(step=progress.step, epoch=progress.epoch, valid_loss=metrics["loss"], valid_ppl=metrics["ppl"],
+                    valid_bleu=metrics["bleu"], valid_sacrebleu=metrics["sacrebleu"])
+            log.message(f"epoch {progress.epoch}: valid loss {metrics['loss']:.3f}, BLEU {metrics['bleu']:.2f} "
+                        f"(beam {config.valid_beam_size}), sacreBLEU {metrics['sacrebleu']:.2f}"
+                        + (f"; no better for {progress.bad_epochs} epoch(s)" if progress.bad_epochs else ""))
+            if progress.bad_epochs >= config.patience:
+                log.message(f"epoch {progress.epoch}: validation {config.early_stop} stopped improving, training ends")
+                progress.done = True
+            if config.max_steps is not None and progress.step >= config.max_steps:
+                progress.done = True
+            progress.epoch += 1
+            progress.position = 0
+            save_checkpoint(paths.last, checkpoint_state())
+            last_save = time.monotonic()
+
+    # ---- final evaluation of the best model
+    model.load_state_dict(load_checkpoint(paths.best)["model"])
+    test = load_split(folder, "test", config.src, config.tgt, vocab)
+    results: dict[str, Any] = {}
+    for split in (valid, test):
+        metrics, _ = evaluate_split(model, config, vocab, split, device=device)
+        results.update({f"{split.name}_{key}": value for key, value in metrics.items()
+                        if key in ("loss", "bleu", "sacrebleu")})
+    results["sacrebleu_signature"] = metrics["sacrebleu_signature"]
+    log.log(step=progress.step, final=True, **results)
+    log.close()
+    return results
