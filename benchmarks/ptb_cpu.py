@@ -178,7 +178,7 @@ def write_compression_report(runs: Path) -> Path:
     complete = all(record.get(stage, {}).get("done") for stage in ("sweep", "sweep_cache", "analyze"))
     lines = [
         "# Compressing the gates of the PTB `cpu` models" + ("" if complete else " (PARTIAL)"), "",
-        f"Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR` once the four runs of [REPORT.md](REPORT.md) "
+        "Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR` once the four runs of [REPORT.md](REPORT.md) "
         "have finished; the checkpoints are their finetuned best models.", "",
         "As the paper, only the input- and forget-gate blocks of every input-to-hidden and hidden-to-hidden "
         "matrix are compressed, each block on its own: Round r = 0.2, Round & clip c = 0.4, ranks hidden/9 and "

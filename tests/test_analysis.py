@@ -20,7 +20,8 @@ from g2lstm.analysis import (
     gate_sensitivities,
     gate_sensitivity,
 )
-from g2lstm.lm.analyze import _default_names, analyze_language_models
+from g2lstm.lm.analyze import analyze_language_models
+from g2lstm.train import run_names
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
 from g2lstm.lm.train import train_language_model
@@ -155,10 +156,10 @@ def test_gate_words_plot_checks_one_value_per_word(tmp_path: Path) -> None:
         plot_gate_words([["a", "b"]], {"m": [{(0, "input"): [0.5]}]}, tmp_path / "x.png", "t")
 
 
-def test_default_names_are_the_run_folders_and_unambiguous() -> None:
-    assert _default_names([Path("runs/g2/finetune/best.pt"), Path("runs/lstm/best.pt")]) == ["g2", "lstm"]
-    assert _default_names([Path("a/g2/best.pt"), Path("b/g2/best.pt")]) == ["a/g2", "b/g2"]
-    assert _default_names([Path("runs/g2/best.pt"), Path("runs/g2/finetune/best.pt")]) == [
+def test_run_names_are_the_run_folders_and_unambiguous() -> None:
+    assert run_names([Path("runs/g2/finetune/best.pt"), Path("runs/lstm/best.pt")]) == ["g2", "lstm"]
+    assert run_names([Path("a/g2/best.pt"), Path("b/g2/best.pt")]) == ["a/g2", "b/g2"]
+    assert run_names([Path("runs/g2/best.pt"), Path("runs/g2/finetune/best.pt")]) == [
         "runs/g2/best.pt", "runs/g2/finetune/best.pt"]
 
 

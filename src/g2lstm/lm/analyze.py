@@ -34,7 +34,7 @@ from g2lstm.gates import EVAL_GATES
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.train import load_corpus, load_model
 from g2lstm.recording import GATE_NAMES, record_gates
-from g2lstm.train import describe_environment, load_checkpoint
+from g2lstm.train import describe_environment, load_checkpoint, run_names
 
 __all__ = ["DEFAULT_SENTENCES", "analyze_language_models"]
 
@@ -80,7 +80,7 @@ def analyze_language_models(
         written, as plain JSON-ready values.
     """
     paths = _check_checkpoints(checkpoints)
-    names = _default_names(paths) if names is None else _check_names(names, len(paths))
+    names = run_names(paths) if names is None else _check_names(names, len(paths))
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
@@ -229,21 +229,6 @@ def _check_names(names: Any, count: int) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"names must be distinct, got {names!r}")
     return names
-
-
-def _default_names(paths: list[Path]) -> list[str]:
-    """The run folder of each checkpoint (``finetune/`` belongs to its run), with as many parent folders
-    as it takes to tell them apart; the paths as given when two checkpoints share a run folder."""
-    runs = []
-    for path in paths:
-        folder = path.resolve().parent
-        runs.append(folder.parent if folder.name == "finetune" else folder)
-    if len(set(runs)) == len(runs):
-        for depth in range(1, max(len(run.parts) for run in runs) + 1):
-            names = ["/".join(run.parts[-depth:]) for run in runs]
-            if len(set(names)) == len(names):
-                return names
-    return [str(path) for path in paths]
 
 
 def _tokenize(sentence: str, unit: str) -> list[str]:

@@ -12,9 +12,9 @@ from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compressio
 from g2lstm.lm.evaluate import CachePointer
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.train import evaluate_language_model, load_corpus, load_model
-from g2lstm.train import load_checkpoint, save_checkpoint
+from g2lstm.train import load_checkpoint, run_names, save_checkpoint
 
-__all__ = ["compress_checkpoint", "compression_sweep", "run_names"]
+__all__ = ["compress_checkpoint", "compression_sweep"]
 
 ROUND_STEPS = (0.05, 0.1, 0.2, 0.3, 0.4)  # the perplexity-against-step curve
 
@@ -40,18 +40,6 @@ def compress_checkpoint(
         "compressed_from": str(checkpoint),
     })
     return report
-
-
-def run_names(checkpoints: Sequence[str | Path]) -> list[str]:
-    """Short unambiguous names: ``runs/g2/finetune/best.pt`` -> ``g2/finetune``, ``runs/lstm/best.pt`` -> ``lstm``."""
-    names = []
-    for checkpoint in checkpoints:
-        path = Path(checkpoint).resolve()
-        parts = [path.parent.name] if path.parent.name != "finetune" else [path.parent.parent.name, "finetune"]
-        names.append("/".join(parts))
-    if len(set(names)) < len(names):
-        names = [str(Path(c)) for c in checkpoints]
-    return names
 
 
 def _variant(model: AWDLSTM, settings: dict[str, Any]) -> AWDLSTM:

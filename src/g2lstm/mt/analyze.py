@@ -22,12 +22,11 @@ from torch import nn
 
 from g2lstm.analysis import GateHistogram, gate_histogram_table, gate_histograms
 from g2lstm.gates import EVAL_GATES
-from g2lstm.lm.compression import run_names
 from g2lstm.mt.data import Batch, ParallelSplit, collate, find_corpus_folder, load_split
 from g2lstm.mt.evaluate import load_model
 from g2lstm.mt.model import AttentionSeq2Seq
 from g2lstm.recording import GATE_NAMES, record_gates
-from g2lstm.train import describe_environment, load_checkpoint
+from g2lstm.train import describe_environment, load_checkpoint, run_names
 
 __all__ = ["analyze_translation_models"]
 

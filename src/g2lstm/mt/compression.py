@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compression_config, count_parameters_and_bytes
-from g2lstm.lm.compression import run_names
 from g2lstm.mt.data import find_corpus_folder, load_split
 from g2lstm.mt.evaluate import evaluate_split, load_model
 from g2lstm.mt.model import AttentionSeq2Seq
-from g2lstm.train import load_checkpoint, save_checkpoint
+from g2lstm.train import load_checkpoint, run_names, save_checkpoint
 
 __all__ = ["compress_translation_checkpoint", "translation_compression_sweep"]
 

@@ -27,7 +27,7 @@ from g2lstm.train.distributed import (
     unwrap_model,
 )
 from g2lstm.train.rng import rng_state, seed_all, set_rng_state
-from g2lstm.train.run_dir import RunLog, describe_environment, read_metrics
+from g2lstm.train.run_dir import RunLog, describe_environment, read_metrics, run_names
 from g2lstm.train.signals import StopRequest, stop_on_signals
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "parse_overrides",
     "read_metrics",
     "rng_state",
+    "run_names",
     "save_checkpoint",
     "seed_all",
     "set_rng_state",

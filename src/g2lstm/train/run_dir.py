@@ -20,7 +20,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +250,21 @@ def _write_atomic(path: Path, text: str) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+def run_names(checkpoints: Sequence[str | Path]) -> list[str]:
+    """Short names for checkpoints in tables and legends: each one's run folder (``finetune/`` belongs to its
+    run), with as many parent folders as it takes to tell them apart; the paths as given when two
+    checkpoints share a run folder. ``runs/g2/finetune/best.pt``, ``runs/lstm/best.pt`` -> ``g2``, ``lstm``."""
+    paths = [Path(checkpoint) for checkpoint in checkpoints]
+    runs = []
+    for path in paths:
+        folder = path.resolve().parent
+        runs.append(folder.parent if folder.name == "finetune" else folder)
+    if len(set(runs)) == len(runs):
+        for depth in range(1, max(len(run.parts) for run in runs) + 1):
+            names = ["/".join(run.parts[-depth:]) for run in runs]
+            if len(set(names)) == len(names):
+                return names
+    return [str(path) for path in paths]
+
