@@ -56,7 +56,7 @@ def corpus_bleu(
         raise ValueError(f"got {len(hypotheses)} hypotheses for {len(references)} references; give one per line")
     if raw_references is not None and len(raw_references) != len(references):
         raise ValueError(f"got {len(raw_references)} raw references for {len(references)} references")
-    tokenized = BLEU(tokenize="none", lowercase=True)
+    tokenized = BLEU(tokenize="none", lowercase=True, force=True)  # tokenized on purpose: no warning
     score = tokenized.corpus_score(list(hypotheses), [list(references)])
     standard = BLEU(lowercase=True, trg_lang=lang)
     untokenized = list(raw_references) if raw_references is not None else detokenize(references, lang)
