@@ -1,8 +1,10 @@
 """Fuzzing the command line and the module with bad input: every case must run or end in a clear error.
 
-Four classes of input, each a seeded stream of random cases:
+Five classes of input, each a seeded stream of random cases:
 - corpus files: empty, blank or very long lines, invalid UTF-8, NUL bytes, garbage, a missing split, a
   folder in place of a file (``g2lstm lm train`` on them);
+- parallel corpora: the same damage, and line counts that differ between the two sides
+  (``g2lstm mt train``);
 - presets and overrides: unknown keys, wrong value types, out-of-range values, broken TOML, malformed
   ``--set`` (``g2lstm lm train``);
 - checkpoints: truncated, bit-flipped, garbage, foreign, a pickle that tries to run code, missing
@@ -148,6 +150,72 @@ def corpus_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
         argv = ["lm", "train", "--preset", "tiny", "--data", str(folder), "--max-steps", "1", "--unit", unit,
                 "--out", str(work / f"run{index}"), *SMALL]
         yield f"{description} (--unit {unit})", lambda argv=argv: run_cli(argv)
+
+
+# -------------------------------------------------------------------------------------- parallel corpora
+
+GERMAN = "ein mann hund kind läuft schläft spielt im park haus garten und".split()
+MT_SMALL = ["--quiet", "--set", "emb_size=8", "--set", "hidden_size=8", "--set", "batch_size=4",
+            "--set", "eval_batch_size=8", "--set", "beam_size=2", "--set", "bpe_size=60", "--set", "log_interval=1"]
+
+
+def write_parallel_corpus(folder: Path, rng: random.Random) -> None:
+    """Short German-English pairs in the fairseq layout (train/valid/test.{de,en})."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", 80), ("valid", 6), ("test", 6)):
+        german = [" ".join(rng.choice(GERMAN) for _ in range(rng.randint(2, 8))) for _ in range(count)]
+        english = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 8))) for _ in range(count)]
+        (folder / f"{split}.de").write_text("\n".join(german) + "\n", encoding="utf-8")
+        (folder / f"{split}.en").write_text("\n".join(english) + "\n", encoding="utf-8")
+
+
+def corrupt_parallel_corpus(folder: Path, rng: random.Random) -> str:
+    """Damage one file of a good parallel corpus in one random way; return what was done."""
+    name = f"{rng.choice(['train', 'valid', 'test'])}.{rng.choice(['de', 'en'])}"
+    path = folder / name
+    text = path.read_bytes()
+    kind = rng.choice(["one line fewer", "extra line", "empty", "blank lines", "long line", "invalid utf-8",
+                       "nul bytes", "garbage", "missing", "folder", "crlf", "bom"])
+    lines = text.split(b"\n")
+    if kind == "one line fewer":
+        path.write_bytes(b"\n".join(lines[1:]))
+    elif kind == "extra line":
+        path.write_bytes(text + b"noch eine zeile\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "blank lines":
+        path.write_bytes(b"\n".join(b"" if rng.random() < 0.3 else line for line in lines))
+    elif kind == "long line":
+        words = " ".join(rng.choice(GERMAN) for _ in range(rng.randint(200, 5000))).encode()
+        path.write_bytes(b"\n".join([words, *lines[1:]]))
+    elif kind == "invalid utf-8":
+        at = rng.randrange(len(text) + 1)
+        path.write_bytes(text[:at] + b"\xff" + text[at:])
+    elif kind == "nul bytes":
+        at = rng.randrange(len(text) + 1)
+        path.write_bytes(text[:at] + b"\x00" + text[at:])
+    elif kind == "garbage":
+        path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randint(1, 3000))))
+    elif kind == "missing":
+        path.unlink()
+    elif kind == "folder":
+        path.unlink()
+        path.mkdir()
+    elif kind == "crlf":
+        path.write_bytes(text.replace(b"\n", b"\r\n"))
+    else:
+        path.write_bytes(b"\xef\xbb\xbf" + text)
+    return f"{name}: {kind}"
+
+
+def parallel_corpus_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable[[], Outcome]]]:
+    for index in itertools.count():
+        folder = work / f"parallel{index}"
+        write_parallel_corpus(folder, rng)
+        description = corrupt_parallel_corpus(folder, rng)
+        argv = ["mt", "train", "--preset", "tiny", "--data", str(folder), "--src", "de", "--tgt", "en",
+                "--max-steps", "1", "--out", str(work / f"run{index}"), *MT_SMALL]
+        yield description, lambda argv=argv: run_cli(argv)
 
 
 # ----------------------------------------------------------------------------------------------- presets
@@ -323,6 +391,7 @@ def module_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
 
 CLASSES: dict[str, Callable[[random.Random, Path], Iterator[tuple[str, Callable[[], Outcome]]]]] = {
     "corpus files (`lm train`)": corpus_cases,
+    "parallel corpora (`mt train`)": parallel_corpus_cases,
     "presets and `--set` overrides (`lm train`)": preset_cases,
     "checkpoints (`lm eval`, `compress`, `lm finetune`)": checkpoint_cases,
     "module inputs (`G2LSTM` vs `nn.LSTM`)": module_cases,
