@@ -4,7 +4,8 @@ Both code paths are covered: torch's native LSTM kernel (``gate="lstm"``, and ev
 default ``eval_gate="sigmoid"``) and the fused G2 kernel (taken while ``record_gates`` is active; with
 ``temperature=1`` and ``noise_p=0`` it must compute the plain LSTM too). Outputs, final states and every
 gradient (input, h_0, c_0, each parameter) are compared. The fused kernel is also checked directly against
-the step-by-step reference kernel.
+the step-by-step reference kernel, in both its loops (Python, and the compiled CPU loop that the module
+runs by default on CPU; see also ``test_cpu_kernel.py``).
 """
 
 from __future__ import annotations
@@ -326,7 +327,10 @@ if onednn_available():
 @pytest.mark.parametrize("scale", [1.0, 1 / 0.9], ids=["scale1", "scale1/0.9"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("batch_sizes", [[4, 4, 3, 1], [3, 3, 3]], ids=["packed", "full"])
-def test_fused_kernel_matches_reference(batch_sizes, reverse, scale, hard, backend, kernel_dtype, upstream):
+@pytest.mark.parametrize("kernel", ["python", "compiled"])
+def test_fused_kernel_matches_reference(
+    kernel, batch_sizes, reverse, scale, hard, backend, kernel_dtype, upstream
+):
     atol = 1e-10 if kernel_dtype == torch.float64 else 1e-5
     hidden, batch, rows = 3, batch_sizes[0], sum(batch_sizes)
     leaves = [
@@ -337,15 +341,15 @@ def test_fused_kernel_matches_reference(batch_sizes, reverse, scale, hard, backe
     ]
     names = ["gate_inputs", "h0", "c0", "weight_hh"]
 
-    def run(kernel, **extra):
+    def run(function, **extra):
         inputs = [t.clone().requires_grad_() for t in leaves]
-        output, h_n, c_n, gates = kernel(*inputs, batch_sizes, reverse, scale, hard, **extra)
+        output, h_n, c_n, gates = function(*inputs, batch_sizes, reverse, scale, hard, **extra)
         assert not gates.requires_grad
         grads = torch.autograd.grad([output, h_n, c_n], inputs, upstream([output, h_n, c_n]))
         return [output, h_n, c_n, gates, *grads]
 
     expected = run(lstm_sequence_reference)
-    actual = run(lstm_sequence, backend=backend)
+    actual = run(lstm_sequence, backend=backend, kernel=kernel)
     shapes = [(rows, hidden), (batch, hidden), (batch, hidden), (rows, 4 * hidden)]
     assert [tuple(t.shape) for t in actual[:4]] == shapes
     labels = ["output", "h_n", "c_n", "gates"] + [f"grad of {n}" for n in names]

@@ -8,7 +8,9 @@ m ~ Bernoulli(noise_p). L's CDF is exact and finite-eps aware:
 clipped to [0, 1], and G <= g  <=>  L <= tau * logit(g) - alpha. Evaluation is deterministic.
 
 A fixed pre-activation alpha comes from a one-layer G2LSTM with zero weights and bias alpha (see the
-``constant_gate_lstm`` fixture); the gates it used are read with ``record_gates``.
+``constant_gate_lstm`` fixture); the gates it used are read with ``record_gates``. The module runs the
+fused kernel's default loop (on CPU the compiled one, with the noise drawn from torch's generator outside
+it, as in the Python loop).
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ NOISE_SEED = 7
 # Most checks compare random projections of the Jacobian (fast_mode, cheap on 2 cores); the tests named
 # "full_jacobian" and the small kernel checks compare every entry.
 FAST = True
+# The kernel-level checks run both loops of the fused kernel; the module-level ones run the default
+# (the compiled loop on CPU where it builds).
+KERNELS = ["python", "compiled"]
 
 
 def check(function, inputs, fast: bool = FAST) -> bool:
@@ -136,7 +139,8 @@ def test_cell_gradients_with_fixed_noise(noise_p, weight_dropout):
 @pytest.mark.parametrize("scale", [1.0, 1 / 0.9], ids=["scale1", "scale1/0.9"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("batch_sizes", [[4, 4, 3, 1], [3, 3, 3]], ids=["packed", "full"])
-def test_fused_kernel_gradients(batch_sizes, reverse, scale, hard):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fused_kernel_gradients(kernel, batch_sizes, reverse, scale, hard):
     hidden, batch, rows = 3, batch_sizes[0], sum(batch_sizes)
     inputs = (
         torch.randn(rows, 4 * hidden, dtype=torch.float64, requires_grad=True),
@@ -147,14 +151,15 @@ def test_fused_kernel_gradients(batch_sizes, reverse, scale, hard):
 
     def function(gate_inputs, h0, c0, weight_hh):
         output, h_n, c_n, _ = lstm_sequence(
-            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend="torch"
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend="torch", kernel=kernel
         )
         return output, h_n, c_n
 
     assert check(function, inputs)
 
 
-def test_fused_kernel_full_jacobian_packed_reverse_scaled():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fused_kernel_full_jacobian_packed_reverse_scaled(kernel):
     hidden, batch_sizes = 3, [4, 4, 3, 1]
     inputs = (
         torch.randn(sum(batch_sizes), 4 * hidden, dtype=torch.float64, requires_grad=True),
@@ -164,12 +169,13 @@ def test_fused_kernel_full_jacobian_packed_reverse_scaled():
     )
     for reverse in (False, True):
         def function(*args, reverse=reverse):
-            return lstm_sequence(*args, batch_sizes, reverse, 1 / 0.9, backend="torch")[:3]
+            return lstm_sequence(*args, batch_sizes, reverse, 1 / 0.9, backend="torch", kernel=kernel)[:3]
 
         assert check(function, inputs, fast=False), reverse
 
 
-def test_fused_kernel_gradients_when_only_some_outputs_are_used():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fused_kernel_gradients_when_only_some_outputs_are_used(kernel):
     """Unused outputs reach the backward pass as None; h_n alone and output alone must still be right."""
     hidden, batch_sizes = 3, [3, 2, 2, 1]
     inputs = (
@@ -180,7 +186,7 @@ def test_fused_kernel_gradients_when_only_some_outputs_are_used():
     )
     for pick in (0, 1, 2):
         def function(*args, pick=pick):
-            return lstm_sequence(*args, batch_sizes, backend="torch")[pick]
+            return lstm_sequence(*args, batch_sizes, backend="torch", kernel=kernel)[pick]
 
         assert check(function, inputs, fast=False), pick
 

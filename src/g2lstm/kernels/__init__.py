@@ -1,7 +1,8 @@
 """Sequence kernels: pure tensor functions that never see a module, a config or a data set.
 
-``lstm_sequence`` is the fused kernel used by :class:`g2lstm.G2LSTM` on every device (it is written in
-torch operations, so CPU and CUDA tensors run the same code); ``lstm_sequence_reference`` is the
+``lstm_sequence`` is the fused kernel used by :class:`g2lstm.G2LSTM` on every device: a loop written in
+torch operations (CPU and CUDA tensors run the same code) or, on CPU by default, the same loop compiled
+from ``cpu_step.cpp`` (see :mod:`g2lstm.kernels.compiled`); ``lstm_sequence_reference`` is the
 step-by-step oracle with the same signature.
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "StepProduct", "onednn_available", "step_product"]
+__all__ = ["BACKENDS", "StepProduct", "onednn_available", "step_product", "use_onednn"]
 
 BACKENDS = ("auto", "torch", "onednn")
 
@@ -52,12 +52,8 @@ def _onednn_product(matrix: Tensor, batch: int) -> StepProduct:
     return step
 
 
-def step_product(matrix: Tensor, batch: int, backend: str = "auto") -> StepProduct:
-    """A function computing ``add + rows @ matrix^T`` for many row blocks of at most ``batch`` rows.
-
-    ``backend``: ``"torch"`` (plain products, any device and dtype), ``"onednn"`` (prepacked weights,
-    CPU float32 only) or ``"auto"`` (oneDNN where it applies and is available, else torch).
-    """
+def use_onednn(matrix: Tensor, backend: str = "auto") -> bool:
+    """Whether products with ``matrix`` run on oneDNN for ``backend`` (see :func:`step_product`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     fits_onednn = matrix.device.type == "cpu" and matrix.dtype == torch.float32
@@ -66,6 +62,13 @@ def step_product(matrix: Tensor, batch: int, backend: str = "auto") -> StepProdu
             f"the onednn backend needs float32 CPU tensors and a torch build with oneDNN; got "
             f"{matrix.dtype} on {matrix.device}"
         )
-    if backend == "onednn" or (backend == "auto" and fits_onednn and onednn_available()):
-        return _onednn_product(matrix, batch)
-    return _torch_product(matrix)
+    return backend == "onednn" or (backend == "auto" and fits_onednn and onednn_available())
+
+
+def step_product(matrix: Tensor, batch: int, backend: str = "auto") -> StepProduct:
+    """A function computing ``add + rows @ matrix^T`` for many row blocks of at most ``batch`` rows.
+
+    ``backend``: ``"torch"`` (plain products, any device and dtype), ``"onednn"`` (prepacked weights,
+    CPU float32 only) or ``"auto"`` (oneDNN where it applies and is available, else torch).
+    """
+    return _onednn_product(matrix, batch) if use_onednn(matrix, backend) else _torch_product(matrix)

@@ -1,10 +1,13 @@
 """The fused sequence kernel: one direction of one layer, forward and hand-written backward through time.
 
-Each step is one matrix product (see :mod:`g2lstm.kernels.backends`) and a few element-wise operations
-into preallocated buffers; states are carried as views, never copied. Everything that does not depend on the recurrence (local derivatives, the
+Two loops compute it. The Python loop (any device): each step is one matrix product (see
+:mod:`g2lstm.kernels.backends`) and a few element-wise operations into preallocated buffers; states are
+carried as views, never copied; everything that does not depend on the recurrence (local derivatives, the
 gradient of the hidden-to-hidden weights) is computed for all steps at once, the latter as a single
-product. Gate noise is drawn outside and added to the inputs (see :mod:`g2lstm.lstm`), so the kernel is
-deterministic and can be checked exactly against :mod:`g2lstm.kernels.reference`.
+product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`): the same products and saved
+quantities, with each step's element-wise work, forward and backward, in one C++ pass. Gate noise is
+drawn outside and added to the inputs (see :mod:`g2lstm.lstm`), so the kernel is deterministic and can be
+checked exactly against :mod:`g2lstm.kernels.reference`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from g2lstm.kernels.backends import step_product
+from g2lstm.kernels.backends import step_product, use_onednn
+from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.reference import row_offsets
 
 __all__ = ["lstm_sequence"]
@@ -154,6 +158,45 @@ class _FusedLSTMSequence(torch.autograd.Function):
         return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None
 
 
+class _CompiledLSTMSequence(torch.autograd.Function):
+    """The same function as ``_FusedLSTMSequence``, with both sequence loops in ``cpu_step.cpp``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        gate_inputs: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        weight_hh: Tensor,
+        batch_sizes: Sequence[int],
+        reverse: bool,
+        scale: float,
+        hard: bool,
+        onednn: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        settings = (list(batch_sizes), reverse, scale, hard, onednn)
+        output, h_n, c_n, gates, tanh_cells, h_prev_all, c_prev_all = compiled_module(required=True).forward(
+            gate_inputs, h0, c0, weight_hh, *settings
+        )
+        ctx.save_for_backward(gates, tanh_cells, h_prev_all, c_prev_all, weight_hh)
+        ctx.settings = settings
+        ctx.mark_non_differentiable(gates)
+        ctx.set_materialize_grads(False)  # unused outputs arrive as None and cost nothing
+        return output, h_n, c_n, gates
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_output: Tensor | None, grad_h_n: Tensor | None, grad_c_n: Tensor | None, _: Any
+    ) -> tuple[Tensor | None, ...]:
+        gates, tanh_cells, h_prev_all, c_prev_all, weight_hh = ctx.saved_tensors
+        grad_gates, grad_h0, grad_c0, grad_weight_hh = compiled_module(required=True).backward(
+            grad_output, grad_h_n, grad_c_n, gates, tanh_cells, h_prev_all, c_prev_all, weight_hh,
+            *ctx.settings, ctx.needs_input_grad[3],
+        )
+        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None
+
+
 def lstm_sequence(
     gate_inputs: Tensor,
     h0: Tensor,
@@ -164,6 +207,7 @@ def lstm_sequence(
     scale: float = 1.0,
     hard: bool = False,
     backend: str = "auto",
+    kernel: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run one direction of one LSTM layer over a packed, time-major sequence.
 
@@ -178,11 +222,19 @@ def lstm_sequence(
         scale: the input and forget gates are ``sigmoid(scale * a)`` (``scale = 1 / temperature``).
         hard: input and forget gates are ``1[a >= 0]`` (no gradient through them) instead of sigmoids.
         backend: how the per-step products are computed (:func:`g2lstm.kernels.backends.step_product`).
+        kernel: the sequence loop on CPU: ``"compiled"``, ``"python"`` or ``"auto"`` (compiled where it
+            builds); ``None`` reads ``$G2LSTM_CPU_KERNEL`` (see :mod:`g2lstm.kernels.compiled`). Other
+            devices always run the Python loop.
 
     Returns:
         ``(output (N, H), h_n (B, H), c_n (B, H), gates (N, 4H))``; ``gates`` holds the activations
         i, f, g, o as the cell used them and carries no gradient.
     """
+    if use_compiled(gate_inputs.device, gate_inputs.dtype, kernel):
+        onednn = use_onednn(weight_hh, backend)
+        return _CompiledLSTMSequence.apply(
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, onednn
+        )
     return _FusedLSTMSequence.apply(
         gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend
     )
