@@ -75,6 +75,8 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 asks per device kind
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
 
 
 def _outside_autocast(forward: Callable[..., Any]) -> Callable[..., Any]:
