@@ -51,7 +51,8 @@ def machine_description() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
 
 
 def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:
