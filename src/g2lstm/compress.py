@@ -22,8 +22,9 @@ the compact tensors. A checkpoint records :func:`compression_config` beside the 
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "CompressedLSTMWeights",
     "CompressionReport",
     "compress",
+    "compressed_copy",
     "compression_config",
     "count_parameters_and_bytes",
     "restore_compressed",
@@ -264,6 +266,19 @@ def compress(
         bytes_after=bytes_after,
         errors=errors,
     )
+
+
+def compressed_copy(module: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+    """A deep copy of ``module`` for a sweep: ``{}`` leaves it as it is, ``{"eval_gate": "hard"}`` gives every
+    G2LSTM layer that inference gate, other settings are the keyword arguments of :func:`compress`."""
+    variant = copy.deepcopy(module)
+    if "eval_gate" in settings:
+        for layer in variant.modules():
+            if isinstance(layer, G2LSTM):
+                layer.eval_gate = settings["eval_gate"]
+    elif settings:
+        compress(variant, **settings)
+    return variant
 
 
 def compression_config(module: nn.Module) -> dict[str, dict[str, Any]] | None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compression_config, count_parameters_and_bytes
+from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compressed_copy, compression_config, count_parameters_and_bytes
 from g2lstm.lm.evaluate import CachePointer
-from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.train import evaluate_language_model, load_corpus, load_model
 from g2lstm.train import load_checkpoint, run_names, save_checkpoint
 
@@ -40,16 +38,6 @@ def compress_checkpoint(
         "compressed_from": str(checkpoint),
     })
     return report
-
-
-def _variant(model: AWDLSTM, settings: dict[str, Any]) -> AWDLSTM:
-    """A compressed copy of ``model`` (``{}`` = unchanged, ``{"eval_gate": "hard"}`` = hard gates)."""
-    variant = copy.deepcopy(model)
-    if "eval_gate" in settings:
-        variant.set_eval_gate(settings["eval_gate"])
-    elif settings:
-        compress(variant, **settings)
-    return variant
 
 
 def compression_sweep(
@@ -89,7 +77,7 @@ def compression_sweep(
         }
         run: dict[str, Any] = {"checkpoint": str(checkpoint), "table": {}, "rank_curve": [], "round_curve": []}
         for column, settings in columns.items():
-            variant = _variant(model, settings)
+            variant = compressed_copy(model, settings)
             metrics = evaluate_language_model(variant, config, corpus, cache=cache, batch_size=batch_size, splits=splits)
             metrics["parameters"], metrics["bytes"] = count_parameters_and_bytes(variant)
             run["table"][column] = metrics
@@ -98,7 +86,7 @@ def compression_sweep(
             curve_points = [("rank_curve", "rank", k) for k in sorted(rank_points) if 1 <= k <= largest]
             curve_points += [("round_curve", "round", step) for step in sorted(set(ROUND_STEPS) | {round_step})]
             for key, option, value in curve_points:
-                variant = _variant(model, {option: value})
+                variant = compressed_copy(model, {option: value})
                 metrics = evaluate_language_model(variant, config, corpus, batch_size=batch_size, splits=("valid",))
                 run[key].append((value, metrics["valid_ppl"]))
         results["runs"][name] = run

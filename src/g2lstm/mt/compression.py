@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compression_config, count_parameters_and_bytes
+from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compressed_copy, compression_config, count_parameters_and_bytes
 from g2lstm.mt.data import find_corpus_folder, load_split
 from g2lstm.mt.evaluate import evaluate_split, load_model
-from g2lstm.mt.model import AttentionSeq2Seq
 from g2lstm.train import load_checkpoint, run_names, save_checkpoint
 
 __all__ = ["compress_translation_checkpoint", "translation_compression_sweep"]
@@ -39,16 +37,6 @@ def compress_translation_checkpoint(
         "compressed_from": str(checkpoint),
     })
     return report
-
-
-def _variant(model: AttentionSeq2Seq, settings: dict[str, Any]) -> AttentionSeq2Seq:
-    """A compressed copy of ``model`` (``{}`` = unchanged, ``{"eval_gate": "hard"}`` = hard 0/1 gates)."""
-    variant = copy.deepcopy(model)
-    if "eval_gate" in settings:
-        variant.set_eval_gate(settings["eval_gate"])
-    elif settings:
-        compress(variant, **settings)
-    return variant
 
 
 def translation_compression_sweep(
@@ -83,7 +71,7 @@ def translation_compression_sweep(
         }
         run: dict[str, Any] = {"checkpoint": str(checkpoint), "gate": config.gate, "table": {}}
         for column, settings in columns.items():
-            variant = _variant(model, settings)
+            variant = compressed_copy(model, settings)
             metrics, _ = evaluate_split(variant, config, vocab, corpus, beam_size=beam_size)
             metrics["parameters"], metrics["bytes"] = count_parameters_and_bytes(variant)
             run["table"][column] = metrics
