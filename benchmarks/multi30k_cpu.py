@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import machine_description
+from g2lstm.benchmark import machine_description, run_stages
 from g2lstm.train import read_metrics
 
 RUNS = {"lstm": ["--gate", "lstm"], "sharpened": ["--gate", "sharpened"], "g2": ["--gate", "g2"]}
@@ -54,31 +51,10 @@ def shared_stages(runs: Path, data: list[str]) -> dict[str, list[str]]:
     }
 
 
-def run_stages(stages: dict[str, list[str]], folder: Path, label: str, threads: int) -> bool:
-    """Run the stages not yet done, recording each one's command, wall time and metrics in stages.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    record_path = folder / "stages.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    for stage, command in stages.items():
-        if record.get(stage, {}).get("done"):
-            continue
-        start = time.time()
-        done = subprocess.run([sys.executable, "-m", "g2lstm", *command[1:]], capture_output=True, text=True, env=env)
-        entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
-        entry["seconds"] += time.time() - start
-        if done.returncode != 0:
-            entry["error"] = done.stderr[-2000:]
-            record_path.write_text(json.dumps(record, indent=2))
-            print(f"{label} {stage} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-            return False
-        entry["done"] = True
-        entry.pop("error", None)
-        if stage == "eval":
-            entry["metrics"] = json.loads(done.stdout.strip().splitlines()[-1])
-        record_path.write_text(json.dumps(record, indent=2))
-        print(f"{label} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
-    return True
+def train_and_evaluate(name: str, runs: Path, data: list[str], threads: int) -> bool:
+    run = runs / name
+    run.mkdir(parents=True, exist_ok=True)
+    return run_stages(name, model_stages(name, run, data), run / "stages.json", threads)
 
 
 def _load(path: Path) -> dict:
@@ -183,10 +159,9 @@ def main() -> None:
         data = ["--data", args.data] if args.data else []
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
-            trained = list(pool.map(lambda name: run_stages(model_stages(name, runs / name, data), runs / name, name,
-                                                            threads), list(RUNS)))
+            trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads), list(RUNS)))
         if all(trained):
-            run_stages(shared_stages(runs, data), runs, "all", os.cpu_count() or 1)
+            run_stages("all", shared_stages(runs, data), runs / "stages.json", os.cpu_count() or 1)
     print(write_report(runs, args.jobs))
 
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import machine_description
+from g2lstm.benchmark import machine_description, run_stages
 from g2lstm.train import read_metrics
 
 RUNS = {
@@ -50,32 +47,6 @@ def stages(name: str, run: Path, data: list[str]) -> dict[str, list[str]]:
         "eval_finetuned": g2lstm + ["lm", "eval", str(run / "finetune" / "best.pt"), "--json", *data],
         "eval_cache": g2lstm + ["lm", "eval", str(run / "finetune" / "best.pt"), "--cache-pointer", "--json", *data],
     }
-
-
-def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:
-    """Run the stages not yet done, recording each one's command, time and metrics; False on a failure."""
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    for stage, command in commands.items():
-        if record.get(stage, {}).get("done"):
-            continue
-        start = time.time()
-        argv = [sys.executable, "-m", "g2lstm", *command[1:]]
-        done = subprocess.run(argv, capture_output=True, text=True, env=env)
-        entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
-        entry["seconds"] += time.time() - start
-        if done.returncode != 0:
-            entry["error"] = done.stderr[-2000:]
-            record_path.write_text(json.dumps(record, indent=2))
-            print(f"{label} {stage} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-            return False
-        entry["done"] = True
-        entry.pop("error", None)
-        if stage.startswith("eval"):
-            entry["metrics"] = json.loads(done.stdout.strip().splitlines()[-1])
-        record_path.write_text(json.dumps(record, indent=2))
-        print(f"{label} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
-    return True
 
 
 def run_all_stages(name: str, runs: Path, data: list[str], threads: int) -> bool:

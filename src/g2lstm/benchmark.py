@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -13,7 +18,7 @@ from torch import Tensor, nn
 
 from g2lstm.lstm import G2LSTM, G2LSTMCell
 
-__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table"]
+__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table", "run_stages"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
 AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
@@ -53,6 +58,33 @@ def machine_description() -> str:
         pass
     threads = torch.get_num_threads()
     return f"{cpu}, {threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
+
+
+def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:
+    """Run the ``g2lstm`` commands of a results driver that are not yet done, in order, recording each one's
+    command, wall time and (for stages named ``eval...``, which print JSON last) metrics in ``record_path``;
+    False after a failure. A stage cut off earlier runs again and resumes from its own checkpoint."""
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for stage, command in commands.items():
+        if record.get(stage, {}).get("done"):
+            continue
+        start = time.time()
+        done = subprocess.run([sys.executable, "-m", "g2lstm", *command[1:]], capture_output=True, text=True, env=env)
+        entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
+        entry["seconds"] += time.time() - start
+        if done.returncode != 0:
+            entry["error"] = done.stderr[-2000:]
+            record_path.write_text(json.dumps(record, indent=2))
+            print(f"{label} {stage} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            return False
+        entry["done"] = True
+        entry.pop("error", None)
+        if stage.startswith("eval"):
+            entry["metrics"] = json.loads(done.stdout.strip().splitlines()[-1])
+        record_path.write_text(json.dumps(record, indent=2))
+        print(f"{label} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
+    return True
 
 
 def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:
