@@ -18,6 +18,7 @@ from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.evaluate import CachePointer, cache_pointer_probability, evaluate
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
 from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, read_metrics
+from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
 
@@ -290,11 +291,7 @@ def test_sigterm_saves_and_the_same_command_resumes(corpus_dir: Path, tmp_path: 
 
 
 def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Path, tmp_path: Path) -> None:
-    """A real process killed without warning, twice, at random moments (checkpoints after every step, so a kill
-    can land inside a save, a validation or an epoch boundary) resumes to the uninterrupted run's exact end."""
-    import random
-    import signal
-    import time
+    """A real `g2lstm lm train` process killed without warning, twice, resumes to the uninterrupted run's end."""
 
     def argv(run: Path) -> list[str]:
         return [sys.executable, "-m", "g2lstm", "lm", "train", "--data", str(corpus_dir), "--preset", "tiny",
@@ -302,37 +299,4 @@ def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Pat
                 "--set", "batch_size=4", "--set", "bptt=12", "--set", "log_interval=1",
                 "--set", "checkpoint_minutes=1e-9"]
 
-    straight = tmp_path / "straight"
-    finished = subprocess.run(argv(straight), capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
-    total_steps = load_checkpoint(CheckpointPaths(straight).last)["progress"]["step"]
-
-    seed = random.randrange(10**6)
-    chooser = random.Random(seed)
-    killed = tmp_path / "killed"
-    kill_points = []
-    for _ in range(2):
-        done = sum("train_loss" in line for line in read_metrics(killed)) if killed.exists() else 0
-        target = chooser.randint(done + 1, total_steps - 1)  # a step the resumed process has still to take
-        process = subprocess.Popen(argv(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not (killed / "metrics.jsonl").exists() or sum(
-            "train_loss" in line for line in read_metrics(killed)
-        ) < target:
-            assert time.monotonic() < deadline, f"no progress (seed {seed})"
-            if process.poll() is not None:
-                break  # finished before the chosen point: nothing left to kill
-            time.sleep(0.01)
-        time.sleep(chooser.uniform(0.0, 0.05))
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
-        kill_points.append(target)
-    resumed = subprocess.run(argv(killed), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, f"seed {seed}: {resumed.stderr}"
-
-    context = f"killed near steps {kill_points} of {total_steps} (seed {seed})"
-    for name in ("last", "best"):
-        expected, got = parameters_of(straight, name), parameters_of(killed, name)
-        assert all(torch.equal(expected[key], got[key]) for key in expected), f"{name}.pt differs; {context}"
-    drop_time = lambda lines: [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
-    assert drop_time(read_metrics(straight)) == drop_time(read_metrics(killed)), f"metrics differ; {context}"
+    assert_killed_runs_resume_bit_identical(argv, tmp_path)

@@ -22,6 +22,7 @@ from g2lstm.mt import train as mt_train
 from g2lstm.mt.config import PRESET_DIR, MTConfig
 from g2lstm.mt.evaluate import load_model
 from g2lstm.train import CheckpointPaths, StopRequest, load_checkpoint, load_config, read_metrics
+from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = {"ein": "a", "mann": "man", "hund": "dog", "kind": "child", "läuft": "runs", "schläft": "sleeps",
          "spielt": "plays", "im": "in the", "park": "park", "haus": "house", "garten": "garden", "und": "and"}
@@ -259,11 +260,7 @@ def test_presets_load_and_iwslt14_is_the_papers_setting() -> None:
 
 
 def test_sigkill_at_random_points_then_resume_ends_bit_identical(tmp_path: Path) -> None:
-    """A real `g2lstm mt train` process killed without warning at random steps (a checkpoint after every
-    step) resumes to the uninterrupted run's exact parameters and metric log."""
-    import signal
-    import time
-
+    """A real `g2lstm mt train` process killed without warning, twice, resumes to the uninterrupted run's end."""
     corpus = write_corpus(tmp_path / "corpus", sizes=(80, 6, 6))
 
     def argv(run: Path) -> list[str]:
@@ -272,37 +269,4 @@ def test_sigkill_at_random_points_then_resume_ends_bit_identical(tmp_path: Path)
                 "--epochs", "3", "--out", str(run), "--quiet",
                 *[item for key, value in settings.items() for item in ("--set", f"{key}={value}")]]
 
-    straight = tmp_path / "straight"
-    finished = subprocess.run(argv(straight), capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
-    total_steps = load_checkpoint(straight / "last.pt")["progress"]["step"]
-
-    seed = random.randrange(10**6)
-    chooser = random.Random(seed)
-    killed = tmp_path / "killed"
-    kill_points = []
-    for _ in range(2):
-        done = sum("train_loss" in line for line in read_metrics(killed)) if (killed / "metrics.jsonl").exists() else 0
-        target = chooser.randint(done + 1, total_steps - 1)
-        process = subprocess.Popen(argv(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not (killed / "metrics.jsonl").exists() or sum(
-            "train_loss" in line for line in read_metrics(killed)
-        ) < target:
-            assert time.monotonic() < deadline, f"no progress (seed {seed})"
-            if process.poll() is not None:
-                break
-            time.sleep(0.01)
-        time.sleep(chooser.uniform(0.0, 0.05))
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
-        kill_points.append(target)
-    resumed = subprocess.run(argv(killed), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, f"seed {seed}: {resumed.stderr}"
-
-    context = f"killed near steps {kill_points} of {total_steps} (seed {seed})"
-    for name in ("last.pt", "best.pt"):
-        expected, got = load_checkpoint(straight / name)["model"], load_checkpoint(killed / name)["model"]
-        assert all(torch.equal(expected[key], got[key]) for key in expected), f"{name} differs; {context}"
-    drop_time = lambda lines: [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
-    assert drop_time(read_metrics(straight)) == drop_time(read_metrics(killed)), f"metrics differ; {context}"
+    assert_killed_runs_resume_bit_identical(argv, tmp_path)
