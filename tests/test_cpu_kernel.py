@@ -182,22 +182,6 @@ def test_module_compiled_matches_python_loop(name, packed, with_state, dtype, mo
 # ---------------------------------------------------------------------------------------- finite differences
 
 
-def test_gradcheck_kernel_full_jacobian_packed_both_directions():
-    hidden, batch_sizes = 3, [4, 4, 3, 1]
-    inputs = (
-        torch.randn(sum(batch_sizes), 4 * hidden, dtype=torch.float64, requires_grad=True),
-        torch.randn(4, hidden, dtype=torch.float64, requires_grad=True),
-        torch.randn(4, hidden, dtype=torch.float64, requires_grad=True),
-        (0.5 * torch.randn(4 * hidden, hidden, dtype=torch.float64)).requires_grad_(),
-    )
-    for reverse in (False, True):
-
-        def function(*args, reverse=reverse):
-            return lstm_sequence(*args, batch_sizes, reverse, 1 / 0.9, kernel="compiled")[:3]
-
-        assert gradcheck(function, inputs, eps=1e-6, atol=1e-6, rtol=1e-4), reverse
-
-
 def test_gradcheck_module_with_fixed_noise(monkeypatch):
     monkeypatch.setenv(compiled.KERNEL_ENV, "compiled")
     module = G2LSTM(3, 4, 2, bidirectional=True, dtype=torch.float64, noise_p=0.5).train()
