@@ -300,3 +300,29 @@ def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Pat
                 "--set", "checkpoint_minutes=1e-9"]
 
     assert_killed_runs_resume_bit_identical(argv, tmp_path)
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_clip = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def clip_with_nan_on_steps_3_and_4(parameters, max_norm):
+        calls["n"] += 1
+        norm = real_clip(parameters, max_norm)
+        return torch.tensor(float("nan")) if calls["n"] in (3, 4) else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_with_nan_on_steps_3_and_4)
+    lm_train.train_language_model(tiny_config(epochs=1, max_bad_steps=3), tmp_path / "two", corpus_dir,
+                                  show_progress=False)
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "non-finite loss or gradient, skipped (1 in a row)" in log and "(2 in a row)" in log
+    assert "(3 in a row)" not in log
+    taken = load_checkpoint(CheckpointPaths(tmp_path / "two").last)["progress"]
+    assert taken["bad_steps"] == 0 and taken["step"] == calls["n"] - 2  # two steps skipped, not counted
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda parameters, max_norm: torch.tensor(float("inf")))
+    with pytest.raises(lm_train.TrainingDiverged, match="3 consecutive steps .* last finite ones"):
+        lm_train.train_language_model(tiny_config(epochs=1, max_bad_steps=3), tmp_path / "all", corpus_dir,
+                                      show_progress=False)

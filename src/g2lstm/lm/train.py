@@ -42,13 +42,10 @@ from g2lstm.train import (
     set_rng_state,
     stop_on_signals,
 )
+from g2lstm.train.faults import TrainingDiverged, skip_non_finite_step
 
 __all__ = ["TrainingDiverged", "TrainingInterrupted", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint",
            "evaluate_language_model"]
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
 
 
 class TrainingInterrupted(Exception):
@@ -266,16 +263,8 @@ def train_language_model(
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
                 progress.position += length
                 bar.update(length * streams)
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                    progress.bad_steps += 1
-                    log.message(f"step {progress.step}: non-finite loss or gradient, skipped ({progress.bad_steps} in a row)")
-                    if progress.bad_steps >= config.max_bad_steps:
-                        raise TrainingDiverged(
-                            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient; the "
-                            f"weights of {paths.last} are the last finite ones. Lower lr or clip and resume."
-                        )
+                if skip_non_finite_step(loss, grad_norm, progress, config.max_bad_steps, paths.last, log):
                     continue
-                progress.bad_steps = 0
                 for group in optimizer.param_groups:  # learning rate scaled to the sequence length
                     group["lr"] = config.lr * length / config.bptt
                 optimizer.step()

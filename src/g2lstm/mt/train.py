@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from g2lstm.lm.train import TrainingDiverged, TrainingInterrupted
+from g2lstm.lm.train import TrainingInterrupted
 from g2lstm.mt.bpe import PAD, SubwordVocabulary
 from g2lstm.mt.config import ARCHITECTURE_KEYS, MTConfig
 from g2lstm.mt.data import batch_indices, collate, find_corpus_folder, find_split, load_split, read_parallel
@@ -37,6 +37,7 @@ from g2lstm.train import (
     set_rng_state,
     stop_on_signals,
 )
+from g2lstm.train.faults import skip_non_finite_step
 
 __all__ = ["train_translation_model"]
 
@@ -149,17 +150,8 @@ def train_translation_model(
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
                 progress.position += 1
                 bar.update(1)
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                    progress.bad_steps += 1
-                    log.message(f"step {progress.step}: non-finite loss or gradient, skipped "
-                                f"({progress.bad_steps} in a row)")
-                    if progress.bad_steps >= config.max_bad_steps:
-                        raise TrainingDiverged(
-                            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient; the "
-                            f"weights of {paths.last} are the last finite ones. Lower lr or clip and resume."
-                        )
+                if skip_non_finite_step(loss, grad_norm, progress, config.max_bad_steps, paths.last, log):
                     continue
-                progress.bad_steps = 0
                 optimizer.step()
                 progress.step += 1
                 interval_steps += 1

@@ -1,0 +1,33 @@
+"""Numerical faults in a training loop: steps with a non-finite loss or gradient are skipped and counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["TrainingDiverged", "skip_non_finite_step"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def skip_non_finite_step(loss: Tensor, grad_norm: Tensor, progress: Any, max_bad_steps: int, last_checkpoint: Path,
+                         log: Any) -> bool:
+    """Whether this step must be skipped (its loss or gradient norm is not finite), counted in
+    ``progress.bad_steps``; a finite step resets the count. Raises :class:`TrainingDiverged` after
+    ``max_bad_steps`` skipped steps in a row, before any non-finite value reaches the weights."""
+    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        progress.bad_steps = 0
+        return False
+    progress.bad_steps += 1
+    log.message(f"step {progress.step}: non-finite loss or gradient, skipped ({progress.bad_steps} in a row)")
+    if progress.bad_steps >= max_bad_steps:
+        raise TrainingDiverged(
+            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient; the weights of "
+            f"{last_checkpoint} are the last finite ones. Lower lr or clip and resume."
+        )
+    return True
