@@ -25,7 +25,7 @@ from scipy.special import expit, logit
 
 import g2lstm
 from g2lstm import G2LSTM
-from g2lstm.functional import gumbel_sigmoid, logistic_noise
+from g2lstm.functional import gumbel_sigmoid, logistic_noise, noise_from_uniform, random_bits, uniform_from_bits
 
 EPS = 1e-3
 KS_LEVEL = 1e-3  # a fixed seed makes each p-value fixed; this only guards against an unlucky seed
@@ -129,6 +129,38 @@ def test_logistic_noise_follows_the_truncated_logistic_distribution(eps):
     assert stats.kstest(samples, lambda l: noise_cdf(l, eps)).pvalue > KS_LEVEL
     if eps == 0.1:  # power: the truncation is visible against the plain logistic
         assert stats.kstest(samples, stats.logistic.cdf).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("noise_p", [0.3, 1.0])
+def test_noise_from_uniform_perturbs_draws_below_p_by_the_logistic_of_v_over_p(noise_p):
+    uniform = torch.tensor([0.0, 0.05, 0.1, 0.2999, 0.3, 0.6, 0.9999], dtype=torch.float64)
+    eps = 1e-3
+    u = uniform / noise_p
+    logistic = torch.log(u + eps) - torch.log(1 + eps - u)
+    expected = torch.where(uniform < noise_p, logistic, torch.zeros_like(uniform))
+    before = uniform.clone()
+    torch.testing.assert_close(noise_from_uniform(uniform, noise_p, eps), expected, rtol=0, atol=1e-12)
+    assert torch.equal(uniform, before)  # the draws are left as they were
+
+
+@pytest.mark.parametrize(
+    "dtype, bits_type",
+    [(torch.float32, torch.int32), (torch.float64, torch.int64), (torch.float16, torch.int32),
+     (torch.bfloat16, torch.int32)],
+)
+def test_uniforms_from_random_bits_are_uniform_on_the_unit_interval(dtype, bits_type):
+    torch.manual_seed(0)
+    bits = random_bits((100, 201), dtype)
+    assert bits.dtype == bits_type and bits.shape == (100, 201)
+    uniform = uniform_from_bits(bits, dtype)
+    assert uniform.dtype == dtype and 0 <= uniform.min() and uniform.max() < 1
+    assert stats.kstest(uniform.flatten().double().numpy(), "uniform").pvalue > 1e-3
+    # both halves of every 64-bit draw are used, and neither half alone is biased
+    halves = uniform.flatten()[: 2 * (uniform.numel() // 2)].view(-1, 2).double()
+    for half in halves.unbind(1):
+        assert stats.kstest(half.numpy(), "uniform").pvalue > 1e-3
+    torch.manual_seed(0)
+    assert torch.equal(random_bits((100, 201), dtype), bits)  # torch.manual_seed repeats them
 
 
 def test_logistic_noise_with_noise_p_leaves_a_share_unperturbed():

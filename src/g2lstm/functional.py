@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["logistic_noise", "gumbel_sigmoid"]
+__all__ = ["logistic_noise", "noise_from_uniform", "random_bits", "uniform_from_bits", "gumbel_sigmoid"]
 
 
 def _check_noise_args(noise_p: float, noise_eps: float) -> None:
@@ -36,14 +36,52 @@ def logistic_noise(
     _check_noise_args(noise_p, noise_eps)
     if noise_p == 0.0:
         return torch.zeros(shape, dtype=dtype, device=device)
-    # One uniform draw V serves both: keep = V < p, and given keep, U = V / p is again Uniform(0, 1).
-    # The logistic transform is computed for the kept elements only.
-    uniform = torch.rand(shape, dtype=dtype, device=device)
+    return noise_from_uniform(torch.rand(shape, dtype=dtype, device=device), noise_p, noise_eps)
+
+
+def noise_from_uniform(uniform: Tensor, noise_p: float, noise_eps: float) -> Tensor:
+    """The noise :func:`logistic_noise` makes of its ``Uniform(0, 1)`` draws ``uniform`` (left unchanged).
+
+    One draw V serves both parts: the element is perturbed when ``V < noise_p``, and then ``U = V / noise_p``
+    is again ``Uniform(0, 1)``. The fused kernel takes such draws and applies this inside its loop.
+    """
+    _check_noise_args(noise_p, noise_eps)
     if noise_p == 1.0:
-        return _logistic(uniform, noise_eps)
+        return _logistic(uniform.clone(), noise_eps)
     keep = uniform < noise_p
-    kept = _logistic(uniform[keep].div_(noise_p), noise_eps)
+    kept = _logistic(uniform[keep].div_(noise_p), noise_eps)  # the logarithm for kept elements only
     return torch.zeros_like(uniform).masked_scatter_(keep, kept)
+
+
+def bits_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The integer type of :func:`random_bits` for uniforms of ``dtype``: int64 for float64, else int32."""
+    return torch.int64 if dtype == torch.float64 else torch.int32
+
+
+def random_bits(
+    shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device | str | None = None
+) -> Tensor:
+    """Random integers from torch's default generator, one per uniform of ``dtype`` to be made.
+
+    For float32 and narrower types each 64-bit draw yields two int32 values (of which
+    :func:`uniform_from_bits` uses as many bits as ``torch.rand`` would), which halves the generator calls; for float64 one int64 (53
+    bits used) per value. :func:`uniform_from_bits` (or the fused kernel) turns them into ``Uniform(0, 1)``.
+    """
+    count = math.prod(shape)
+    if bits_dtype(dtype) == torch.int64:
+        return torch.empty(count, dtype=torch.int64, device=device).random_().view(shape)
+    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_()
+    return words.view(torch.int32)[:count].view(shape)
+
+
+def uniform_from_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
+    """``Uniform[0, 1)`` values of ``dtype`` from :func:`random_bits`.
+
+    As ``torch.rand``, as many low bits are used as ``dtype`` has significand bits (24 for float32, 53 for
+    float64, 11 for float16), so that every value is exact and below 1.
+    """
+    used = round(-math.log2(torch.finfo(dtype).eps)) + 1  # significand bits
+    return (bits & ((1 << used) - 1)).to(dtype).mul_(2.0**-used)
 
 
 def _logistic(uniform: Tensor, eps: float) -> Tensor:

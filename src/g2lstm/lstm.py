@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from g2lstm.functional import logistic_noise
+from g2lstm.functional import noise_from_uniform, random_bits, uniform_from_bits
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
 
@@ -152,18 +152,11 @@ class _GateOptions(nn.Module):
             return F.dropout(weight_hh, self.weight_dropout, training=True)
         return weight_hh
 
-    def _add_gate_noise(self, gate_inputs: Tensor, hidden: int, plan: GatePlan) -> Tensor:
-        """Add logistic noise to the input- and forget-gate columns of ``gate_inputs`` in place."""
-        if plan.noise:
-            config = self._gate_config
-            gate_inputs[:, : 2 * hidden] += logistic_noise(
-                (gate_inputs.shape[0], 2 * hidden),
-                noise_p=config.noise_p,
-                noise_eps=config.noise_eps,
-                dtype=gate_inputs.dtype,
-                device=gate_inputs.device,
-            )
-        return gate_inputs
+    def _gate_bits(self, gate_inputs: Tensor, hidden: int, plan: GatePlan) -> Tensor | None:
+        """The ``(rows, 2H)`` random bits of this pass's input- and forget-gate noise, or ``None``."""
+        if not plan.noise:
+            return None
+        return random_bits((gate_inputs.shape[0], 2 * hidden), gate_inputs.dtype, gate_inputs.device)
 
 
 class G2LSTM(_GateOptions):
@@ -524,10 +517,13 @@ class G2LSTM(_GateOptions):
             for direction in range(self.num_directions):
                 weight_ih, weight_hh, *biases = self._layer_weights(layer, direction)
                 bias = biases[0] + biases[1] if biases else None
-                gate_inputs = self._add_gate_noise(F.linear(layer_input, weight_ih, bias), hidden, plan)
+                gate_inputs = F.linear(layer_input, weight_ih, bias)
                 state = layer * self.num_directions + direction
                 output, h, c, gates = lstm_sequence(
-                    gate_inputs, h0[state], c0[state], weight_hh, sizes, direction == 1, plan.scale, plan.hard
+                    gate_inputs, h0[state], c0[state], weight_hh, sizes, direction == 1, plan.scale, plan.hard,
+                    gate_bits=self._gate_bits(gate_inputs, hidden, plan),
+                    noise_p=self._gate_config.noise_p,
+                    noise_eps=self._gate_config.noise_eps,
                 )
                 outputs.append(output)
                 h_n.append(h)
@@ -658,7 +654,11 @@ class G2LSTMCell(_GateOptions):
         preactivations = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
             h0, self._dropconnect(self.weight_hh), self.bias_hh
         )
-        preactivations = self._add_gate_noise(preactivations, self.hidden_size, plan)
+        bits = self._gate_bits(preactivations, self.hidden_size, plan)
+        if bits is not None:
+            config = self._gate_config
+            noise = noise_from_uniform(uniform_from_bits(bits, preactivations.dtype), config.noise_p, config.noise_eps)
+            preactivations = preactivations + F.pad(noise, (0, 2 * self.hidden_size))
         h, c, gates = lstm_step(preactivations, c0, plan.scale, plan.hard)
         if self._gate_sink is not None:
             hidden = self.hidden_size

@@ -3,8 +3,9 @@
 // Same contract and the same saved quantities as the Python loop of g2lstm/kernels/fused.py. Each step is
 // the recurrent matrix product (oneDNN-prepacked weights through the dispatcher, or at::mm) followed by
 // one vectorised pass over the step's (batch x hidden) elements that does all the element-wise work of
-// the step: gate nonlinearities (input and forget gates sigmoid(scale * a) or 1[a >= 0]; the gate noise is
-// already in the pre-activations), cell and hidden updates going forward; the local derivatives and the
+// the step: the gate noise (from random bits, as g2lstm.functional.uniform_from_bits and noise_from_uniform), gate
+// nonlinearities (input and forget gates sigmoid(scale * a) or 1[a >= 0]), cell and hidden updates going
+// forward; the local derivatives and the
 // gradients of the pre-activations going back. Packed input: step t has the first batch_sizes[t]
 // sequences; states are (B, H) buffers whose first rows are the active ones.
 
@@ -15,6 +16,7 @@
 #include <torch/python.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <vector>
 
@@ -99,11 +101,51 @@ Vec<scalar_t> sigmoid(const Vec<scalar_t>& x) {
   return (Vec<scalar_t>(1) + x.neg().exp()).reciprocal();
 }
 
-// Pointers of one step's forward pass: `pre` (size, 4H) pre-activations, `h`, `c` the carried states
-// (rows [0, size) active, updated in place), the rest rows of this step in the packed outputs.
+// The random bits of one uniform (g2lstm.functional.random_bits): int32 (24 bits used) for float, int64
+// (53 bits used) for double.
+template <typename scalar_t>
+struct Bits {
+  using type = int32_t;
+  static constexpr int used = 24;
+};
+template <>
+struct Bits<double> {
+  using type = int64_t;
+  static constexpr int used = 53;
+};
+template <typename scalar_t>
+using bits_t = typename Bits<scalar_t>::type;
+
+// The gate noise of `count` random bits: the uniform v of their low bits (as uniform_from_bits), then, as
+// g2lstm.functional.noise_from_uniform, where v < p the logistic noise log(u + eps) - log(1 + eps - u) of
+// u = v / p, elsewhere 0.
+template <typename scalar_t>
+struct GateNoise {
+  scalar_t p;
+  scalar_t eps;
+
+  Vec<scalar_t> operator()(const bits_t<scalar_t>* bits, int64_t count) const {
+    using V = Vec<scalar_t>;
+    using I = at::vec::Vectorized<bits_t<scalar_t>>;
+    static_assert(I::size() == V::size(), "one random integer per value");
+    const I mask((bits_t<scalar_t>(1) << Bits<scalar_t>::used) - 1);
+    const V step(std::ldexp(scalar_t(1), -Bits<scalar_t>::used));
+    const I raw = count == I::size() ? I::loadu(bits) : I::loadu(bits, count);
+    const V v = at::vec::convert_to_fp_of_same_size<scalar_t>(raw & mask) * step;
+    const V shifted = v / V(p) + V(eps);
+    const V noise = (shifted / (V(1 + 2 * eps) - shifted)).log();
+    return V::blendv(V(0), noise, v < V(p));
+  }
+};
+
+// Pointers of one step's forward pass: `pre` (size, 4H) pre-activations, `bits` (size, 2H) the random
+// bits of the input- and forget-gate noise (null: no noise), `h`, `c` the carried states (rows [0, size)
+// active, updated in place), the rest rows of this step in the packed outputs.
 template <typename scalar_t>
 struct ForwardStep {
   const scalar_t* pre;
+  const bits_t<scalar_t>* bits;
+  GateNoise<scalar_t> noise;
   scalar_t* h;
   scalar_t* c;
   scalar_t* gates;
@@ -123,11 +165,16 @@ void forward_rows(const ForwardStep<scalar_t>& s, int64_t begin, int64_t end) {
   const V zero(0), scale(s.scale);
   for (int64_t b = begin; b < end; ++b) {
     const scalar_t* pre = s.pre + b * 4 * H;
+    const bits_t<scalar_t>* bits = s.bits ? s.bits + b * 2 * H : nullptr;
     scalar_t* gates = s.gates + b * 4 * H;
     const int64_t row = b * H;
     for (int64_t j = 0; j < H; j += V::size()) {
       const int64_t n = std::min<int64_t>(V::size(), H - j);
-      const V a_i = load(pre + j, n), a_f = load(pre + H + j, n);
+      V a_i = load(pre + j, n), a_f = load(pre + H + j, n);
+      if (bits) {
+        a_i = a_i + s.noise(bits + j, n);
+        a_f = a_f + s.noise(bits + H + j, n);
+      }
       const V i = s.hard ? a_i.ge(zero) : sigmoid(a_i * scale);
       const V f = s.hard ? a_f.ge(zero) : sigmoid(a_f * scale);
       const V g = load(pre + 2 * H + j, n).tanh();
@@ -224,9 +271,17 @@ Tensor rows_of(const std::optional<Tensor>& grad) {
 // backward pass needs, rows in packed order.
 std::vector<Tensor> sequence_forward(const Tensor& gate_inputs_in, const Tensor& h0, const Tensor& c0,
                                      const Tensor& weight_hh, const std::vector<int64_t>& batch_sizes,
-                                     bool reverse, double scale, bool hard, bool onednn) {
+                                     bool reverse, double scale, bool hard, bool onednn,
+                                     const std::optional<Tensor>& bits_in, double noise_p,
+                                     double noise_eps) {
   check_sequence(gate_inputs_in, weight_hh, batch_sizes);
   const Tensor gate_inputs = gate_inputs_in.contiguous();
+  const Tensor bits = bits_in.has_value() && bits_in->defined() ? bits_in->contiguous() : Tensor();
+  const auto bits_type = gate_inputs.scalar_type() == at::kDouble ? at::kLong : at::kInt;
+  TORCH_CHECK(!bits.defined() || (bits.dim() == 2 && bits.size(0) == gate_inputs.size(0) &&
+                                  bits.size(1) == gate_inputs.size(1) / 2 && bits.scalar_type() == bits_type),
+              "bits must be ", bits_type, " with gate_inputs' rows and 2H columns, got ", bits.scalar_type(),
+              " ", bits.sizes());
   const int64_t hidden = weight_hh.size(1), rows = gate_inputs.size(0);
   Tensor h = h0.clone(at::MemoryFormat::Contiguous), c = c0.clone(at::MemoryFormat::Contiguous);
   Tensor gates = at::empty_like(gate_inputs);
@@ -241,6 +296,9 @@ std::vector<Tensor> sequence_forward(const Tensor& gate_inputs_in, const Tensor&
       const int64_t size = batch_sizes[t], start = offsets[t];
       const Tensor pre = recurrent(h.narrow(0, 0, size), gate_inputs.narrow(0, start, size)).contiguous();
       const ForwardStep<scalar_t> step{pre.data_ptr<scalar_t>(),
+                                       bits.defined() ? bits.data_ptr<bits_t<scalar_t>>() + start * 2 * hidden
+                                                      : nullptr,
+                                       {static_cast<scalar_t>(noise_p), static_cast<scalar_t>(noise_eps)},
                                        h.data_ptr<scalar_t>(),
                                        c.data_ptr<scalar_t>(),
                                        gates.data_ptr<scalar_t>() + start * 4 * hidden,

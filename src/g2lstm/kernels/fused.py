@@ -5,9 +5,11 @@ Two loops compute it. The Python loop (any device): each step is one matrix prod
 carried as views, never copied; everything that does not depend on the recurrence (local derivatives, the
 gradient of the hidden-to-hidden weights) is computed for all steps at once, the latter as a single
 product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`): the same products and saved
-quantities, with each step's element-wise work, forward and backward, in one C++ pass. Gate noise is
-drawn outside and added to the inputs (see :mod:`g2lstm.lstm`), so the kernel is deterministic and can be
-checked exactly against :mod:`g2lstm.kernels.reference`.
+quantities, with each step's element-wise work, forward and backward, in one C++ pass. The gate noise
+comes in as random bits (drawn by the caller from torch's generator, see
+:func:`g2lstm.functional.random_bits`): the Python loop turns them into noise up front, the compiled
+loop inside its pass, so that the kernel itself is deterministic and can be checked exactly against
+:mod:`g2lstm.kernels.reference` given the same noise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from g2lstm.functional import bits_dtype, noise_from_uniform, uniform_from_bits
 from g2lstm.kernels.backends import step_product, use_onednn
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.reference import row_offsets
@@ -65,6 +68,7 @@ class _FusedLSTMSequence(torch.autograd.Function):
         scale: float,
         hard: bool,
         backend: str,
+        noise: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         hidden = weight_hh.shape[1]
         rows = gate_inputs.shape[0]
@@ -84,6 +88,8 @@ class _FusedLSTMSequence(torch.autograd.Function):
             h_prevs.append(h)
             c_prevs.append(c)
             pre = recurrent(h, gate_inputs[step])
+            if noise is not None:
+                pre[:, : 2 * hidden] += noise[step]
             act = gates[step]
             if hard:
                 act[:, : 2 * hidden] = pre[:, : 2 * hidden] >= 0
@@ -155,7 +161,7 @@ class _FusedLSTMSequence(torch.autograd.Function):
         # (h^T dG)^T rather than dG^T h: the same product, markedly faster with MKL on skinny inputs.
         grad_weight_hh = h_prev_all.t().mm(grad_gates).t() if ctx.needs_input_grad[3] else None
         grad_h0, grad_c0 = _assemble(dh, dh_finished), _assemble(dc, dc_finished)
-        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None
+        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None, None
 
 
 class _CompiledLSTMSequence(torch.autograd.Function):
@@ -173,10 +179,13 @@ class _CompiledLSTMSequence(torch.autograd.Function):
         scale: float,
         hard: bool,
         onednn: bool,
+        bits: Tensor | None,
+        noise_p: float,
+        noise_eps: float,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         settings = (list(batch_sizes), reverse, scale, hard, onednn)
         output, h_n, c_n, gates, tanh_cells, h_prev_all, c_prev_all = compiled_module(required=True).forward(
-            gate_inputs, h0, c0, weight_hh, *settings
+            gate_inputs, h0, c0, weight_hh, *settings, bits, noise_p, noise_eps
         )
         ctx.save_for_backward(gates, tanh_cells, h_prev_all, c_prev_all, weight_hh)
         ctx.settings = settings
@@ -194,7 +203,7 @@ class _CompiledLSTMSequence(torch.autograd.Function):
             grad_output, grad_h_n, grad_c_n, gates, tanh_cells, h_prev_all, c_prev_all, weight_hh,
             *ctx.settings, ctx.needs_input_grad[3],
         )
-        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None
+        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None, None, None, None
 
 
 def lstm_sequence(
@@ -208,13 +217,16 @@ def lstm_sequence(
     hard: bool = False,
     backend: str = "auto",
     kernel: str | None = None,
+    *,
+    gate_bits: Tensor | None = None,
+    noise_p: float = 1.0,
+    noise_eps: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run one direction of one LSTM layer over a packed, time-major sequence.
 
     Args:
         gate_inputs: ``(N, 4H)`` input part of the pre-activations of every step, rows in packed order
-            (step 0's ``batch_sizes[0]`` rows, then step 1's, ...); gate order i, f, g, o. The gate noise
-            of the input and forget gates is already added.
+            (step 0's ``batch_sizes[0]`` rows, then step 1's, ...); gate order i, f, g, o.
         h0, c0: ``(B, H)`` initial states, ``B = batch_sizes[0]``.
         weight_hh: ``(4H, H)`` hidden-to-hidden weights.
         batch_sizes: active sequences per step, non-increasing (a plain batch is ``[B] * T``).
@@ -225,16 +237,34 @@ def lstm_sequence(
         kernel: the sequence loop on CPU: ``"compiled"``, ``"python"`` or ``"auto"`` (compiled where it
             builds); ``None`` reads ``$G2LSTM_CPU_KERNEL`` (see :mod:`g2lstm.kernels.compiled`). Other
             devices always run the Python loop.
+        gate_bits: ``(N, 2H)`` :func:`~g2lstm.functional.random_bits` for the input- and forget-gate
+            noise, or ``None`` for no noise; the pre-activations of those gates get
+            ``noise_from_uniform(uniform_from_bits(gate_bits, dtype), noise_p, noise_eps)`` added (noise
+            distributed as :func:`g2lstm.functional.logistic_noise`; the compiled loop computes it
+            inside its pass).
+        noise_p, noise_eps: the noise's settings (see :func:`g2lstm.functional.logistic_noise`).
 
     Returns:
         ``(output (N, H), h_n (B, H), c_n (B, H), gates (N, 4H))``; ``gates`` holds the activations
         i, f, g, o as the cell used them and carries no gradient.
     """
+    if gate_bits is not None:
+        expected = (gate_inputs.shape[0], gate_inputs.shape[1] // 2)
+        expected_dtype = bits_dtype(gate_inputs.dtype)
+        if tuple(gate_bits.shape) != expected or gate_bits.dtype != expected_dtype:
+            raise ValueError(
+                f"gate_bits must be a {expected_dtype} tensor of shape {expected}, got "
+                f"{gate_bits.dtype} {tuple(gate_bits.shape)}"
+            )
     if use_compiled(gate_inputs.device, gate_inputs.dtype, kernel):
         onednn = use_onednn(weight_hh, backend)
+        bits = None if gate_bits is None else gate_bits.contiguous()
         return _CompiledLSTMSequence.apply(
-            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, onednn
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, onednn, bits, noise_p, noise_eps
         )
+    noise = None
+    if gate_bits is not None:
+        noise = noise_from_uniform(uniform_from_bits(gate_bits, gate_inputs.dtype), noise_p, noise_eps)
     return _FusedLSTMSequence.apply(
-        gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend
+        gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend, noise
     )
