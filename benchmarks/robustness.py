@@ -99,24 +99,23 @@ def write_corpus(folder: Path, rng: random.Random) -> None:
         (folder / f"ptb.{split}.txt").write_text(sentences(rng, count))
 
 
-# ------------------------------------------------------------------------------------------- corpus files
+# ------------------------------------------------------------------------------------------- damaged files
 
-def corrupt_corpus(folder: Path, rng: random.Random) -> str:
-    """Damage one split of a good corpus in one random way; return what was done."""
-    split = rng.choice(["train", "valid", "test"])
-    path = folder / f"ptb.{split}.txt"
+SHARED_DAMAGE = ["empty", "blank lines", "long line", "invalid utf-8", "nul bytes", "garbage", "missing", "folder",
+                 "crlf", "bom"]
+
+
+def damage(path: Path, kind: str, rng: random.Random, words: list[str]) -> None:
+    """Damage the text file ``path`` in the way ``kind`` names (``words``: the vocabulary of added text)."""
     text = path.read_bytes()
-    kind = rng.choice(["empty", "blank lines", "whitespace only", "long line", "invalid utf-8", "nul bytes",
-                       "garbage", "missing", "folder", "crlf", "bom", "unicode words", "one word"])
+    lines = text.split(b"\n")
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "blank lines":
-        lines = text.split(b"\n")
         path.write_bytes(b"\n".join(line + b"\n" * rng.randint(0, 3) for line in lines))
-    elif kind == "whitespace only":
-        path.write_bytes(b" \t\n" * rng.randint(1, 50))
-    elif kind == "long line":
-        path.write_bytes(text + " ".join(rng.choice(WORDS) for _ in range(rng.randint(10**4, 2 * 10**5))).encode())
+    elif kind == "long line":  # replaces the first line, so that parallel files keep their line counts
+        long_line = " ".join(rng.choice(words) for _ in range(rng.randint(200, 2 * 10**4))).encode()
+        path.write_bytes(b"\n".join([long_line, *lines[1:]]))
     elif kind == "invalid utf-8":
         at = rng.randrange(len(text) + 1)
         path.write_bytes(text[:at] + bytes([rng.choice([0x80, 0xC3, 0xFF, 0xFE])]) + text[at:])
@@ -134,10 +133,27 @@ def corrupt_corpus(folder: Path, rng: random.Random) -> str:
         path.write_bytes(text.replace(b"\n", b"\r\n"))
     elif kind == "bom":
         path.write_bytes(b"\xef\xbb\xbf" + text)
+    elif kind == "whitespace only":
+        path.write_bytes(b" \t\n" * rng.randint(1, 50))
     elif kind == "unicode words":
         path.write_text(text.decode() + "Größe café 東京 😀\n", encoding="utf-8")
-    else:
+    elif kind == "one word":
         path.write_bytes(b"word\n")
+    elif kind == "one line fewer":
+        path.write_bytes(b"\n".join(lines[1:]))
+    elif kind == "extra line":
+        path.write_bytes(text + " ".join(rng.choice(words) for _ in range(3)).encode() + b"\n")
+    else:
+        raise ValueError(f"unknown kind of damage {kind!r}")
+
+
+# ------------------------------------------------------------------------------------------- corpus files
+
+def corrupt_corpus(folder: Path, rng: random.Random) -> str:
+    """Damage one split of a good corpus in one random way; return what was done."""
+    split = rng.choice(["train", "valid", "test"])
+    kind = rng.choice([*SHARED_DAMAGE, "whitespace only", "unicode words", "one word"])
+    damage(folder / f"ptb.{split}.txt", kind, rng, WORDS)
     return f"{split}: {kind}"
 
 
@@ -172,39 +188,8 @@ def write_parallel_corpus(folder: Path, rng: random.Random) -> None:
 def corrupt_parallel_corpus(folder: Path, rng: random.Random) -> str:
     """Damage one file of a good parallel corpus in one random way; return what was done."""
     name = f"{rng.choice(['train', 'valid', 'test'])}.{rng.choice(['de', 'en'])}"
-    path = folder / name
-    text = path.read_bytes()
-    kind = rng.choice(["one line fewer", "extra line", "empty", "blank lines", "long line", "invalid utf-8",
-                       "nul bytes", "garbage", "missing", "folder", "crlf", "bom"])
-    lines = text.split(b"\n")
-    if kind == "one line fewer":
-        path.write_bytes(b"\n".join(lines[1:]))
-    elif kind == "extra line":
-        path.write_bytes(text + b"noch eine zeile\n")
-    elif kind == "empty":
-        path.write_bytes(b"")
-    elif kind == "blank lines":
-        path.write_bytes(b"\n".join(b"" if rng.random() < 0.3 else line for line in lines))
-    elif kind == "long line":
-        words = " ".join(rng.choice(GERMAN) for _ in range(rng.randint(200, 5000))).encode()
-        path.write_bytes(b"\n".join([words, *lines[1:]]))
-    elif kind == "invalid utf-8":
-        at = rng.randrange(len(text) + 1)
-        path.write_bytes(text[:at] + b"\xff" + text[at:])
-    elif kind == "nul bytes":
-        at = rng.randrange(len(text) + 1)
-        path.write_bytes(text[:at] + b"\x00" + text[at:])
-    elif kind == "garbage":
-        path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randint(1, 3000))))
-    elif kind == "missing":
-        path.unlink()
-    elif kind == "folder":
-        path.unlink()
-        path.mkdir()
-    elif kind == "crlf":
-        path.write_bytes(text.replace(b"\n", b"\r\n"))
-    else:
-        path.write_bytes(b"\xef\xbb\xbf" + text)
+    kind = rng.choice([*SHARED_DAMAGE, "one line fewer", "extra line"])
+    damage(folder / name, kind, rng, GERMAN)
     return f"{name}: {kind}"
 
 

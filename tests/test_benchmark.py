@@ -1,13 +1,17 @@
-"""`g2lstm bench` on a tiny shape: it runs, prints the table and writes ratios measured in the same run."""
+"""`g2lstm bench` and benchmarks/speed.py on a tiny shape: they run, print the table and write ratios measured
+in the same run."""
 
 from __future__ import annotations
 
 import json
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
 
 from g2lstm.cli import main
+from g2lstm.kernels.compiled import KERNEL_ENV
 
 
 def test_bench_measures_a_tiny_shape_against_nn_lstm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,3 +25,17 @@ def test_bench_measures_a_tiny_shape_against_nn_lstm(tmp_path: Path, capsys: pyt
     for mode in ("train", "eval"):
         assert row[f"{mode}_g2"] > 0 and row[f"{mode}_lstm"] > 0
         assert row[f"{mode}_ratio"] == pytest.approx(row[f"{mode}_g2"] / row[f"{mode}_lstm"])
+
+
+@pytest.mark.parametrize("cpu_kernel", ["python", "compiled"])
+def test_speed_script_records_which_loop_ran(cpu_kernel: str, tmp_path: Path, monkeypatch) -> None:
+    """benchmarks/speed.py: `g2lstm bench` plus --cpu-kernel, with the loop that ran added to the JSON."""
+    monkeypatch.setattr(sys, "argv", ["speed.py"])
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    speed = runpy.run_path(str(Path(__file__).parent.parent / "benchmarks" / "speed.py"), run_name="speed")
+    out = tmp_path / "speed.json"
+    code = speed["run"](["--cpu-kernel", cpu_kernel, "--shape", "4", "2", "3", "5", "--repeats", "1",
+                         "--reference-repeats", "0", "--json", str(out)])
+    recorded = json.loads(out.read_text())
+    assert code == 0 and recorded["fused_kernel_loop"] == cpu_kernel
+    assert recorded["rows"][0]["shape"] == [4, 2, 3, 5]
