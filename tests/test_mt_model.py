@@ -10,6 +10,7 @@ import torch
 from g2lstm import G2LSTM
 from g2lstm.mt.beam import beam_search
 from g2lstm.mt.bpe import BOS, EOS, PAD
+from g2lstm.mt.config import MTConfig
 from g2lstm.mt.data import collate
 from g2lstm.mt.model import AttentionSeq2Seq, TranslationModelSpec
 
@@ -139,3 +140,11 @@ def test_beam_of_one_is_greedy_and_batching_changes_nothing() -> None:
             greedy.append(token)
         first = beam_search(model, alone.source, alone.source_lengths, beam_size=1, max_length=len(greedy) + 1)[0]
         assert first.tokens == greedy
+
+
+def test_output_length_follows_the_source_up_to_an_absolute_cap() -> None:
+    config = MTConfig(max_output_ratio=2.0, max_output_tokens=50)
+    assert config.max_output_length(5) == 20
+    assert config.max_output_length(10**5) == 50  # a runaway source cannot make decoding run for hours
+    with pytest.raises(ValueError, match="max_output_tokens must be >= 1"):
+        MTConfig(max_output_tokens=0).validate()

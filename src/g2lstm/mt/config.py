@@ -53,7 +53,8 @@ class MTConfig:
     beam_size: int = 5
     valid_beam_size: int = 5  # the beam of the validation BLEU computed every epoch
     length_penalty: float = 1.0
-    max_output_ratio: float = 2.0  # output at most ratio * source length + 10 sub-words
+    max_output_ratio: float = 2.0  # output at most ratio * source length + 10 sub-words,
+    max_output_tokens: int = 400  # and never more than this (a runaway source must not take hours)
     eval_batch_size: int = 64
     # run
     seed: int = 1
@@ -64,7 +65,7 @@ class MTConfig:
     def validate(self) -> None:
         positive = ("bpe_size", "max_len", "emb_size", "hidden_size", "encoder_layers", "decoder_layers",
                     "batch_size", "epochs", "patience", "max_bad_steps", "beam_size", "valid_beam_size",
-                    "eval_batch_size", "log_interval")
+                    "eval_batch_size", "log_interval", "max_output_tokens")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -93,4 +94,4 @@ class MTConfig:
 
     def max_output_length(self, source_length: int) -> int:
         """The most sub-words (EOS included) a translation of a ``source_length``-long source may have."""
-        return int(self.max_output_ratio * source_length) + 10
+        return min(int(self.max_output_ratio * source_length) + 10, self.max_output_tokens)
