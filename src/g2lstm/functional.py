@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["logistic_noise", "noise_from_uniform", "random_bits", "uniform_from_bits", "gumbel_sigmoid"]
+__all__ = ["bits_dtype", "logistic_noise", "noise_from_uniform", "random_bits", "uniform_from_bits", "gumbel_sigmoid"]
 
 
 def _check_noise_args(noise_p: float, noise_eps: float) -> None:
