@@ -7,7 +7,15 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["bits_dtype", "logistic_noise", "noise_from_uniform", "random_bits", "uniform_from_bits", "gumbel_sigmoid"]
+__all__ = [
+    "bits_dtype",
+    "gumbel_sigmoid",
+    "logistic_noise",
+    "noise_from_bits",
+    "noise_from_uniform",
+    "random_bits",
+    "uniform_from_bits",
+]
 
 
 def _check_noise_args(noise_p: float, noise_eps: float) -> None:
@@ -64,8 +72,9 @@ def random_bits(
     """Random integers from torch's default generator, one per uniform of ``dtype`` to be made.
 
     For float32 and narrower types each 64-bit draw yields two int32 values (of which
-    :func:`uniform_from_bits` uses as many bits as ``torch.rand`` would), which halves the generator calls; for float64 one int64 (53
-    bits used) per value. :func:`uniform_from_bits` (or the fused kernel) turns them into ``Uniform(0, 1)``.
+    :func:`uniform_from_bits` uses as many bits as ``torch.rand`` would), which halves the generator
+    calls; for float64 one int64 (53 bits used) per value. :func:`noise_from_bits` (or the fused kernel)
+    turns them into gate noise.
     """
     count = math.prod(shape)
     if bits_dtype(dtype) == torch.int64:
@@ -82,6 +91,11 @@ def uniform_from_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
     """
     used = round(-math.log2(torch.finfo(dtype).eps)) + 1  # significand bits
     return (bits & ((1 << used) - 1)).to(dtype).mul_(2.0**-used)
+
+
+def noise_from_bits(bits: Tensor, dtype: torch.dtype, noise_p: float, noise_eps: float) -> Tensor:
+    """The gate noise of ``dtype`` made of :func:`random_bits`, distributed as :func:`logistic_noise`'s."""
+    return noise_from_uniform(uniform_from_bits(bits, dtype), noise_p, noise_eps)
 
 
 def _logistic(uniform: Tensor, eps: float) -> Tensor:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from g2lstm.functional import noise_from_uniform, random_bits, uniform_from_bits
+from g2lstm.functional import noise_from_bits, random_bits
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
 
@@ -519,8 +519,9 @@ class G2LSTM(_GateOptions):
                 bias = biases[0] + biases[1] if biases else None
                 gate_inputs = F.linear(layer_input, weight_ih, bias)
                 state = layer * self.num_directions + direction
+                reverse = direction == 1
                 output, h, c, gates = lstm_sequence(
-                    gate_inputs, h0[state], c0[state], weight_hh, sizes, direction == 1, plan.scale, plan.hard,
+                    gate_inputs, h0[state], c0[state], weight_hh, sizes, reverse, plan.scale, plan.hard,
                     gate_bits=self._gate_bits(gate_inputs, hidden, plan),
                     noise_p=self._gate_config.noise_p,
                     noise_eps=self._gate_config.noise_eps,
@@ -657,7 +658,7 @@ class G2LSTMCell(_GateOptions):
         bits = self._gate_bits(preactivations, self.hidden_size, plan)
         if bits is not None:
             config = self._gate_config
-            noise = noise_from_uniform(uniform_from_bits(bits, preactivations.dtype), config.noise_p, config.noise_eps)
+            noise = noise_from_bits(bits, preactivations.dtype, config.noise_p, config.noise_eps)
             preactivations = preactivations + F.pad(noise, (0, 2 * self.hidden_size))
         h, c, gates = lstm_step(preactivations, c0, plan.scale, plan.hard)
         if self._gate_sink is not None:

@@ -3,11 +3,10 @@
 // Same contract and the same saved quantities as the Python loop of g2lstm/kernels/fused.py. Each step is
 // the recurrent matrix product (oneDNN-prepacked weights through the dispatcher, or at::mm) followed by
 // one vectorised pass over the step's (batch x hidden) elements that does all the element-wise work of
-// the step: the gate noise (from random bits, as g2lstm.functional.uniform_from_bits and noise_from_uniform), gate
-// nonlinearities (input and forget gates sigmoid(scale * a) or 1[a >= 0]), cell and hidden updates going
-// forward; the local derivatives and the
-// gradients of the pre-activations going back. Packed input: step t has the first batch_sizes[t]
-// sequences; states are (B, H) buffers whose first rows are the active ones.
+// the step: the gate noise (from random bits, as g2lstm.functional.noise_from_bits), gate nonlinearities
+// (input and forget gates sigmoid(scale * a) or 1[a >= 0]), cell and hidden updates going forward; the
+// local derivatives and the gradients of the pre-activations going back. Packed input: step t has the
+// first batch_sizes[t] sequences; states are (B, H) buffers whose first rows are the active ones.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -116,9 +115,8 @@ struct Bits<double> {
 template <typename scalar_t>
 using bits_t = typename Bits<scalar_t>::type;
 
-// The gate noise of `count` random bits: the uniform v of their low bits (as uniform_from_bits), then, as
-// g2lstm.functional.noise_from_uniform, where v < p the logistic noise log(u + eps) - log(1 + eps - u) of
-// u = v / p, elsewhere 0.
+// The gate noise of `count` random bits, as g2lstm.functional.noise_from_bits: the uniform v of their low
+// bits, then where v < p the logistic noise log(u + eps) - log(1 + eps - u) of u = v / p, elsewhere 0.
 template <typename scalar_t>
 struct GateNoise {
   scalar_t p;

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from g2lstm.functional import bits_dtype, noise_from_uniform, uniform_from_bits
+from g2lstm.functional import bits_dtype, noise_from_bits
 from g2lstm.kernels.backends import step_product, use_onednn
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.reference import row_offsets
@@ -239,9 +239,8 @@ def lstm_sequence(
             devices always run the Python loop.
         gate_bits: ``(N, 2H)`` :func:`~g2lstm.functional.random_bits` for the input- and forget-gate
             noise, or ``None`` for no noise; the pre-activations of those gates get
-            ``noise_from_uniform(uniform_from_bits(gate_bits, dtype), noise_p, noise_eps)`` added (noise
-            distributed as :func:`g2lstm.functional.logistic_noise`; the compiled loop computes it
-            inside its pass).
+            :func:`~g2lstm.functional.noise_from_bits` of them added (noise distributed as
+            :func:`g2lstm.functional.logistic_noise`; the compiled loop computes it inside its pass).
         noise_p, noise_eps: the noise's settings (see :func:`g2lstm.functional.logistic_noise`).
 
     Returns:
@@ -258,13 +257,13 @@ def lstm_sequence(
             )
     if use_compiled(gate_inputs.device, gate_inputs.dtype, kernel):
         onednn = use_onednn(weight_hh, backend)
-        bits = None if gate_bits is None else gate_bits.contiguous()
         return _CompiledLSTMSequence.apply(
-            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, onednn, bits, noise_p, noise_eps
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, onednn, gate_bits, noise_p,
+            noise_eps,
         )
     noise = None
     if gate_bits is not None:
-        noise = noise_from_uniform(uniform_from_bits(gate_bits, gate_inputs.dtype), noise_p, noise_eps)
+        noise = noise_from_bits(gate_bits, gate_inputs.dtype, noise_p, noise_eps)
     return _FusedLSTMSequence.apply(
         gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend, noise
     )
