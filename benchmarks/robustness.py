@@ -101,8 +101,8 @@ def write_corpus(folder: Path, rng: random.Random) -> None:
 
 # ------------------------------------------------------------------------------------------- damaged files
 
-SHARED_DAMAGE = ["empty", "blank lines", "long line", "invalid utf-8", "nul bytes", "garbage", "missing", "folder",
-                 "crlf", "bom"]
+SHARED_DAMAGE = ["empty", "blank lines", "long line", "invalid utf-8", "nul bytes", "garbage", "missing",
+                 "folder", "crlf", "bom"]
 
 
 def damage(path: Path, kind: str, rng: random.Random, words: list[str]) -> None:

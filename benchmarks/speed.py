@@ -31,7 +31,8 @@ def run(argv: list[str]) -> int:
     bench, _ = bench_parser.parse_known_args(rest)
     if kernel.cpu_kernel is not None:
         os.environ[KERNEL_ENV] = kernel.cpu_kernel
-    loop = "compiled" if use_compiled(torch.device(bench.device), torch.float32) else "python"  # builds it now
+    compiled = use_compiled(torch.device(bench.device), torch.float32)  # builds the compiled loop if needed
+    loop = "compiled" if compiled else "python"
     print(f"fused kernel loop: {loop}", flush=True)
     status = main(["bench", *rest])
     if bench.json and not status:

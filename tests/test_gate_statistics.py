@@ -25,7 +25,13 @@ from scipy.special import expit, logit
 
 import g2lstm
 from g2lstm import G2LSTM
-from g2lstm.functional import gumbel_sigmoid, logistic_noise, noise_from_uniform, random_bits, uniform_from_bits
+from g2lstm.functional import (
+    gumbel_sigmoid,
+    logistic_noise,
+    noise_from_uniform,
+    random_bits,
+    uniform_from_bits,
+)
 
 EPS = 1e-3
 KS_LEVEL = 1e-3  # a fixed seed makes each p-value fixed; this only guards against an unlucky seed

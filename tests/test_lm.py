@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from killing import assert_killed_runs_resume_bit_identical
 
 from g2lstm.lm import train as lm_train
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.evaluate import CachePointer, cache_pointer_probability, evaluate
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
 from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, read_metrics
-from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from killing import assert_killed_runs_resume_bit_identical
 
 from g2lstm.cli import main
 from g2lstm.lm.train import TrainingInterrupted
@@ -22,7 +23,6 @@ from g2lstm.mt import train as mt_train
 from g2lstm.mt.config import PRESET_DIR, MTConfig
 from g2lstm.mt.evaluate import load_model
 from g2lstm.train import CheckpointPaths, StopRequest, load_checkpoint, load_config, read_metrics
-from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = {"ein": "a", "mann": "man", "hund": "dog", "kind": "child", "läuft": "runs", "schläft": "sleeps",
          "spielt": "plays", "im": "in the", "park": "park", "haus": "house", "garten": "garden", "und": "and"}

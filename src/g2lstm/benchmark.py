@@ -9,16 +9,17 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from g2lstm.lstm import G2LSTM, G2LSTMCell
 
-__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table", "run_stages"]
+__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table",
+           "run_stages"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
 AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
@@ -70,7 +71,8 @@ def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, th
         if record.get(stage, {}).get("done"):
             continue
         start = time.time()
-        done = subprocess.run([sys.executable, "-m", "g2lstm", *command[1:]], capture_output=True, text=True, env=env)
+        argv = [sys.executable, "-m", "g2lstm", *command[1:]]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
         entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
         entry["seconds"] += time.time() - start
         if done.returncode != 0:

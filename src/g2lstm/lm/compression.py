@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compressed_copy, compression_config, count_parameters_and_bytes
+from g2lstm.compress import (
+    PAPER_GATES,
+    CompressionReport,
+    compress,
+    compressed_copy,
+    compression_config,
+    count_parameters_and_bytes,
+)
 from g2lstm.lm.evaluate import CachePointer
 from g2lstm.lm.train import evaluate_language_model, load_corpus, load_model
 from g2lstm.train import load_checkpoint, run_names, save_checkpoint

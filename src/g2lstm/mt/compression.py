@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from g2lstm.compress import PAPER_GATES, CompressionReport, compress, compressed_copy, compression_config, count_parameters_and_bytes
+from g2lstm.compress import (
+    PAPER_GATES,
+    CompressionReport,
+    compress,
+    compressed_copy,
+    compression_config,
+    count_parameters_and_bytes,
+)
 from g2lstm.mt.data import find_corpus_folder, load_split
 from g2lstm.mt.evaluate import evaluate_split, load_model
 from g2lstm.train import load_checkpoint, run_names, save_checkpoint

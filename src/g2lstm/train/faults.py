@@ -15,8 +15,9 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
 
-def skip_non_finite_step(loss: Tensor, grad_norm: Tensor, progress: Any, max_bad_steps: int, last_checkpoint: Path,
-                         log: Any) -> bool:
+def skip_non_finite_step(
+    loss: Tensor, grad_norm: Tensor, progress: Any, max_bad_steps: int, last_checkpoint: Path, log: Any
+) -> bool:
     """Whether this step must be skipped (its loss or gradient norm is not finite), counted in
     ``progress.bad_steps``; a finite step resets the count. Raises :class:`TrainingDiverged` after
     ``max_bad_steps`` skipped steps in a row, before any non-finite value reaches the weights."""
