@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import machine_description, run_stages
+from g2lstm.benchmark import machine_description, run_stages, stage_table
 from g2lstm.train import read_metrics
 
 RUNS = {"lstm": ["--gate", "lstm"], "sharpened": ["--gate", "sharpened"], "g2": ["--gate", "g2"]}
@@ -71,7 +71,7 @@ def _epochs(run: Path) -> str:
     return f"{len(epochs)} (best: epoch {best['epoch']}, valid BLEU {best['valid_bleu']:.2f} greedy)"
 
 
-def write_report(runs: Path, jobs: int) -> Path:
+def write_report(runs: Path) -> Path:
     from g2lstm.plots import plot_learning_curves
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -88,9 +88,9 @@ def write_report(runs: Path, jobs: int) -> Path:
         "# Multi30k German→English, `multi30k-cpu` preset: LSTM vs sharpened sigmoid vs G2-LSTM"
         + ("" if complete else " (PARTIAL)"),
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}; {jobs} run(s) at a time.",
-        "Produced by `python benchmarks/multi30k_cpu.py --runs RUNS_DIR"
-        + (f" --jobs {jobs}" if jobs > 1 else "") + "`;",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}.",
+        "Produced by `python benchmarks/multi30k_cpu.py --runs RUNS_DIR [--jobs N]` (N trainings at a time, the "
+        "cores shared out);",
         "one preset (`src/g2lstm/presets/mt/multi30k-cpu.toml`) and seed for all runs, only `--gate` changes.",
         "Data: Multi30k task 1 (29,000 / 1,014 / 1,000 pairs; test = test_2016_flickr), official lowercased, "
         "tokenized files.",
@@ -136,11 +136,7 @@ def write_report(runs: Path, jobs: int) -> Path:
     observations = RESULTS / "observations.md"  # written by a person after reading the numbers
     if observations.exists():
         lines += ["", "## Observations", "", observations.read_text().strip()]
-    lines += ["", "## Commands and wall times", "", "| run | stage | minutes | command |", "|---|---|---|---|"]
-    for name, record in [*records.items(), ("all", shared)]:
-        for stage, entry in record.items():
-            state = "" if entry.get("done") else " (unfinished)"
-            lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | `{entry['command']}` |")
+    lines += ["", "## Commands and wall times", "", *stage_table({**records, "all": shared})]
     report = RESULTS / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps({"runs": records, "shared": shared}, indent=2))
@@ -162,7 +158,7 @@ def main() -> None:
             trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads), list(RUNS)))
         if all(trained):
             run_stages("all", shared_stages(runs, data), runs / "stages.json", os.cpu_count() or 1)
-    print(write_report(runs, args.jobs))
+    print(write_report(runs))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import machine_description, run_stages
+from g2lstm.benchmark import machine_description, run_stages, stage_table
 from g2lstm.train import read_metrics
 
 RUNS = {
@@ -82,7 +83,16 @@ def runs_complete(records: dict[str, dict]) -> dict[str, bool]:
     return {name: all(record.get(stage, {}).get("done") for stage in STAGES) for name, record in records.items()}
 
 
-def write_report(runs: Path, jobs: int) -> Path:
+def epoch_pace(run_dir: Path) -> tuple[int, str]:
+    """Validations logged in a run folder, and the fewest and the median minutes between consecutive ones."""
+    if not (run_dir / "metrics.jsonl").exists():
+        return 0, "–"
+    ends = [m["time"] for m in read_metrics(run_dir) if "valid_ppl" in m and "epoch" in m]
+    gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
+    return len(ends), f"{min(gaps) / 60:.1f} / {statistics.median(gaps) / 60:.1f}" if gaps else "–"
+
+
+def write_report(runs: Path) -> Path:
     from g2lstm.plots import plot_learning_curves
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -103,9 +113,9 @@ def write_report(runs: Path, jobs: int) -> Path:
     lines = [
         "# Penn Treebank, `cpu` preset: LSTM vs sharpened sigmoid vs G2-LSTM" + ("" if complete else " (PARTIAL)"),
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}; "
-        f"{jobs} run(s) at a time ({'1 thread each' if jobs > 1 else 'all threads'}).",
-        "Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR" + (f" --jobs {jobs}" if jobs > 1 else "") + "`;",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}.",
+        "Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR [--jobs N]` (N runs at a time, the cores shared "
+        "out);",
         "one preset (`src/g2lstm/presets/lm/cpu.toml`) for all runs, only the gate options change.",
         "",
         "## Perplexity (valid / test)",
@@ -123,12 +133,17 @@ def write_report(runs: Path, jobs: int) -> Path:
         lines += ["", "## Observations", "", observations.read_text().strip()]
     lines += ["", "The paper's numbers are for its 24M-parameter model trained 500 + 500 epochs on a GPU; ours are "
               "for the small `cpu` preset and compare the gate types with each other, not with the paper's "
-              "absolute values.", "", f"![learning curves]({figure.name})", "", "## Commands and wall times", "",
-              "| run | stage | minutes | command |", "|---|---|---|---|"]
+              "absolute values.", "", f"![learning curves]({figure.name})", "", "## Pace", "",
+              "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the fewest "
+              "is the run's own pace at its thread count (in the last table; two runs at a time with one thread each "
+              "share the cores by design), the median includes epochs slowed by other work on the machine.", "",
+              "| run | epochs | minutes per epoch | finetune epochs | minutes per finetune epoch |",
+              "|---|---|---|---|---|"]
     for name in RUNS:
-        for stage, entry in records[name].items():
-            state = "" if entry.get("done") else " (unfinished)"
-            lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | `{entry['command']}` |")
+        epochs, minutes = epoch_pace(runs / name)
+        finetune_epochs, finetune_minutes = epoch_pace(runs / name / "finetune")
+        lines.append(f"| {name} | {epochs} | {minutes} | {finetune_epochs} | {finetune_minutes} |")
+    lines += ["", "## Commands and wall times", "", *stage_table(records)]
     report = RESULTS / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps(records, indent=2))
@@ -196,7 +211,7 @@ def main() -> None:
                                      args.only or list(RUNS)))
         if all(finished) and all(runs_complete(load_records(runs)).values()):
             run_stages("comparison", comparison_stages(runs, data), runs / "comparison.json", os.cpu_count() or 1)
-    print(write_report(runs, args.jobs))
+    print(write_report(runs))
     print(write_compression_report(runs))
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from g2lstm.benchmark import run_stages, stage_table
 from g2lstm.cli import main
 from g2lstm.kernels.compiled import KERNEL_ENV
 
@@ -39,3 +40,25 @@ def test_speed_script_records_which_loop_ran(cpu_kernel: str, tmp_path: Path, mo
     recorded = json.loads(out.read_text())
     assert code == 0 and recorded["fused_kernel_loop"] == cpu_kernel
     assert recorded["rows"][0]["shape"] == [4, 2, 3, 5]
+
+
+def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Path) -> None:
+    """The results drivers' stage runner: a done stage is skipped on the next invocation, its minutes, threads
+    and (for ``eval...`` stages) the JSON it printed last are recorded, and a failing stage stops the rest."""
+    record_path = tmp_path / "stages.json"
+    commands = {"help": ["g2lstm", "--help"], "eval_missing": ["g2lstm", "lm", "eval", str(tmp_path / "none.pt")],
+                "never": ["g2lstm", "--help"]}
+    assert not run_stages("demo", commands, record_path, threads=1)
+    record = json.loads(record_path.read_text())
+    assert record["help"]["done"] and record["help"]["threads"] == [1] and record["help"]["seconds"] > 0
+    assert not record["eval_missing"].get("done") and "none.pt" in record["eval_missing"]["error"]
+    assert "never" not in record
+
+    seconds = record["help"]["seconds"]
+    assert not run_stages("demo", commands, record_path, threads=2)
+    record = json.loads(record_path.read_text())
+    assert record["help"]["seconds"] == seconds and record["help"]["threads"] == [1]
+    assert record["eval_missing"]["threads"] == [1, 2]
+
+    table = "\n".join(stage_table({"demo": record}))
+    assert "| demo | help | " in table and "| demo | eval_missing (unfinished) | " in table and "| 1, 2 |" in table

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from g2lstm.lstm import G2LSTM, G2LSTMCell
 
 __all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table",
-           "run_stages"]
+           "run_stages", "stage_table"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
 AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
@@ -63,8 +63,9 @@ def machine_description() -> str:
 
 def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:
     """Run the ``g2lstm`` commands of a results driver that are not yet done, in order, recording each one's
-    command, wall time and (for stages named ``eval...``, which print JSON last) metrics in ``record_path``;
-    False after a failure. A stage cut off earlier runs again and resumes from its own checkpoint."""
+    command, wall time, thread counts and (for stages named ``eval...``, which print JSON last) metrics in
+    ``record_path``; False after a failure. A stage cut off earlier runs again and resumes from its own
+    checkpoint; its wall time then sums the invocations that returned (a killed driver records nothing)."""
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     for stage, command in commands.items():
@@ -75,6 +76,7 @@ def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, th
         done = subprocess.run(argv, capture_output=True, text=True, env=env)
         entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
         entry["seconds"] += time.time() - start
+        entry["threads"] = sorted({*entry.get("threads", []), threads})
         if done.returncode != 0:
             entry["error"] = done.stderr[-2000:]
             record_path.write_text(json.dumps(record, indent=2))
@@ -87,6 +89,20 @@ def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, th
         record_path.write_text(json.dumps(record, indent=2))
         print(f"{label} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
     return True
+
+
+def stage_table(records: dict[str, dict]) -> list[str]:
+    """Markdown lines: every stage that :func:`run_stages` recorded, per run, with minutes, threads and command."""
+    lines = ["A stage's minutes sum the invocations that ran it to its end or to a failure; an invocation killed "
+             "together with its driver is not counted.", "",
+             "| run | stage | minutes | threads | command |", "|---|---|---|---|---|"]
+    for name, record in records.items():
+        for stage, entry in record.items():
+            state = "" if entry.get("done") else " (unfinished)"
+            threads = ", ".join(map(str, entry.get("threads", []))) or "not recorded"
+            lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | {threads} | "
+                         f"`{entry['command']}` |")
+    return lines
 
 
 def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:
