@@ -2,6 +2,7 @@
 
     python benchmarks/multi30k_cpu.py --runs /work/runs/multi30k-cpu            # all stages, resumable
     python benchmarks/multi30k_cpu.py --runs /work/runs/multi30k-cpu --jobs 3   # three runs at a time
+    python benchmarks/multi30k_cpu.py --runs /work/runs/multi30k-cpu --only lstm --threads 1   # one run
     python benchmarks/multi30k_cpu.py --runs /work/runs/multi30k-cpu --report-only
 
 Stages: per model `train` and `eval` (test BLEU, beam 5); then for all three together `compress` (the paper's
@@ -148,15 +149,19 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="Multi30k folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time; threads are shared out")
+    parser.add_argument("--threads", type=int, help="threads per run (default: the cores shared out)")
+    parser.add_argument("--only", nargs="+", choices=list(RUNS), help="train and evaluate just these")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     runs = Path(args.runs)
     if not args.report_only:
         data = ["--data", args.data] if args.data else []
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
-            trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads), list(RUNS)))
-        if all(trained):
+            trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads),
+                                    args.only or list(RUNS)))
+        records = {name: _load(runs / name / "stages.json") for name in RUNS}
+        if all(trained) and all(records[n].get(s, {}).get("done") for n in RUNS for s in ("train", "eval")):
             run_stages("all", shared_stages(runs, data), runs / "stages.json", os.cpu_count() or 1)
     print(write_report(runs))
 

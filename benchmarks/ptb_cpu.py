@@ -199,13 +199,14 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="PTB folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; threads are shared out")
+    parser.add_argument("--threads", type=int, help="threads per run (default: the cores shared out)")
     parser.add_argument("--only", nargs="+", choices=list(RUNS), help="run just these")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     runs = Path(args.runs)
     if not args.report_only:
         data = ["--data", args.data] if args.data else []
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
             finished = list(pool.map(lambda name: run_all_stages(name, runs, data, threads),
                                      args.only or list(RUNS)))
