@@ -90,8 +90,8 @@ def write_report(runs: Path) -> Path:
         + ("" if complete else " (PARTIAL)"),
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}.",
-        "Produced by `python benchmarks/multi30k_cpu.py --runs RUNS_DIR [--jobs N]` (N trainings at a time, the "
-        "cores shared out);",
+        "Produced by `python benchmarks/multi30k_cpu.py --runs RUNS_DIR [--jobs N]` (N trainings at a time, "
+        "the cores shared out);",
         "one preset (`src/g2lstm/presets/mt/multi30k-cpu.toml`) and seed for all runs, only `--gate` changes.",
         "Data: Multi30k task 1 (29,000 / 1,014 / 1,000 pairs; test = test_2016_flickr), official lowercased, "
         "tokenized files.",

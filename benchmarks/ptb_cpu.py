@@ -114,8 +114,8 @@ def write_report(runs: Path) -> Path:
         "# Penn Treebank, `cpu` preset: LSTM vs sharpened sigmoid vs G2-LSTM" + ("" if complete else " (PARTIAL)"),
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}.",
-        "Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR [--jobs N]` (N runs at a time, the cores shared "
-        "out);",
+        "Produced by `python benchmarks/ptb_cpu.py --runs RUNS_DIR [--jobs N]` (N runs at a time, the cores "
+        "shared out);",
         "one preset (`src/g2lstm/presets/lm/cpu.toml`) for all runs, only the gate options change.",
         "",
         "## Perplexity (valid / test)",
@@ -134,9 +134,10 @@ def write_report(runs: Path) -> Path:
     lines += ["", "The paper's numbers are for its 24M-parameter model trained 500 + 500 epochs on a GPU; ours are "
               "for the small `cpu` preset and compare the gate types with each other, not with the paper's "
               "absolute values.", "", f"![learning curves]({figure.name})", "", "## Pace", "",
-              "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the fewest "
-              "is the run's own pace at its thread count (in the last table; two runs at a time with one thread each "
-              "share the cores by design), the median includes epochs slowed by other work on the machine.", "",
+              "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the "
+              "fewest is the run's own pace at its thread count (in the last table; two runs at a time with one "
+              "thread each share the cores by design), the median includes epochs slowed by other work on the "
+              "machine.", "",
               "| run | epochs | minutes per epoch | finetune epochs | minutes per finetune epoch |",
               "|---|---|---|---|---|"]
     for name in RUNS:

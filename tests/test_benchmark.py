@@ -46,7 +46,8 @@ def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Pat
     """The results drivers' stage runner: a done stage is skipped on the next invocation, its minutes, threads
     and (for ``eval...`` stages) the JSON it printed last are recorded, and a failing stage stops the rest."""
     record_path = tmp_path / "stages.json"
-    commands = {"help": ["g2lstm", "--help"], "eval_missing": ["g2lstm", "lm", "eval", str(tmp_path / "none.pt")],
+    commands = {"help": ["g2lstm", "--help"],
+                "eval_missing": ["g2lstm", "lm", "eval", str(tmp_path / "none.pt")],
                 "never": ["g2lstm", "--help"]}
     assert not run_stages("demo", commands, record_path, threads=1)
     record = json.loads(record_path.read_text())
@@ -61,4 +62,5 @@ def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Pat
     assert record["eval_missing"]["threads"] == [1, 2]
 
     table = "\n".join(stage_table({"demo": record}))
-    assert "| demo | help | " in table and "| demo | eval_missing (unfinished) | " in table and "| 1, 2 |" in table
+    assert "| demo | help | " in table and "| demo | eval_missing (unfinished) | " in table
+    assert "| 1, 2 |" in table

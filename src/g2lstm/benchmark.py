@@ -92,9 +92,9 @@ def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, th
 
 
 def stage_table(records: dict[str, dict]) -> list[str]:
-    """Markdown lines: every stage that :func:`run_stages` recorded, per run, with minutes, threads and command."""
-    lines = ["A stage's minutes sum the invocations that ran it to its end or to a failure; an invocation killed "
-             "together with its driver is not counted.", "",
+    """Markdown lines: every stage :func:`run_stages` recorded, per run, with minutes, threads and command."""
+    lines = ["A stage's minutes sum the invocations that ran it to its end or to a failure; an invocation "
+             "killed together with its driver is not counted.", "",
              "| run | stage | minutes | threads | command |", "|---|---|---|---|---|"]
     for name, record in records.items():
         for stage, entry in record.items():
