@@ -84,7 +84,8 @@ def write_report(runs: Path) -> Path:
                              if "valid_bleu" in m and "final" not in m]
               for name in RUNS if (runs / name / "metrics.jsonl").exists()}
     figure = plot_learning_curves(curves, RESULTS / "learning_curves.png",
-                                  "Multi30k De->En, multi30k-cpu preset: validation BLEU (greedy)", "validation BLEU")
+                                  "Multi30k De->En, multi30k-cpu preset: validation BLEU (greedy)", "validation BLEU",
+                                  log_y=False)
     lines = [
         "# Multi30k German→English, `multi30k-cpu` preset: LSTM vs sharpened sigmoid vs G2-LSTM"
         + ("" if complete else " (PARTIAL)"),

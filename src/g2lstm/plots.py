@@ -124,8 +124,11 @@ def plot_gate_words(
 
 
 def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, title: str,
-                         ylabel: str = "validation perplexity") -> Path:
-    """One line per run of (epoch, value) points."""
+                         ylabel: str = "validation perplexity", log_y: bool = True) -> Path:
+    """One line per run of (epoch, value) points; ``log_y`` for perplexities, whose early epochs are far above
+    the rest. Tick labels are plain numbers, epochs whole ones."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
+
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
@@ -134,7 +137,13 @@ def plot_learning_curves(curves: Mapping[str, Sequence[tuple[float, float]]], pa
             axis.plot(xs, ys, marker="o", markersize=3, label=name)
     axis.set_xlabel("epoch")
     axis.set_ylabel(ylabel)
-    axis.set_yscale("log")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log_y:
+        axis.set_yscale("log")
+        axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)))
+        axis.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.yaxis.set_minor_locator(LogLocator(subs="auto"))
+        axis.yaxis.set_minor_formatter(FormatStrFormatter(""))
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     if any(curves.values()):
