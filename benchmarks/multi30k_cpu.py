@@ -62,6 +62,15 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def load_records(runs: Path) -> dict[str, dict]:
+    return {name: _load(runs / name / "stages.json") for name in RUNS}
+
+
+def models_complete(records: dict[str, dict]) -> bool:
+    """Whether every model is trained and evaluated, so that the shared stages can compare them."""
+    return all(records[name].get(stage, {}).get("done") for name in RUNS for stage in ("train", "eval"))
+
+
 def _epochs(run: Path) -> str:
     if not (run / "metrics.jsonl").exists():
         return "–"
@@ -76,10 +85,9 @@ def write_report(runs: Path) -> Path:
     from g2lstm.plots import plot_learning_curves
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    records = {name: _load(runs / name / "stages.json") for name in RUNS}
+    records = load_records(runs)
     shared = _load(runs / "stages.json")
-    complete = all(records[n].get(s, {}).get("done") for n in RUNS for s in ("train", "eval")) and all(
-        shared.get(s, {}).get("done") for s in ("compress", "analyze"))
+    complete = models_complete(records) and all(shared.get(s, {}).get("done") for s in ("compress", "analyze"))
     curves = {LABELS[name]: [(m["epoch"], m["valid_bleu"]) for m in read_metrics(runs / name)
                              if "valid_bleu" in m and "final" not in m]
               for name in RUNS if (runs / name / "metrics.jsonl").exists()}
@@ -161,8 +169,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads),
                                     args.only or list(RUNS)))
-        records = {name: _load(runs / name / "stages.json") for name in RUNS}
-        if all(trained) and all(records[n].get(s, {}).get("done") for n in RUNS for s in ("train", "eval")):
+        if all(trained) and models_complete(load_records(runs)):
             run_stages("all", shared_stages(runs, data), runs / "stages.json", os.cpu_count() or 1)
     print(write_report(runs))
 

@@ -43,8 +43,8 @@ def test_speed_script_records_which_loop_ran(cpu_kernel: str, tmp_path: Path, mo
 
 
 def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Path) -> None:
-    """The results drivers' stage runner: a done stage is skipped on the next invocation, its minutes, threads
-    and (for ``eval...`` stages) the JSON it printed last are recorded, and a failing stage stops the rest."""
+    """The results drivers' stage runner: a done stage is skipped on the next invocation, its minutes and
+    threads are recorded, and a failing stage records its error and stops the rest."""
     record_path = tmp_path / "stages.json"
     commands = {"help": ["g2lstm", "--help"],
                 "eval_missing": ["g2lstm", "lm", "eval", str(tmp_path / "none.pt")],
