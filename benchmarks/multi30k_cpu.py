@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import machine_description, run_stages, stage_table
+from g2lstm.benchmark import epoch_pace, machine_description, run_stages, stage_table
 from g2lstm.train import read_metrics
 
 RUNS = {"lstm": ["--gate", "lstm"], "sharpened": ["--gate", "sharpened"], "g2": ["--gate", "g2"]}
@@ -146,6 +146,13 @@ def write_report(runs: Path) -> Path:
     observations = RESULTS / "observations.md"  # written by a person after reading the numbers
     if observations.exists():
         lines += ["", "## Observations", "", observations.read_text().strip()]
+    lines += ["", "## Pace", "",
+              "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the fewest "
+              "is the run's own pace at its thread count (in the last table), the median includes epochs slowed by "
+              "other work on the machine.", "", "| run | epochs | minutes per epoch |", "|---|---|---|"]
+    for name in RUNS:
+        epochs, minutes = epoch_pace(runs / name, "valid_bleu")
+        lines.append(f"| {name} | {epochs} | {minutes} |")
     lines += ["", "## Commands and wall times", "", *stage_table({**records, "all": shared})]
     report = RESULTS / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import machine_description, run_stages, stage_table
+from g2lstm.benchmark import epoch_pace, machine_description, run_stages, stage_table
 from g2lstm.train import read_metrics
 
 RUNS = {
@@ -83,15 +82,6 @@ def runs_complete(records: dict[str, dict]) -> dict[str, bool]:
     return {name: all(record.get(stage, {}).get("done") for stage in STAGES) for name, record in records.items()}
 
 
-def epoch_pace(run_dir: Path) -> tuple[int, str]:
-    """Validations logged in a run folder, and the fewest and the median minutes between consecutive ones."""
-    if not (run_dir / "metrics.jsonl").exists():
-        return 0, "–"
-    ends = [m["time"] for m in read_metrics(run_dir) if "valid_ppl" in m and "epoch" in m]
-    gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
-    return len(ends), f"{min(gaps) / 60:.1f} / {statistics.median(gaps) / 60:.1f}" if gaps else "–"
-
-
 def write_report(runs: Path) -> Path:
     from g2lstm.plots import plot_learning_curves
 
@@ -141,8 +131,8 @@ def write_report(runs: Path) -> Path:
               "| run | epochs | minutes per epoch | finetune epochs | minutes per finetune epoch |",
               "|---|---|---|---|---|"]
     for name in RUNS:
-        epochs, minutes = epoch_pace(runs / name)
-        finetune_epochs, finetune_minutes = epoch_pace(runs / name / "finetune")
+        epochs, minutes = epoch_pace(runs / name, "valid_ppl")
+        finetune_epochs, finetune_minutes = epoch_pace(runs / name / "finetune", "valid_ppl")
         lines.append(f"| {name} | {epochs} | {minutes} | {finetune_epochs} | {finetune_minutes} |")
     lines += ["", "## Commands and wall times", "", *stage_table(records)]
     report = RESULTS / "REPORT.md"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from g2lstm.benchmark import run_stages, stage_table
+from g2lstm.benchmark import epoch_pace, run_stages, stage_table
 from g2lstm.cli import main
 from g2lstm.kernels.compiled import KERNEL_ENV
 
@@ -64,3 +64,14 @@ def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Pat
     table = "\n".join(stage_table({"demo": record}))
     assert "| demo | help | " in table and "| demo | eval_missing (unfinished) | " in table
     assert "| 1, 2 |" in table
+
+
+def test_epoch_pace_reads_fewest_and_median_minutes_between_validations(tmp_path: Path) -> None:
+    """Only records with the key and an epoch count (not step logs, not the final evaluation)."""
+    assert epoch_pace(tmp_path, "valid_ppl") == (0, "–")
+    records = [{"time": 0, "epoch": 1, "valid_ppl": 9.0}, {"time": 30, "step": 5, "train_loss": 2.0},
+               {"time": 120, "epoch": 2, "valid_ppl": 8.0}, {"time": 420, "epoch": 3, "valid_ppl": 7.0},
+               {"time": 600, "epoch": 4, "valid_ppl": 6.5}, {"time": 9000, "final": True, "valid_ppl": 6.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert epoch_pace(tmp_path, "valid_ppl") == (4, "2.0 / 3.0")
+    assert epoch_pace(tmp_path, "valid_bleu") == (0, "–")

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from g2lstm.lstm import G2LSTM, G2LSTMCell
+from g2lstm.train import read_metrics
 
 __all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table",
-           "run_stages", "stage_table"]
+           "run_stages", "stage_table", "epoch_pace"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
 AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
@@ -103,6 +104,16 @@ def stage_table(records: dict[str, dict]) -> list[str]:
             lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | {threads} | "
                          f"`{entry['command']}` |")
     return lines
+
+
+def epoch_pace(run_dir: Path, key: str) -> tuple[int, str]:
+    """Validations (records with ``key`` and an epoch) in a run folder's ``metrics.jsonl``, and the fewest and
+    the median minutes between consecutive ones: the run's own pace, and its pace including slowed epochs."""
+    if not (run_dir / "metrics.jsonl").exists():
+        return 0, "–"
+    ends = [m["time"] for m in read_metrics(run_dir) if key in m and "epoch" in m]
+    gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
+    return len(ends), f"{min(gaps) / 60:.1f} / {statistics.median(gaps) / 60:.1f}" if gaps else "–"
 
 
 def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:
