@@ -147,9 +147,9 @@ def write_report(runs: Path) -> Path:
     if observations.exists():
         lines += ["", "## Observations", "", observations.read_text().strip()]
     lines += ["", "## Pace", "",
-              "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the fewest "
-              "is the run's own pace at its thread count (in the last table), the median includes epochs slowed by "
-              "other work on the machine.", "", "| run | epochs | minutes per epoch |", "|---|---|---|"]
+              "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the "
+              "fewest is the run's own pace at its thread count (in the last table), the median includes "
+              "epochs slowed by other work on the machine.", "", "| run | epochs | minutes per epoch |", "|---|---|---|"]
     for name in RUNS:
         epochs, minutes = epoch_pace(runs / name, "valid_bleu")
         lines.append(f"| {name} | {epochs} | {minutes} |")
