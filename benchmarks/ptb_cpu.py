@@ -176,10 +176,7 @@ def write_compression_report(runs: Path) -> Path:
     observations = RESULTS / "compression-observations.md"  # written by a person after reading the numbers
     if observations.exists():
         lines += ["", "## Observations", "", observations.read_text().strip()]
-    lines += ["", "## Commands and wall times", "", "| stage | minutes | command |", "|---|---|---|"]
-    for stage, entry in record.items():
-        state = "" if entry.get("done") else " (unfinished)"
-        lines.append(f"| {stage}{state} | {entry['seconds'] / 60:.1f} | `{entry['command']}` |")
+    lines += ["", "## Commands and wall times", "", *stage_table({"comparison": record})]
     report = RESULTS / "COMPRESSION.md"
     report.write_text("\n".join(lines) + "\n")
     return report
