@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="Multi30k folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time; threads are shared out")
-    parser.add_argument("--threads", type=int, help="threads per run (default: the cores shared out)")
+    parser.add_argument("--threads", type=int, help="threads per run and for the shared stages "
+                        "(default: the cores shared out among the runs, all cores for the shared stages)")
     parser.add_argument("--only", nargs="+", choices=list(RUNS), help="train and evaluate just these")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -177,7 +178,7 @@ def main() -> None:
             trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads),
                                     args.only or list(RUNS)))
         if all(trained) and models_complete(load_records(runs)):
-            run_stages("all", shared_stages(runs, data), runs / "stages.json", os.cpu_count() or 1)
+            run_stages("all", shared_stages(runs, data), runs / "stages.json", args.threads or os.cpu_count() or 1)
     print(write_report(runs))
 
 

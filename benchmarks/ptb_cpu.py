@@ -187,7 +187,8 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="PTB folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; threads are shared out")
-    parser.add_argument("--threads", type=int, help="threads per run (default: the cores shared out)")
+    parser.add_argument("--threads", type=int, help="threads per run and for the shared stages "
+                        "(default: the cores shared out among the runs, all cores for the shared stages)")
     parser.add_argument("--only", nargs="+", choices=list(RUNS), help="run just these")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -199,7 +200,8 @@ def main() -> None:
             finished = list(pool.map(lambda name: run_all_stages(name, runs, data, threads),
                                      args.only or list(RUNS)))
         if all(finished) and all(runs_complete(load_records(runs)).values()):
-            run_stages("comparison", comparison_stages(runs, data), runs / "comparison.json", os.cpu_count() or 1)
+            run_stages("comparison", comparison_stages(runs, data), runs / "comparison.json",
+                       args.threads or os.cpu_count() or 1)
     print(write_report(runs))
     print(write_compression_report(runs))
 
