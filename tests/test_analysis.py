@@ -233,3 +233,16 @@ def test_analyze_language_models_names_bad_arguments(tiny_runs: TinyRuns, tmp_pa
         analyze_language_models(checkpoints, tmp_path, corpus, eval_gate="soft")
     with pytest.raises(ValueError, match="twice"):
         analyze_language_models([checkpoints[0], checkpoints[0]], tmp_path, corpus)
+
+
+def test_long_figure_titles_wrap_to_the_figure_width() -> None:
+    """A title longer than the figure is wide is broken into lines instead of being cut off at the edges."""
+    from g2lstm.plots import _pyplot, _suptitle
+
+    plt = _pyplot()
+    figure = plt.figure(figsize=(8, 4))
+    _suptitle(figure, "gate values " * 20 + "\nsecond line")
+    lines = figure._suptitle.get_text().splitlines()
+    plt.close(figure)
+    assert len(lines) >= 4 and lines[-1] == "second line"
+    assert max(map(len, lines)) <= 80

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ def _save(figure: Any, path: str | Path, tight: bool = True) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _suptitle(figure: Any, title: str) -> None:
+    """A figure title wrapped to the figure's width (about ten characters an inch at the default size), so
+    that a long title is not cut off at the edges."""
+    width = max(20, int(figure.get_size_inches()[0] * 10))
+    figure.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()))
 
 
 def _pyplot():
@@ -59,7 +67,7 @@ def plot_gate_histograms(
             axis.set_xlabel("gate value")
             axis.set_ylabel("share of values (%)")
             axis.legend(fontsize=8)
-    figure.suptitle(title)
+    _suptitle(figure, title)
     return _save(figure, path)
 
 
@@ -119,7 +127,7 @@ def plot_gate_words(
         axis.set_xlabel("word (as read, left to right)", fontsize=8)
     colour_bar = figure.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, pad=0.02)
     colour_bar.set_label("gate value averaged over hidden units")
-    figure.suptitle(title)
+    _suptitle(figure, title)
     return _save(figure, path, tight=False)
 
 
@@ -170,5 +178,5 @@ def plot_compression_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[float
         axis.set_ylabel("validation perplexity")
         axis.grid(True, alpha=0.3)
         axis.legend()
-    figure.suptitle(title)
+    _suptitle(figure, title)
     return _save(figure, path)
