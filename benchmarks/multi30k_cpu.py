@@ -149,7 +149,8 @@ def write_report(runs: Path) -> Path:
     lines += ["", "## Pace", "",
               "Minutes between consecutive validations in each run's `metrics.jsonl`, fewest / median: the "
               "fewest is the run's own pace at its thread count (in the last table), the median includes "
-              "epochs slowed by other work on the machine.", "", "| run | epochs | minutes per epoch |", "|---|---|---|"]
+              "epochs slowed by other work on the machine.", "",
+              "| run | epochs | minutes per epoch |", "|---|---|---|"]
     for name in RUNS:
         epochs, minutes = epoch_pace(runs / name, "valid_bleu")
         lines.append(f"| {name} | {epochs} | {minutes} |")
@@ -178,7 +179,8 @@ def main() -> None:
             trained = list(pool.map(lambda name: train_and_evaluate(name, runs, data, threads),
                                     args.only or list(RUNS)))
         if all(trained) and models_complete(load_records(runs)):
-            run_stages("all", shared_stages(runs, data), runs / "stages.json", args.threads or os.cpu_count() or 1)
+            run_stages("all", shared_stages(runs, data), runs / "stages.json",
+                       args.threads or os.cpu_count() or 1)
     print(write_report(runs))
 
 
