@@ -46,6 +46,7 @@ class LMConfig:
     beta: float = 1.0
     epochs: int = 500
     nonmono: int = 5
+    asgd_epoch: int | None = None  # averaged SGD from this epoch on; None: AWD's non-monotone trigger
     stop_on_plateau: bool = False  # end training once averaged SGD stops improving too (the authors run on)
     finetune_epochs: int = 500
     max_steps: int | None = None
@@ -81,6 +82,8 @@ class LMConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if self.asgd_epoch is not None and self.asgd_epoch < 1:
+            raise ValueError(f"asgd_epoch must be >= 1 when given, got {self.asgd_epoch}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 when given, got {self.max_steps}")
 

@@ -185,7 +185,7 @@ def train_language_model(
     trainable: nn.Module = model
     if dist.enabled:
         trainable = nn.parallel.DistributedDataParallel(model)
-    progress = Progress(averaging=phase == "finetune", valid_history=[])
+    progress = Progress(averaging=phase == "finetune" or config.asgd_epoch == 1, valid_history=[])
     optimizer = _make_optimizer(model, config, progress.averaging)
     hidden = None
 
@@ -304,7 +304,8 @@ def train_language_model(
                         f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}")
             history = progress.valid_history
             stalled = len(history) > config.nonmono and valid.loss > min(history[: -config.nonmono])
-            if stalled and phase == "train" and not progress.averaging:
+            switch = stalled if config.asgd_epoch is None else progress.epoch + 1 >= config.asgd_epoch
+            if switch and phase == "train" and not progress.averaging:
                 log.message(f"epoch {progress.epoch}: switching to averaged SGD")
                 progress.averaging = True
                 optimizer = _make_optimizer(model, config, True)
