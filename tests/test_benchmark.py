@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from g2lstm.benchmark import epoch_pace, run_stages, stage_table
 from g2lstm.cli import main
-from g2lstm.kernels.compiled import KERNEL_ENV
+from g2lstm.kernels.compiled import KERNEL_ENV, VARIANT_ENV, variant_in_use
 
 
 def test_bench_measures_a_tiny_shape_against_nn_lstm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,17 +29,23 @@ def test_bench_measures_a_tiny_shape_against_nn_lstm(tmp_path: Path, capsys: pyt
         assert row[f"{mode}_ratio"] == pytest.approx(row[f"{mode}_g2"] / row[f"{mode}_lstm"])
 
 
-@pytest.mark.parametrize("cpu_kernel", ["python", "compiled"])
-def test_speed_script_records_which_loop_ran(cpu_kernel: str, tmp_path: Path, monkeypatch) -> None:
-    """benchmarks/speed.py: `g2lstm bench` plus --cpu-kernel, with the loop that ran added to the JSON."""
+@pytest.mark.parametrize("cpu_kernel, cpu_isa, expected", [("python", None, "Python loop"),
+                                                          ("compiled", None, f"compiled loop, {variant_in_use()} build"),
+                                                          ("compiled", "default", "compiled loop, default build")])
+def test_speed_script_records_which_loop_and_build_ran(cpu_kernel, cpu_isa, expected, tmp_path, monkeypatch):
+    """benchmarks/speed.py: `g2lstm bench` plus --cpu-kernel and --cpu-isa; the JSON names the loop and build
+    that ran and the CPU capability torch reports."""
     monkeypatch.setattr(sys, "argv", ["speed.py"])
     monkeypatch.delenv(KERNEL_ENV, raising=False)
+    monkeypatch.delenv(VARIANT_ENV, raising=False)
     speed = runpy.run_path(str(Path(__file__).parent.parent / "benchmarks" / "speed.py"), run_name="speed")
     out = tmp_path / "speed.json"
-    code = speed["run"](["--cpu-kernel", cpu_kernel, "--shape", "4", "2", "3", "5", "--repeats", "1",
+    isa = ["--cpu-isa", cpu_isa] if cpu_isa else []
+    code = speed["run"](["--cpu-kernel", cpu_kernel, *isa, "--shape", "4", "2", "3", "5", "--repeats", "1",
                          "--reference-repeats", "0", "--json", str(out)])
     recorded = json.loads(out.read_text())
-    assert code == 0 and recorded["fused_kernel_loop"] == cpu_kernel
+    assert code == 0 and recorded["kernel"] == expected
+    assert f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in recorded["machine"]
     assert recorded["rows"][0]["shape"] == [4, 2, 3, 5]
 
 

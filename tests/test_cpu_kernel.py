@@ -1,8 +1,10 @@
 """The compiled CPU loop (``kernels/cpu_step.cpp``) against the Python loop and the step-by-step reference.
 
-Kernel level: outputs, final states, gate activations and every gradient, float64 to 1e-10 and float32
-to 1e-5, for packed and full batches, both directions, scaled and hard gates, hidden sizes that are not
-multiples of the vector width and a size large enough to split a step across threads. Module level: the
+Kernel level, for every instruction-set build this machine can run (AVX-512, AVX2, portable): outputs,
+final states, gate activations and every gradient, float64 to 1e-10 and float32 to 1e-5 (relative as well
+in float32: the compiled loop sums its recurrent products in another order than a library GEMM), for packed
+and full batches, both directions, scaled and hard gates, hidden sizes that are not multiples of the vector
+width, row counts that are not multiples of the register block, and sizes that split a step across threads. Module level: the
 same G2LSTM run under ``G2LSTM_CPU_KERNEL=python`` and ``=compiled`` with the same seed (so the same
 noise) for every gate mode, packed and bidirectional input, several layers, ``hx`` given or not. Then
 finite differences through the compiled loop, and the switch with its fallback.
@@ -26,6 +28,22 @@ from g2lstm.kernels import compiled, lstm_sequence, lstm_sequence_reference
 from g2lstm.kernels.backends import onednn_available
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+RELATIVE = {torch.float64: 0.0, torch.float32: 1e-5}
+
+
+def assert_close(actual, expected, dtype, label, scale=1):
+    torch.testing.assert_close(
+        actual, expected, rtol=scale * RELATIVE[dtype], atol=scale * TOLERANCE[dtype],
+        msg=lambda m: f"{label}: {m}",
+    )
+
+
+@pytest.fixture(params=compiled.supported_variants())
+def variant(request, monkeypatch) -> str:
+    """Each build this CPU can run, selected through ``$G2LSTM_CPU_ISA``."""
+    monkeypatch.setenv(compiled.VARIANT_ENV, request.param)
+    compiled.compiled_module(required=True)
+    return request.param
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +88,7 @@ LABELS = ["output", "h_n", "c_n", "gates", "grad gate_inputs", "grad h0", "grad 
     ids=["packed-H3", "full-H13", "packed-H19"],
 )
 def test_compiled_matches_python_loop_and_reference(
-    batch_sizes, hidden, reverse, scale, hard, backend, dtype
+    batch_sizes, hidden, reverse, scale, hard, backend, dtype, variant
 ):
     batch, rows = batch_sizes[0], sum(batch_sizes)
     leaves = [
@@ -85,15 +103,19 @@ def test_compiled_matches_python_loop_and_reference(
     actual = kernel_run("compiled", *args)
     for label, a, p, e in zip(LABELS, actual, python, expected):
         assert a.dtype == dtype and a.shape == e.shape, label
-        torch.testing.assert_close(a, e, rtol=0, atol=TOLERANCE[dtype], msg=lambda m, n=label: f"{n}: {m}")
-        torch.testing.assert_close(a, p, rtol=0, atol=TOLERANCE[dtype], msg=lambda m, n=label: f"{n}: {m}")
+        assert_close(a, e, dtype, label)
+        assert_close(a, p, dtype, label)
     if hard:
         assert set(actual[3][:, : 2 * hidden].unique().tolist()) <= {0.0, 1.0}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_compiled_matches_python_loop_when_steps_split_across_threads(dtype):
-    """A step of 40 x 300 elements is cut into several parallel chunks."""
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_compiled_matches_python_loop_when_steps_split_across_threads(dtype, threads, variant):
+    """Hidden units shared out among 1-3 threads (a share need not be whole register blocks), 40 rows cut
+    into register blocks with a remainder, packed steps that shrink."""
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     hidden, batch_sizes = 300, [40, 40, 33, 20, 7]
     leaves = [
         torch.randn(sum(batch_sizes), 4 * hidden, dtype=dtype),
@@ -103,16 +125,18 @@ def test_compiled_matches_python_loop_when_steps_split_across_threads(dtype):
     ]
     for reverse in (False, True):
         args = (leaves, batch_sizes, reverse, 1 / 0.9, False, "auto")
-        for label, a, p in zip(LABELS, kernel_run("compiled", *args), kernel_run("python", *args)):
-            torch.testing.assert_close(
-                a, p, rtol=0, atol=TOLERANCE[dtype], msg=lambda m, n=label: f"{n}: {m}"
-            )
+        try:
+            compiled_results = kernel_run("compiled", *args)
+        finally:
+            torch.set_num_threads(default_threads)
+        for label, a, p in zip(LABELS, compiled_results, kernel_run("python", *args)):
+            assert_close(a, p, dtype, label)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("noise_p", [0.2, 1.0])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype):
+def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype, variant):
     """``gate_bits`` gives, in both loops, what the reference gives with the noise added to its input."""
     hidden, batch_sizes = 11, [4, 4, 3, 1]
     rows = sum(batch_sizes)
@@ -138,9 +162,7 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
         upstream = [torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in (output, h_n, c_n)]
         actual = [output, h_n, c_n, gates, *torch.autograd.grad([output, h_n, c_n], inputs, upstream)]
         for label, a, e in zip(LABELS, actual, expected):
-            torch.testing.assert_close(
-                a, e, rtol=0, atol=10 * TOLERANCE[dtype], msg=lambda m, n=f"{kernel} {label}": f"{n}: {m}"
-            )
+            assert_close(a, e, dtype, f"{kernel} {label}", scale=10)
 
 
 @pytest.mark.parametrize("kernel", ["python", "compiled"])
@@ -151,7 +173,7 @@ def test_gate_bits_of_the_wrong_shape_or_type_are_refused(kernel):
         lstm_sequence(*small_sequence(), kernel=kernel, gate_bits=torch.rand(6, 4))
 
 
-def test_compiled_backward_with_only_some_outputs_used():
+def test_compiled_backward_with_only_some_outputs_used(variant):
     """Unused outputs reach the compiled backward pass as None: h_n alone, output alone, c_n alone."""
     hidden, batch_sizes = 5, [3, 2, 2, 1]
     leaves = [
@@ -217,9 +239,7 @@ def test_module_compiled_matches_python_loop(name, packed, with_state, dtype, mo
     actual = module_run("compiled", name, packed, with_state, dtype, monkeypatch)
     assert actual.keys() == python.keys()
     for label, value in actual.items():
-        torch.testing.assert_close(
-            value, python[label], rtol=0, atol=TOLERANCE[dtype], msg=lambda m, n=label: f"{n}: {m}"
-        )
+        assert_close(value, python[label], dtype, label)
 
 
 # ---------------------------------------------------------------------------------------- finite differences
@@ -250,10 +270,10 @@ def test_gradcheck_module_with_fixed_noise(monkeypatch):
 def failed_build(monkeypatch):
     """A process in which building the extension fails (as without a compiler)."""
 
-    def fail() -> None:
+    def fail(variant: str) -> None:
         raise OSError("no compiler")
 
-    monkeypatch.setattr(compiled, "_build", None)
+    monkeypatch.setattr(compiled, "_builds", {})
     monkeypatch.setattr(compiled, "_compile", fail)
 
 
@@ -294,7 +314,7 @@ def test_python_choice_never_builds(failed_build, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lstm_sequence(*small_sequence())
-    assert compiled._build is None
+    assert compiled._builds == {}
 
 
 def test_invalid_choices_name_the_setting(monkeypatch):
@@ -309,3 +329,51 @@ def test_invalid_choices_name_the_setting(monkeypatch):
         compiled.use_compiled(torch.device("cpu"), torch.bfloat16, kernel="compiled")
     monkeypatch.delenv(compiled.KERNEL_ENV)
     assert not compiled.use_compiled(torch.device("cpu"), torch.bfloat16)  # half precision: the Python loop
+
+
+# ---------------------------------------------------------------------------------------- instruction sets
+
+
+@pytest.mark.parametrize(
+    "capability, expected",
+    [("AVX512", ("avx512", "avx2", "default")), ("AVX2", ("avx2", "default")), ("DEFAULT", ("default",))],
+)
+def test_builds_follow_the_capability_torch_reports(capability, expected, monkeypatch):
+    """A CPU (or ATEN_CPU_CAPABILITY) that torch runs at AVX2 never gets the AVX-512 build."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(compiled.platform, "machine", lambda: "x86_64")
+    assert compiled.supported_variants() == expected
+    monkeypatch.delenv(compiled.VARIANT_ENV, raising=False)
+    assert compiled.variant_in_use() == expected[0]
+    monkeypatch.setattr(compiled.platform, "machine", lambda: "aarch64")
+    assert compiled.supported_variants() == ("default",)
+
+
+def test_a_build_the_cpu_cannot_run_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(compiled.platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv(compiled.VARIANT_ENV, "avx512")
+    with pytest.raises(ValueError, match=r"G2LSTM_CPU_ISA must be one of \('avx2', 'default'\).*'avx512'"):
+        compiled.variant_in_use()
+    with pytest.raises(ValueError, match="cannot run the 'avx512' build"):
+        compiled.compiled_module(variant="avx512")
+
+
+def test_a_stale_build_lock_left_by_a_killed_build_is_removed(tmp_path, monkeypatch):
+    """torch's builder waits forever on a `lock` file that a killed build left; ours clears it first."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = compiled._build_directory("g2lstm_cpu_step_default")
+    folder.mkdir(parents=True)
+    (folder / "lock").touch()
+    seen = {}
+
+    def load(**options):
+        seen["lock left"] = (folder / "lock").exists()
+        seen["folder"] = options["build_directory"]
+        return "module"
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    assert compiled._compile("default") == "module"
+    assert seen == {"lock left": False, "folder": str(folder)}

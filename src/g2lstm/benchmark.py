@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from g2lstm.lstm import G2LSTM, G2LSTMCell
 from g2lstm.train import read_metrics
 
-__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "measure_speed", "format_speed_table",
+__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "kernel_description", "measure_speed", "format_speed_table",
            "run_stages", "stage_table", "epoch_pace"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
@@ -59,7 +59,18 @@ def machine_description() -> str:
     except (OSError, StopIteration):
         pass
     threads = torch.get_num_threads()
-    return f"{cpu}, {threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
+    return (f"{cpu}, {threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}, "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+
+
+def kernel_description(device: str | torch.device = "cpu") -> str:
+    """Which fused-kernel loop a float32 training pass on ``device`` runs, and for the compiled loop, which
+    instruction-set build."""
+    from g2lstm.kernels.compiled import use_compiled, variant_in_use
+
+    if use_compiled(torch.device(device), torch.float32):
+        return f"compiled loop, {variant_in_use()} build"
+    return "Python loop"
 
 
 def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:

@@ -177,15 +177,19 @@ def _mt_analyze(args: argparse.Namespace) -> None:
 
 
 def _bench_speed(args: argparse.Namespace) -> None:
-    from g2lstm.benchmark import AWD_SHAPES, format_speed_table, machine_description, measure_speed
+    from g2lstm.benchmark import (AWD_SHAPES, format_speed_table, kernel_description, machine_description,
+                                  measure_speed)
 
     shapes = [tuple(shape) for shape in args.shape] if args.shape else AWD_SHAPES
     rows = measure_speed(shapes, args.repeats, args.reference_repeats, args.device)
-    print(f"machine: {machine_description()}; device {args.device}; medians of {args.repeats} repeats")
+    kernel = kernel_description(args.device)
+    print(f"machine: {machine_description()}; device {args.device}; fused kernel: {kernel}; "
+          f"medians of {args.repeats} repeats")
     print(format_speed_table(rows))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": machine_description(), "rows": [row.as_dict() for row in rows]}, out, indent=2)
+            json.dump({"machine": machine_description(), "kernel": kernel, "rows": [row.as_dict() for row in rows]},
+                      out, indent=2)
 
 
 def build_parser() -> argparse.ArgumentParser:

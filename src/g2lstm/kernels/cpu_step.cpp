@@ -1,85 +1,50 @@
 // The sequence loops of the fused G2-LSTM kernel on CPU: forward and backward through time, one call each.
 //
-// Same contract and the same saved quantities as the Python loop of g2lstm/kernels/fused.py. Each step is
-// the recurrent matrix product (oneDNN-prepacked weights through the dispatcher, or at::mm) followed by
-// one vectorised pass over the step's (batch x hidden) elements that does all the element-wise work of
-// the step: the gate noise (from random bits, as g2lstm.functional.noise_from_bits), gate nonlinearities
-// (input and forget gates sigmoid(scale * a) or 1[a >= 0]), cell and hidden updates going forward; the
-// local derivatives and the gradients of the pre-activations going back. Packed input: step t has the
-// first batch_sizes[t] sequences; states are (B, H) buffers whose first rows are the active ones.
+// Same contract as the Python loop of g2lstm/kernels/fused.py. The recurrent product of every step is
+// computed here, not by a library call: the hidden-to-hidden weights are packed once per call into panels
+// that hold the four gates (i, f, g, o) of a block of hidden units side by side, and each thread owns a set
+// of unit blocks for the whole sequence. A step is then, per block, a small register-blocked product
+// (h_{t-1} against the block's panel, added to the step's input part of the pre-activations) followed at
+// once, while the block's pre-activations are still in registers, by all the element-wise work of those
+// units: the gate noise (from random bits, as g2lstm.functional.noise_from_bits), the gate nonlinearities
+// (input and forget gates sigmoid(scale * a) or 1[a >= 0]), the cell and hidden updates. Going back, a
+// thread owns blocks of hidden units again: the product dG_{t+1} W_hh for its units, then the local
+// derivatives of the step for the same units. One OpenMP region runs the whole sequence, with one barrier
+// per step; no tensor is allocated and no library is called inside the loop.
+//
+// The code is written once with ATen's vector type and compiled per instruction set (AVX-512, AVX2 or
+// portable; see g2lstm/kernels/compiled.py), so register blocking follows the vector width it is built for.
+// Packed input: step t has the first batch_sizes[t] sequences; rows of a step are sequences, in order.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <omp.h>
 #include <torch/python.h>
 
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 using at::Tensor;
 
-// Elements per parallel chunk of a step's element-wise pass; smaller passes run on one thread.
-constexpr int64_t kGrainElements = 8192;
-
-// add + rows @ matrix^T (add may be undefined) for row blocks of at most `batch` rows.
-class StepProduct {
- public:
-  StepProduct(const Tensor& matrix, int64_t batch, bool onednn) : onednn_(onednn) {
-    if (onednn_) {
-      static auto reorder = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
-                                .typed<Tensor(const Tensor&, std::optional<int64_t>)>();
-      matrix_ = reorder.call(matrix, batch);
-    } else {
-      matrix_ = matrix.t();
-    }
-  }
-
-  Tensor operator()(const Tensor& rows, const Tensor& add) const {
-    if (!onednn_) {
-      return add.defined() ? at::addmm(add, rows, matrix_) : at::mm(rows, matrix_);
-    }
-    if (add.defined()) {
-      static auto binary = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("mkldnn::_linear_pointwise", "binary")
-                               .typed<Tensor(const Tensor&, const Tensor&, const Tensor&,
-                                             const std::optional<Tensor>&, c10::string_view)>();
-      return binary.call(rows, add, matrix_, std::nullopt, "add");
-    }
-    static auto plain = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
-                            .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                                          c10::string_view, c10::List<std::optional<c10::Scalar>>,
-                                          std::optional<c10::string_view>)>();
-    return plain.call(rows, matrix_, std::nullopt, "none", c10::List<std::optional<c10::Scalar>>(),
-                      c10::string_view(""));
-  }
-
- private:
-  bool onednn_;
-  Tensor matrix_;
-};
-
-// Start row of each step in the packed layout, and the order in which the forward pass visits steps.
-std::vector<int64_t> row_offsets(const std::vector<int64_t>& batch_sizes) {
-  std::vector<int64_t> offsets(batch_sizes.size(), 0);
-  for (size_t t = 1; t < batch_sizes.size(); ++t) offsets[t] = offsets[t - 1] + batch_sizes[t - 1];
-  return offsets;
-}
-
-std::vector<int64_t> forward_order(int64_t steps, bool reverse) {
-  std::vector<int64_t> order(steps);
-  for (int64_t k = 0; k < steps; ++k) order[k] = reverse ? steps - 1 - k : k;
-  return order;
-}
-
 template <typename scalar_t>
 using Vec = at::vec::Vectorized<scalar_t>;
+
+// Rows of one register block: as many accumulator rows of four vectors as the vector registers allow (32 with
+// AVX-512, 16 otherwise), leaving room for the four weight vectors and the broadcast value.
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kBlockRows = 6;
+#else
+constexpr int kBlockRows = 3;
+#endif
+
+// ---------------------------------------------------------------------------------------------- helpers
 
 template <typename scalar_t>
 Vec<scalar_t> load(const scalar_t* data, int64_t count) {
@@ -95,9 +60,31 @@ void store(const Vec<scalar_t>& value, scalar_t* data, int64_t count) {
   }
 }
 
+// exp for the gate nonlinearities: in float ATen's exp_u20 (within 20 ULP, several times faster than the
+// 1-ULP exp; float32's own rounding in the cell update is of the same order), exact-rounded in double. NaN
+// propagates (exp_u20 alone would clamp it to a finite value and hide a diverged run).
+template <typename scalar_t>
+Vec<scalar_t> gate_exp(const Vec<scalar_t>& x) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return Vec<scalar_t>::blendv(x.exp_u20(), x, x.isnan());
+  } else {
+    return x.exp();
+  }
+}
+
 template <typename scalar_t>
 Vec<scalar_t> sigmoid(const Vec<scalar_t>& x) {
-  return (Vec<scalar_t>(1) + x.neg().exp()).reciprocal();
+  return (Vec<scalar_t>(1) + gate_exp(x.neg())).reciprocal();
+}
+
+// tanh(x) = 2 sigmoid(2x) - 1 in float (absolute error near 1e-7, as float32's rounding), exact in double.
+template <typename scalar_t>
+Vec<scalar_t> gate_tanh(const Vec<scalar_t>& x) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return Vec<scalar_t>(2) * sigmoid(x + x) - Vec<scalar_t>(1);
+  } else {
+    return x.tanh();
+  }
 }
 
 // The random bits of one uniform (g2lstm.functional.random_bits): int32 (24 bits used) for float, int64
@@ -136,113 +123,351 @@ struct GateNoise {
   }
 };
 
-// Pointers of one step's forward pass: `pre` (size, 4H) pre-activations, `bits` (size, 2H) the random
-// bits of the input- and forget-gate noise (null: no noise), `h`, `c` the carried states (rows [0, size)
-// active, updated in place), the rest rows of this step in the packed outputs.
+// Steps in processing order with their packed row offsets, and for each the previous step processed (whose
+// rows [0, continuing) carry on into this one; rows beyond start from h0 / c0).
+struct Schedule {
+  std::vector<int64_t> order, sizes, offsets, previous;
+
+  Schedule(const std::vector<int64_t>& batch_sizes, bool reverse) {
+    const int64_t steps = static_cast<int64_t>(batch_sizes.size());
+    std::vector<int64_t> offset(steps, 0);
+    for (int64_t t = 1; t < steps; ++t) offset[t] = offset[t - 1] + batch_sizes[t - 1];
+    for (int64_t k = 0; k < steps; ++k) {
+      const int64_t t = reverse ? steps - 1 - k : k;
+      order.push_back(t);
+      sizes.push_back(batch_sizes[t]);
+      offsets.push_back(offset[t]);
+      previous.push_back(k == 0 ? -1 : k - 1);  // index into order
+    }
+  }
+
+  int64_t continuing(int64_t k) const {
+    return previous[k] < 0 ? 0 : std::min(sizes[k], sizes[previous[k]]);
+  }
+};
+
+// Contiguous range of `count` items owned by thread `thread` of `threads`.
+std::pair<int64_t, int64_t> share(int64_t count, int thread, int threads) {
+  return {count * thread / threads, count * (thread + 1) / threads};
+}
+
+int team_size() {
+  // Nested inside another parallel region (e.g. a caller's at::parallel_for) the team is one thread.
+  return at::in_parallel_region() ? 1 : at::get_num_threads();
+}
+
+// ------------------------------------------------------------------------------------------ the product
+
+// out[r][0 .. NV*U) = sum_k a_rows[r][k] * panel[k][0 .. NV*U) for R rows: the register-blocked core of both
+// directions (R x NV vector accumulators). The unroll pragmas keep the accumulators in registers: without
+// them GCC stores every accumulator back to the stack on each k.
+template <typename scalar_t, int R, int NV>
+void panel_product(const scalar_t* __restrict__ panel, const scalar_t* const* a_rows, int64_t K,
+                   scalar_t* __restrict__ out) {
+  using V = Vec<scalar_t>;
+  constexpr int64_t U = V::size();
+  V acc[R][NV];
+  const scalar_t* rows[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    rows[r] = a_rows[r];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = V(0);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    V w[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) w[v] = V::loadu(panel + (k * NV + v) * U);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const V a(rows[r][k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = at::vec::fmadd(a, w[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v].store(out + (r * NV + v) * U);
+  }
+}
+
+// panel_product with the row count (at most kBlockRows) and vector count (1 to 4) chosen at run time.
+template <typename scalar_t, int R = kBlockRows>
+void panel_rows(const scalar_t* panel, const scalar_t* const* a_rows, int64_t rows, int64_t vectors, int64_t K,
+                scalar_t* out) {
+  if constexpr (R > 1) {
+    if (rows < R) return panel_rows<scalar_t, R - 1>(panel, a_rows, rows, vectors, K, out);
+  }
+  switch (vectors) {
+    case 1: return panel_product<scalar_t, R, 1>(panel, a_rows, K, out);
+    case 2: return panel_product<scalar_t, R, 2>(panel, a_rows, K, out);
+    case 3: return panel_product<scalar_t, R, 3>(panel, a_rows, K, out);
+    default: return panel_product<scalar_t, R, 4>(panel, a_rows, K, out);
+  }
+}
+
+// Rows per register block for `size` rows: as many as the registers allow, evened out over the blocks (20
+// rows are 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2).
+int64_t block_rows(int64_t size) {
+  const int64_t blocks = (size + kBlockRows - 1) / kBlockRows;
+  return (size + blocks - 1) / blocks;
+}
+
+// ---------------------------------------------------------------------------------------- forward pass
+
+// Everything one forward step needs; row r of the step is packed row `start + r`.
 template <typename scalar_t>
 struct ForwardStep {
-  const scalar_t* pre;
-  const bits_t<scalar_t>* bits;
+  const scalar_t* gate_inputs;  // (N, 4H)
+  const bits_t<scalar_t>* bits;  // (N, 2H) or null
   GateNoise<scalar_t> noise;
-  scalar_t* h;
-  scalar_t* c;
-  scalar_t* gates;
-  scalar_t* tanh_cells;
-  scalar_t* output;
-  scalar_t* h_prev;
-  scalar_t* c_prev;
-  int64_t hidden;
+  const scalar_t* weight_hh;    // (4H, H)
+  scalar_t* panels;             // [vector block][k][gate][U], packed by the block's owner
+  const scalar_t* h_prev;       // rows [0, continuing): previous step's output rows; beyond: h0
+  const scalar_t* c_prev;
+  const scalar_t* h0;
+  const scalar_t* c0;
+  scalar_t* gates;              // (N, 4H)
+  scalar_t* cells;              // (N, H)
+  scalar_t* tanh_cells;         // (N, H)
+  scalar_t* output;             // (N, H)
+  int64_t start, size, continuing, hidden;
   scalar_t scale;
   bool hard;
 };
 
+// The forward panel of unit block b (units [b*U, b*U + U)): for k in [0, H) and gate g, the U weights
+// W_hh[g*H + unit][k], zero past the last unit.
 template <typename scalar_t>
-void forward_rows(const ForwardStep<scalar_t>& s, int64_t begin, int64_t end) {
-  using V = Vec<scalar_t>;
+void pack_forward_block(const ForwardStep<scalar_t>& s, int64_t b) {
+  constexpr int64_t U = Vec<scalar_t>::size();
   const int64_t H = s.hidden;
+  scalar_t* panel = s.panels + b * H * 4 * U;
+  for (int64_t g = 0; g < 4; ++g) {
+    for (int64_t u = 0; u < U; ++u) {
+      const int64_t unit = b * U + u;
+      scalar_t* column = panel + g * U + u;
+      const scalar_t* row = s.weight_hh + (g * H + unit) * H;
+      for (int64_t k = 0; k < H; ++k) column[k * 4 * U] = unit < H ? row[k] : scalar_t(0);
+    }
+  }
+}
+
+// Unit block b of one step: the recurrent products of a few rows at a time, each followed at once by the
+// element-wise work of those rows (their pre-activations are still in L1).
+template <typename scalar_t>
+void forward_block(const ForwardStep<scalar_t>& s, int64_t b) {
+  using V = Vec<scalar_t>;
+  constexpr int64_t U = V::size();
+  const int64_t H = s.hidden, unit = b * U, n = std::min<int64_t>(U, H - unit), step_rows = block_rows(s.size);
+  const scalar_t* panel = s.panels + b * H * 4 * U;
   const V zero(0), scale(s.scale);
-  for (int64_t b = begin; b < end; ++b) {
-    const scalar_t* pre = s.pre + b * 4 * H;
-    const bits_t<scalar_t>* bits = s.bits ? s.bits + b * 2 * H : nullptr;
-    scalar_t* gates = s.gates + b * 4 * H;
-    const int64_t row = b * H;
-    for (int64_t j = 0; j < H; j += V::size()) {
-      const int64_t n = std::min<int64_t>(V::size(), H - j);
-      V a_i = load(pre + j, n), a_f = load(pre + H + j, n);
-      if (bits) {
-        a_i = a_i + s.noise(bits + j, n);
-        a_f = a_f + s.noise(bits + H + j, n);
+  alignas(64) scalar_t products[kBlockRows * 4 * U];
+  const scalar_t* h_rows[kBlockRows];
+  for (int64_t r0 = 0; r0 < s.size; r0 += step_rows) {
+    const int64_t rows = std::min(step_rows, s.size - r0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r;
+      h_rows[r] = row < s.continuing ? s.h_prev + row * H : s.h0 + row * H;
+    }
+    panel_rows(panel, h_rows, rows, 4, H, products);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r, packed_row = s.start + row;
+      const scalar_t* pre = s.gate_inputs + packed_row * 4 * H + unit;
+      const scalar_t* product = products + r * 4 * U;
+      V a_i = V::loadu(product) + load(pre, n), a_f = V::loadu(product + U) + load(pre + H, n);
+      if (s.bits) {
+        const bits_t<scalar_t>* bits = s.bits + packed_row * 2 * H + unit;
+        a_i = a_i + s.noise(bits, n);
+        a_f = a_f + s.noise(bits + H, n);
       }
       const V i = s.hard ? a_i.ge(zero) : sigmoid(a_i * scale);
       const V f = s.hard ? a_f.ge(zero) : sigmoid(a_f * scale);
-      const V g = load(pre + 2 * H + j, n).tanh();
-      const V o = sigmoid(load(pre + 3 * H + j, n));
-      const V h_prev = load(s.h + row + j, n), c_prev = load(s.c + row + j, n);
-      const V c = f * c_prev + i * g;
-      const V tanh_c = c.tanh();
-      const V h = o * tanh_c;
-      store(i, gates + j, n);
-      store(f, gates + H + j, n);
-      store(g, gates + 2 * H + j, n);
-      store(o, gates + 3 * H + j, n);
-      store(h_prev, s.h_prev + row + j, n);
-      store(c_prev, s.c_prev + row + j, n);
-      store(c, s.c + row + j, n);
-      store(h, s.h + row + j, n);
-      store(h, s.output + row + j, n);
-      store(tanh_c, s.tanh_cells + row + j, n);
+      const V g = gate_tanh(V::loadu(product + 2 * U) + load(pre + 2 * H, n));
+      const V o = sigmoid(V::loadu(product + 3 * U) + load(pre + 3 * H, n));
+      const scalar_t* c_row = row < s.continuing ? s.c_prev + row * H : s.c0 + row * H;
+      const V c = f * load(c_row + unit, n) + i * g;
+      const V tanh_c = gate_tanh(c);
+      scalar_t* gates = s.gates + packed_row * 4 * H + unit;
+      store(i, gates, n);
+      store(f, gates + H, n);
+      store(g, gates + 2 * H, n);
+      store(o, gates + 3 * H, n);
+      store(c, s.cells + packed_row * H + unit, n);
+      store(tanh_c, s.tanh_cells + packed_row * H + unit, n);
+      store(o * tanh_c, s.output + packed_row * H + unit, n);
     }
   }
 }
 
-// Pointers of one step's backward pass: `dh` (size, H) the gradient reaching h_t through the recurrence,
-// `dc` the carried cell gradient (both updated in place: dc becomes the gradient of c_{t-1}), the saved
-// rows of this step, and `grad_output` (row stride `grad_output_stride`, null when unused).
+// The whole forward sequence: one parallel region, each thread owning (and packing) a range of unit blocks,
+// a barrier after every step (the next step's products read every unit of h).
 template <typename scalar_t>
-struct BackwardStep {
-  scalar_t* dh;
-  scalar_t* dc;
-  const scalar_t* grad_output;
-  int64_t grad_output_stride;
-  const scalar_t* gates;
-  const scalar_t* tanh_cells;
-  const scalar_t* c_prev;
-  scalar_t* grad_gates;
-  int64_t hidden;
-  scalar_t scale;
-  bool hard;
+void forward_loop(ForwardStep<scalar_t> step, const Schedule& schedule, int threads) {
+  const int64_t hidden = step.hidden, blocks = (hidden + Vec<scalar_t>::size() - 1) / Vec<scalar_t>::size();
+  const Tensor panels = at::empty({blocks * hidden * 4 * Vec<scalar_t>::size()},
+                                  at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value));
+  step.panels = panels.data_ptr<scalar_t>();
+#pragma omp parallel num_threads(threads) firstprivate(step)
+  {
+    const auto [first, last] = share(blocks, omp_get_thread_num(), omp_get_num_threads());
+    for (int64_t b = first; b < last; ++b) pack_forward_block(step, b);  // read only by this thread
+    for (size_t k = 0; k < schedule.order.size(); ++k) {
+      const int64_t previous = schedule.previous[k];
+      step.start = schedule.offsets[k];
+      step.size = schedule.sizes[k];
+      step.continuing = schedule.continuing(k);
+      if (previous >= 0) {
+        step.h_prev = step.output + schedule.offsets[previous] * hidden;
+        step.c_prev = step.cells + schedule.offsets[previous] * hidden;
+      }
+      for (int64_t b = first; b < last; ++b) forward_block(step, b);
+#pragma omp barrier
+    }
+  }
+}
+
+// --------------------------------------------------------------------------------------- backward pass
+
+// A thread's share of the hidden units going back, in chunks of at most four vectors: units
+// [first * U, first * U + vectors * U) (the last chunk may end past H).
+struct Chunk {
+  int64_t first, vectors;
 };
 
+std::vector<Chunk> chunks_of(int64_t first, int64_t last) {
+  std::vector<Chunk> chunks;
+  for (int64_t v = first; v < last; v += 4) chunks.push_back({v, std::min<int64_t>(4, last - v)});
+  return chunks;
+}
+
+// Everything one backward step needs (step = the one whose gradients are made; `next` = the step processed
+// after it going forward, whose pre-activation gradients dG reach h of this step through W_hh).
 template <typename scalar_t>
-void backward_rows(const BackwardStep<scalar_t>& s, int64_t begin, int64_t end) {
+struct BackwardStep {
+  const scalar_t* weight_hh;        // (4H, H)
+  scalar_t* panels;                 // chunk panels: [4H][vectors * U] at offset 4H * first * U
+  const scalar_t* next_grad_gates;  // dG of the next step (rows [0, next_size)), or null
+  int64_t next_size;
+  scalar_t* dh;                     // (B, H): gradient reaching h; rows of sequences still to come hold grad_h_n
+  scalar_t* dc;                     // (B, H): carried cell gradient
+  const scalar_t* grad_output;      // rows of this step (row stride grad_output_stride) or null
+  int64_t grad_output_stride;
+  const scalar_t* gates;            // this step's rows
+  const scalar_t* tanh_cells;
+  const scalar_t* c_prev;           // rows [0, continuing): previous step's cells; beyond: c0
+  const scalar_t* c0;
+  scalar_t* grad_gates;             // this step's rows
+  int64_t size, continuing, hidden;
+  scalar_t scale;
+  bool hard;
+  bool elementwise;                 // false: only the product (the gradient of h0 after the last step)
+};
+
+// The backward panel of a chunk: for every row j of W_hh, its weights of the chunk's units, zero past H.
+template <typename scalar_t>
+void pack_backward_chunk(const BackwardStep<scalar_t>& s, const Chunk& chunk) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const int64_t H = s.hidden, width = chunk.vectors * U, unit = chunk.first * U;
+  const int64_t units = std::min(width, H - unit);
+  scalar_t* panel = s.panels + 4 * H * unit;
+  for (int64_t j = 0; j < 4 * H; ++j) {
+    std::copy_n(s.weight_hh + j * H + unit, units, panel + j * width);
+    std::fill(panel + j * width + units, panel + (j + 1) * width, scalar_t(0));
+  }
+}
+
+// dh rows [0, next_size) of the chunk's units = dG_next @ W_hh[:, units], a few rows at a time.
+template <typename scalar_t>
+void backward_product(const BackwardStep<scalar_t>& s, const Chunk& chunk) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const int64_t H = s.hidden, J = 4 * H, unit = chunk.first * U, width = chunk.vectors * U;
+  const int64_t units = std::min(width, H - unit), step_rows = block_rows(s.next_size);
+  const scalar_t* panel = s.panels + J * unit;
+  alignas(64) scalar_t products[kBlockRows * 4 * U];
+  const scalar_t* rows_of_dG[kBlockRows];
+  for (int64_t r0 = 0; r0 < s.next_size; r0 += step_rows) {
+    const int64_t rows = std::min(step_rows, s.next_size - r0);
+    for (int64_t r = 0; r < rows; ++r) rows_of_dG[r] = s.next_grad_gates + (r0 + r) * J;
+    panel_rows(panel, rows_of_dG, rows, chunk.vectors, J, products);
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(products + r * width, units, s.dh + (r0 + r) * H + unit);
+  }
+}
+
+// The local derivatives of this step for the chunk's units: dG rows, and dc carried to the step before.
+template <typename scalar_t>
+void backward_elementwise(const BackwardStep<scalar_t>& s, const Chunk& chunk) {
   using V = Vec<scalar_t>;
-  const int64_t H = s.hidden;
+  constexpr int64_t U = V::size();
+  const int64_t H = s.hidden, end = std::min(H, (chunk.first + chunk.vectors) * U);
   const V zero(0), one(1), scale(s.scale);
-  for (int64_t b = begin; b < end; ++b) {
-    const scalar_t* gates = s.gates + b * 4 * H;
-    scalar_t* grad = s.grad_gates + b * 4 * H;
-    const scalar_t* grad_output = s.grad_output ? s.grad_output + b * s.grad_output_stride : nullptr;
-    const int64_t row = b * H;
-    for (int64_t j = 0; j < H; j += V::size()) {
-      const int64_t n = std::min<int64_t>(V::size(), H - j);
-      const V i = load(gates + j, n), f = load(gates + H + j, n);
-      const V g = load(gates + 2 * H + j, n), o = load(gates + 3 * H + j, n);
-      const V tanh_c = load(s.tanh_cells + row + j, n);
-      V dh = load(s.dh + row + j, n);
-      if (grad_output) dh = dh + load(grad_output + j, n);
-      const V dc = load(s.dc + row + j, n) + dh * (o * (one - tanh_c * tanh_c));
+  for (int64_t row = 0; row < s.size; ++row) {
+    const scalar_t* gates = s.gates + row * 4 * H;
+    scalar_t* grad = s.grad_gates + row * 4 * H;
+    const scalar_t* c_prev = row < s.continuing ? s.c_prev + row * H : s.c0 + row * H;
+    for (int64_t unit = chunk.first * U; unit < end; unit += U) {
+      const int64_t n = std::min<int64_t>(U, H - unit);
+      const V i = load(gates + unit, n), f = load(gates + H + unit, n);
+      const V g = load(gates + 2 * H + unit, n), o = load(gates + 3 * H + unit, n);
+      const V tanh_c = load(s.tanh_cells + row * H + unit, n);
+      V dh = load(s.dh + row * H + unit, n);
+      if (s.grad_output) dh = dh + load(s.grad_output + row * s.grad_output_stride + unit, n);
+      const V dc = load(s.dc + row * H + unit, n) + dh * (o * (one - tanh_c * tanh_c));
       const V d_i = s.hard ? zero : dc * g * (i * (one - i) * scale);
-      const V d_f = s.hard ? zero : dc * load(s.c_prev + row + j, n) * (f * (one - f) * scale);
-      const V d_g = dc * i * (one - g * g);
-      const V d_o = dh * tanh_c * (o * (one - o));
-      store(d_i, grad + j, n);
-      store(d_f, grad + H + j, n);
-      store(d_g, grad + 2 * H + j, n);
-      store(d_o, grad + 3 * H + j, n);
-      store(dc * f, s.dc + row + j, n);
+      const V d_f = s.hard ? zero : dc * load(c_prev + unit, n) * (f * (one - f) * scale);
+      store(d_i, grad + unit, n);
+      store(d_f, grad + H + unit, n);
+      store(dc * i * (one - g * g), grad + 2 * H + unit, n);
+      store(dh * tanh_c * (o * (one - o)), grad + 3 * H + unit, n);
+      store(dc * f, s.dc + row * H + unit, n);
     }
   }
 }
+
+// The whole backward sequence, in reverse processing order, one parallel region and a barrier per step (the
+// next round's products read every column of this round's dG); one more round (k = -1) makes the gradient
+// of h0 from the first step's dG. Threads own hidden units in whole vectors, evened out.
+template <typename scalar_t>
+void backward_loop(BackwardStep<scalar_t> step, const Schedule& schedule, const scalar_t* grad_output,
+                   const Tensor& gates, const Tensor& cells, const Tensor& tanh_cells, Tensor& grad_gates,
+                   int threads) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const int64_t hidden = step.hidden, vectors = (hidden + U - 1) / U;
+  const Tensor panels = at::empty({4 * hidden * vectors * U}, gates.options());
+  step.panels = panels.data_ptr<scalar_t>();
+  const int64_t steps = static_cast<int64_t>(schedule.order.size());
+  scalar_t* grad_gates_data = grad_gates.data_ptr<scalar_t>();
+#pragma omp parallel num_threads(threads) firstprivate(step)
+  {
+    const auto [first, last] = share(vectors, omp_get_thread_num(), omp_get_num_threads());
+    const std::vector<Chunk> chunks = chunks_of(first, last);
+    for (const Chunk& chunk : chunks) pack_backward_chunk(step, chunk);  // read only by this thread
+    for (int64_t k = steps - 1; k >= -1; --k) {
+      const int64_t next = k + 1 < steps ? k + 1 : -1;
+      step.next_grad_gates = next >= 0 ? grad_gates_data + schedule.offsets[next] * 4 * hidden : nullptr;
+      step.next_size = next >= 0 ? schedule.sizes[next] : 0;
+      step.elementwise = k >= 0;
+      if (k >= 0) {
+        const int64_t offset = schedule.offsets[k], previous = schedule.previous[k];
+        step.size = schedule.sizes[k];
+        step.continuing = schedule.continuing(k);
+        step.grad_output = grad_output ? grad_output + offset * step.grad_output_stride : nullptr;
+        step.gates = gates.data_ptr<scalar_t>() + offset * 4 * hidden;
+        step.tanh_cells = tanh_cells.data_ptr<scalar_t>() + offset * hidden;
+        step.c_prev = previous >= 0 ? cells.data_ptr<scalar_t>() + schedule.offsets[previous] * hidden : nullptr;
+        step.grad_gates = grad_gates_data + offset * 4 * hidden;
+      }
+      for (const Chunk& chunk : chunks) {
+        if (step.next_grad_gates) backward_product(step, chunk);
+        if (step.elementwise) backward_elementwise(step, chunk);
+      }
+#pragma omp barrier
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ entry points
 
 void check_sequence(const Tensor& gate_inputs, const Tensor& weight_hh,
                     const std::vector<int64_t>& batch_sizes) {
@@ -255,8 +480,60 @@ void check_sequence(const Tensor& gate_inputs, const Tensor& weight_hh,
     rows += batch_sizes[t];
   }
   TORCH_CHECK(gate_inputs.dim() == 2 && gate_inputs.size(0) == rows &&
-                  gate_inputs.size(1) == 4 * weight_hh.size(1),
-              "gate_inputs must have shape (sum(batch_sizes), 4H), got ", gate_inputs.sizes());
+                  gate_inputs.size(1) == 4 * weight_hh.size(1) && weight_hh.size(0) == 4 * weight_hh.size(1),
+              "gate_inputs must have shape (sum(batch_sizes), 4H) and weight_hh (4H, H), got ",
+              gate_inputs.sizes(), " and ", weight_hh.sizes());
+}
+
+// The final state of every sequence: row r of its last processed step.
+Tensor final_states(const Tensor& values, const Tensor& initial, const Schedule& schedule) {
+  Tensor result = initial.clone(at::MemoryFormat::Contiguous);
+  for (size_t k = 0; k < schedule.order.size(); ++k) {
+    const bool last = k + 1 == schedule.order.size();
+    const int64_t size = schedule.sizes[k];
+    const int64_t ending_from = last ? 0 : std::min(size, schedule.sizes[k + 1]);
+    if (ending_from < size) {
+      result.narrow(0, ending_from, size - ending_from)
+          .copy_(values.narrow(0, schedule.offsets[k] + ending_from, size - ending_from));
+    }
+  }
+  return result;
+}
+
+// Returns (output, h_n, c_n, gates, cells, tanh_cells): the kernel's outputs, then what the backward pass
+// needs besides them (rows in packed order; c_t of every step, tanh(c_t)).
+std::vector<Tensor> sequence_forward(const Tensor& gate_inputs_in, const Tensor& h0_in, const Tensor& c0_in,
+                                     const Tensor& weight_hh_in, const std::vector<int64_t>& batch_sizes,
+                                     bool reverse, double scale, bool hard,
+                                     const std::optional<Tensor>& bits_in, double noise_p, double noise_eps) {
+  check_sequence(gate_inputs_in, weight_hh_in, batch_sizes);
+  const Tensor gate_inputs = gate_inputs_in.contiguous(), weight_hh = weight_hh_in.contiguous();
+  const Tensor h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
+  const Tensor bits = bits_in.has_value() && bits_in->defined() ? bits_in->contiguous() : Tensor();
+  const auto bits_type = gate_inputs.scalar_type() == at::kDouble ? at::kLong : at::kInt;
+  TORCH_CHECK(!bits.defined() || (bits.dim() == 2 && bits.size(0) == gate_inputs.size(0) &&
+                                  bits.size(1) == gate_inputs.size(1) / 2 && bits.scalar_type() == bits_type),
+              "bits must be ", bits_type, " with gate_inputs' rows and 2H columns, got ", bits.scalar_type(),
+              " ", bits.sizes());
+  const int64_t hidden = weight_hh.size(1), rows = gate_inputs.size(0);
+  Tensor gates = at::empty_like(gate_inputs);
+  Tensor output = at::empty({rows, hidden}, gate_inputs.options());
+  Tensor cells = at::empty_like(output), tanh_cells = at::empty_like(output);
+  const Schedule schedule(batch_sizes, reverse);
+  const int threads = team_size();
+  AT_DISPATCH_FLOATING_TYPES(gate_inputs.scalar_type(), "g2lstm_sequence_forward", [&] {
+    ForwardStep<scalar_t> step{gate_inputs.data_ptr<scalar_t>(),
+                               bits.defined() ? bits.data_ptr<bits_t<scalar_t>>() : nullptr,
+                               {static_cast<scalar_t>(noise_p), static_cast<scalar_t>(noise_eps)},
+                               weight_hh.data_ptr<scalar_t>(), nullptr, nullptr, nullptr,
+                               h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
+                               gates.data_ptr<scalar_t>(), cells.data_ptr<scalar_t>(),
+                               tanh_cells.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),
+                               0, 0, 0, hidden, static_cast<scalar_t>(scale), hard};
+    forward_loop(step, schedule, threads);
+  });
+  return {output, final_states(output, h0, schedule), final_states(cells, c0, schedule), gates, cells,
+          tanh_cells};
 }
 
 // Row-contiguous (stride 1 along the hidden axis) version of an optional gradient.
@@ -265,63 +542,30 @@ Tensor rows_of(const std::optional<Tensor>& grad) {
   return grad->stride(1) == 1 ? *grad : grad->contiguous();
 }
 
-// Returns (output, h_n, c_n, gates, tanh_cells, h_prev, c_prev): the kernel's outputs, then what the
-// backward pass needs, rows in packed order.
-std::vector<Tensor> sequence_forward(const Tensor& gate_inputs_in, const Tensor& h0, const Tensor& c0,
-                                     const Tensor& weight_hh, const std::vector<int64_t>& batch_sizes,
-                                     bool reverse, double scale, bool hard, bool onednn,
-                                     const std::optional<Tensor>& bits_in, double noise_p,
-                                     double noise_eps) {
-  check_sequence(gate_inputs_in, weight_hh, batch_sizes);
-  const Tensor gate_inputs = gate_inputs_in.contiguous();
-  const Tensor bits = bits_in.has_value() && bits_in->defined() ? bits_in->contiguous() : Tensor();
-  const auto bits_type = gate_inputs.scalar_type() == at::kDouble ? at::kLong : at::kInt;
-  TORCH_CHECK(!bits.defined() || (bits.dim() == 2 && bits.size(0) == gate_inputs.size(0) &&
-                                  bits.size(1) == gate_inputs.size(1) / 2 && bits.scalar_type() == bits_type),
-              "bits must be ", bits_type, " with gate_inputs' rows and 2H columns, got ", bits.scalar_type(),
-              " ", bits.sizes());
-  const int64_t hidden = weight_hh.size(1), rows = gate_inputs.size(0);
-  Tensor h = h0.clone(at::MemoryFormat::Contiguous), c = c0.clone(at::MemoryFormat::Contiguous);
-  Tensor gates = at::empty_like(gate_inputs);
-  Tensor output = at::empty({rows, hidden}, gate_inputs.options());
-  Tensor tanh_cells = at::empty_like(output), h_prev = at::empty_like(output);
-  Tensor c_prev = at::empty_like(output);
-  const StepProduct recurrent(weight_hh, batch_sizes[0], onednn);
-  const auto offsets = row_offsets(batch_sizes);
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / hidden);
-  AT_DISPATCH_FLOATING_TYPES(gate_inputs.scalar_type(), "g2lstm_sequence_forward", [&] {
-    for (const int64_t t : forward_order(static_cast<int64_t>(batch_sizes.size()), reverse)) {
-      const int64_t size = batch_sizes[t], start = offsets[t];
-      const Tensor pre = recurrent(h.narrow(0, 0, size), gate_inputs.narrow(0, start, size)).contiguous();
-      const ForwardStep<scalar_t> step{pre.data_ptr<scalar_t>(),
-                                       bits.defined() ? bits.data_ptr<bits_t<scalar_t>>() + start * 2 * hidden
-                                                      : nullptr,
-                                       {static_cast<scalar_t>(noise_p), static_cast<scalar_t>(noise_eps)},
-                                       h.data_ptr<scalar_t>(),
-                                       c.data_ptr<scalar_t>(),
-                                       gates.data_ptr<scalar_t>() + start * 4 * hidden,
-                                       tanh_cells.data_ptr<scalar_t>() + start * hidden,
-                                       output.data_ptr<scalar_t>() + start * hidden,
-                                       h_prev.data_ptr<scalar_t>() + start * hidden,
-                                       c_prev.data_ptr<scalar_t>() + start * hidden,
-                                       hidden,
-                                       static_cast<scalar_t>(scale),
-                                       hard};
-      at::parallel_for(0, size, grain, [&](int64_t begin, int64_t end) { forward_rows(step, begin, end); });
+// The hidden state each row's step started from (previous step's output row, or h0), rows in packed order.
+Tensor previous_states(const Tensor& output, const Tensor& h0, const Schedule& schedule) {
+  Tensor result = at::empty_like(output);
+  for (size_t k = 0; k < schedule.order.size(); ++k) {
+    const int64_t size = schedule.sizes[k], continuing = schedule.continuing(k);
+    Tensor rows = result.narrow(0, schedule.offsets[k], size);
+    if (continuing > 0) {
+      rows.narrow(0, 0, continuing).copy_(output.narrow(0, schedule.offsets[schedule.previous[k]], continuing));
     }
-  });
-  return {output, h, c, gates, tanh_cells, h_prev, c_prev};
+    if (continuing < size) rows.narrow(0, continuing, size - continuing).copy_(h0.narrow(0, continuing, size - continuing));
+  }
+  return result;
 }
 
 // Returns (grad of gate_inputs, grad of h0, grad of c0, grad of weight_hh or undefined).
 std::vector<Tensor> sequence_backward(const std::optional<Tensor>& grad_output_in,
                                       const std::optional<Tensor>& grad_h_n,
-                                      const std::optional<Tensor>& grad_c_n,
-                                      const Tensor& gates, const Tensor& tanh_cells, const Tensor& h_prev,
-                                      const Tensor& c_prev, const Tensor& weight_hh,
+                                      const std::optional<Tensor>& grad_c_n, const Tensor& gates,
+                                      const Tensor& cells, const Tensor& tanh_cells, const Tensor& output,
+                                      const Tensor& h0_in, const Tensor& c0_in, const Tensor& weight_hh_in,
                                       const std::vector<int64_t>& batch_sizes, bool reverse, double scale,
-                                      bool hard, bool onednn, bool weight_grad) {
-  check_sequence(gates, weight_hh, batch_sizes);
+                                      bool hard, bool weight_grad) {
+  check_sequence(gates, weight_hh_in, batch_sizes);
+  const Tensor weight_hh = weight_hh_in.contiguous(), h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
   const int64_t hidden = weight_hh.size(1), batch = batch_sizes[0];
   const auto state = [&](const std::optional<Tensor>& grad) {
     return grad.has_value() && grad->defined() ? grad->clone(at::MemoryFormat::Contiguous)
@@ -330,35 +574,20 @@ std::vector<Tensor> sequence_backward(const std::optional<Tensor>& grad_output_i
   Tensor dh = state(grad_h_n), dc = state(grad_c_n);
   const Tensor grad_output = rows_of(grad_output_in);
   Tensor grad_gates = at::empty_like(gates);
-  const StepProduct recurrent_t(weight_hh.t(), batch, onednn);
-  const auto offsets = row_offsets(batch_sizes);
-  auto order = forward_order(static_cast<int64_t>(batch_sizes.size()), reverse);
-  std::reverse(order.begin(), order.end());
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / hidden);
+  const Schedule schedule(batch_sizes, reverse);
+  const int threads = team_size();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "g2lstm_sequence_backward", [&] {
+    BackwardStep<scalar_t> step{weight_hh.data_ptr<scalar_t>(), nullptr, nullptr, 0, dh.data_ptr<scalar_t>(),
+                                dc.data_ptr<scalar_t>(), nullptr,
+                                grad_output.defined() ? grad_output.stride(0) : 0, nullptr, nullptr, nullptr,
+                                c0.data_ptr<scalar_t>(), nullptr, 0, 0, hidden, static_cast<scalar_t>(scale),
+                                hard, true};
     const scalar_t* grad_output_data = grad_output.defined() ? grad_output.data_ptr<scalar_t>() : nullptr;
-    const int64_t grad_output_stride = grad_output.defined() ? grad_output.stride(0) : 0;
-    for (const int64_t t : order) {
-      const int64_t size = batch_sizes[t], start = offsets[t];
-      const scalar_t* step_grad_output =
-          grad_output_data ? grad_output_data + start * grad_output_stride : nullptr;
-      const BackwardStep<scalar_t> step{dh.data_ptr<scalar_t>(),
-                                        dc.data_ptr<scalar_t>(),
-                                        step_grad_output,
-                                        grad_output_stride,
-                                        gates.data_ptr<scalar_t>() + start * 4 * hidden,
-                                        tanh_cells.data_ptr<scalar_t>() + start * hidden,
-                                        c_prev.data_ptr<scalar_t>() + start * hidden,
-                                        grad_gates.data_ptr<scalar_t>() + start * 4 * hidden,
-                                        hidden,
-                                        static_cast<scalar_t>(scale),
-                                        hard};
-      at::parallel_for(0, size, grain, [&](int64_t begin, int64_t end) { backward_rows(step, begin, end); });
-      dh.narrow(0, 0, size).copy_(recurrent_t(grad_gates.narrow(0, start, size), Tensor()));
-    }
+    backward_loop(step, schedule, grad_output_data, gates, cells, tanh_cells, grad_gates, threads);
   });
-  // (h^T dG)^T rather than dG^T h: the same product, markedly faster with MKL on skinny inputs.
-  Tensor grad_weight = weight_grad ? at::mm(h_prev.t(), grad_gates).t() : Tensor();
+  Tensor grad_weight;
+  // (h^T dG)^T rather than dG^T h: the same product, markedly faster with MKL at LSTM shapes.
+  if (weight_grad) grad_weight = at::mm(previous_states(output, h0, schedule).t(), grad_gates).t();
   return {grad_gates, dh, dc, grad_weight};
 }
 

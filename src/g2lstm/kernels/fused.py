@@ -4,9 +4,10 @@ Two loops compute it. The Python loop (any device): each step is one matrix prod
 :mod:`g2lstm.kernels.backends`) and a few element-wise operations into preallocated buffers; states are
 carried as views, never copied; everything that does not depend on the recurrence (local derivatives, the
 gradient of the hidden-to-hidden weights) is computed for all steps at once, the latter as a single
-product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`): the same products and saved
-quantities, with each step's element-wise work, forward and backward, in one C++ pass. The gate noise
-comes in as random bits (drawn by the caller from torch's generator, see
+product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`): the whole sequence in one C++ call, with
+its own packed recurrent products and each step's element-wise work fused behind them; it saves the cell
+states (not the previous hidden and cell states, which it reads back from the output and cell rows). The
+gate noise comes in as random bits (drawn by the caller from torch's generator, see
 :func:`g2lstm.functional.random_bits`): the Python loop turns them into noise up front, the compiled
 loop inside its pass, so that the kernel itself is deterministic and can be checked exactly against
 :mod:`g2lstm.kernels.reference` given the same noise.
@@ -22,7 +23,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from g2lstm.functional import bits_dtype, noise_from_bits
-from g2lstm.kernels.backends import step_product, use_onednn
+from g2lstm.kernels.backends import step_product
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.reference import row_offsets
 
@@ -178,16 +179,15 @@ class _CompiledLSTMSequence(torch.autograd.Function):
         reverse: bool,
         scale: float,
         hard: bool,
-        onednn: bool,
         bits: Tensor | None,
         noise_p: float,
         noise_eps: float,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        settings = (list(batch_sizes), reverse, scale, hard, onednn)
-        output, h_n, c_n, gates, tanh_cells, h_prev_all, c_prev_all = compiled_module(required=True).forward(
+        settings = (list(batch_sizes), reverse, scale, hard)
+        output, h_n, c_n, gates, cells, tanh_cells = compiled_module(required=True).forward(
             gate_inputs, h0, c0, weight_hh, *settings, bits, noise_p, noise_eps
         )
-        ctx.save_for_backward(gates, tanh_cells, h_prev_all, c_prev_all, weight_hh)
+        ctx.save_for_backward(gates, cells, tanh_cells, output, h0, c0, weight_hh)
         ctx.settings = settings
         ctx.mark_non_differentiable(gates)
         ctx.set_materialize_grads(False)  # unused outputs arrive as None and cost nothing
@@ -198,12 +198,10 @@ class _CompiledLSTMSequence(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_output: Tensor | None, grad_h_n: Tensor | None, grad_c_n: Tensor | None, _: Any
     ) -> tuple[Tensor | None, ...]:
-        gates, tanh_cells, h_prev_all, c_prev_all, weight_hh = ctx.saved_tensors
         grad_gates, grad_h0, grad_c0, grad_weight_hh = compiled_module(required=True).backward(
-            grad_output, grad_h_n, grad_c_n, gates, tanh_cells, h_prev_all, c_prev_all, weight_hh,
-            *ctx.settings, ctx.needs_input_grad[3],
+            grad_output, grad_h_n, grad_c_n, *ctx.saved_tensors, *ctx.settings, ctx.needs_input_grad[3]
         )
-        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None, None, None, None
+        return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None, None, None
 
 
 def lstm_sequence(
@@ -233,7 +231,8 @@ def lstm_sequence(
         reverse: run from the last step to the first (the backward direction of a bidirectional layer).
         scale: the input and forget gates are ``sigmoid(scale * a)`` (``scale = 1 / temperature``).
         hard: input and forget gates are ``1[a >= 0]`` (no gradient through them) instead of sigmoids.
-        backend: how the per-step products are computed (:func:`g2lstm.kernels.backends.step_product`).
+        backend: how the Python loop computes its per-step products
+            (:func:`g2lstm.kernels.backends.step_product`); the compiled loop has its own.
         kernel: the sequence loop on CPU: ``"compiled"``, ``"python"`` or ``"auto"`` (compiled where it
             builds); ``None`` reads ``$G2LSTM_CPU_KERNEL`` (see :mod:`g2lstm.kernels.compiled`). Other
             devices always run the Python loop.
@@ -256,10 +255,8 @@ def lstm_sequence(
                 f"{gate_bits.dtype} {tuple(gate_bits.shape)}"
             )
     if use_compiled(gate_inputs.device, gate_inputs.dtype, kernel):
-        onednn = use_onednn(weight_hh, backend)
         return _CompiledLSTMSequence.apply(
-            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, onednn, gate_bits, noise_p,
-            noise_eps,
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, gate_bits, noise_p, noise_eps
         )
     noise = None
     if gate_bits is not None:
