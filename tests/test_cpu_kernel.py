@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import g2lstm
 from g2lstm import G2LSTM
-from g2lstm.functional import noise_from_uniform, random_bits, uniform_from_bits
+from g2lstm.functional import gate_bits, noise_from_uniform, uniform_from_bits
 from g2lstm.kernels import compiled, lstm_sequence, lstm_sequence_reference
 from g2lstm.kernels.backends import onednn_available
 
@@ -137,7 +137,8 @@ def test_compiled_matches_python_loop_when_steps_split_across_threads(dtype, thr
 @pytest.mark.parametrize("noise_p", [0.2, 1.0])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype, variant):
-    """``gate_bits`` gives, in both loops, what the reference gives with the noise added to its input."""
+    """A noise key gives, in both loops, what the reference gives with the noise of its bits added to its
+    input: the compiled loop makes the same Philox bits inside its pass."""
     hidden, batch_sizes = 11, [4, 4, 3, 1]
     rows = sum(batch_sizes)
     leaves = [
@@ -146,8 +147,8 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
         torch.randn(4, hidden, dtype=dtype),
         torch.randn(4 * hidden, hidden, dtype=dtype) * 0.5,
     ]
-    bits = random_bits((rows, 2 * hidden), dtype)
-    noise = noise_from_uniform(uniform_from_bits(bits, dtype), noise_p, 1e-3)
+    seed = 2**61 + 12345
+    noise = noise_from_uniform(uniform_from_bits(gate_bits(seed, rows, hidden, dtype), dtype), noise_p, 1e-3)
     assert 0 < (noise == 0).sum() < noise.numel() if noise_p < 1 else (noise != 0).all()
     noisy = [leaves[0].clone(), *leaves[1:]]
     noisy[0][:, : 2 * hidden] += noise
@@ -156,7 +157,7 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
         inputs = [t.clone().requires_grad_() for t in leaves]
         output, h_n, c_n, gates = lstm_sequence(
             *inputs, batch_sizes, reverse, 1 / 0.9, kernel=kernel,
-            gate_bits=bits, noise_p=noise_p, noise_eps=1e-3,
+            noise_seed=seed, noise_p=noise_p, noise_eps=1e-3,
         )
         generator = torch.Generator().manual_seed(5)
         upstream = [torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in (output, h_n, c_n)]
@@ -166,11 +167,10 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
 
 
 @pytest.mark.parametrize("kernel", ["python", "compiled"])
-def test_gate_bits_of_the_wrong_shape_or_type_are_refused(kernel):
-    with pytest.raises(ValueError, match="gate_bits must be a torch.int32 tensor of shape \\(6, 4\\)"):
-        lstm_sequence(*small_sequence(), kernel=kernel, gate_bits=random_bits((6, 8), torch.float32))
-    with pytest.raises(ValueError, match="gate_bits must be a torch.int32 tensor"):
-        lstm_sequence(*small_sequence(), kernel=kernel, gate_bits=torch.rand(6, 4))
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "7"])
+def test_noise_keys_that_are_not_63_bit_integers_are_refused(kernel, seed):
+    with pytest.raises(ValueError, match=r"noise_seed must be an int in \[0, 2\*\*63\)"):
+        lstm_sequence(*small_sequence(), kernel=kernel, noise_seed=seed)
 
 
 def test_compiled_backward_with_only_some_outputs_used(variant):

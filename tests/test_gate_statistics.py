@@ -26,10 +26,12 @@ from scipy.special import expit, logit
 import g2lstm
 from g2lstm import G2LSTM
 from g2lstm.functional import (
+    gate_bits,
     gumbel_sigmoid,
     logistic_noise,
     noise_from_uniform,
-    random_bits,
+    noise_seed,
+    philox4x32,
     uniform_from_bits,
 )
 
@@ -150,23 +152,50 @@ def test_noise_from_uniform_perturbs_draws_below_p_by_the_logistic_of_v_over_p(n
 
 
 @pytest.mark.parametrize(
+    "counter, key, expected",
+    [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+     ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+      (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))],
+    ids=["zeros", "ones", "pi"],
+)
+def test_philox_matches_the_random123_known_answers(counter, key, expected):
+    """Random123's published known-answer vectors of Philox4x32-10 (its tests/kat_vectors)."""
+    words = philox4x32(tuple(torch.tensor([word], dtype=torch.int64) for word in counter), key)
+    assert tuple(int(word) for word in words) == expected
+
+
+@pytest.mark.parametrize(
     "dtype, bits_type",
     [(torch.float32, torch.int32), (torch.float64, torch.int64), (torch.float16, torch.int32),
      (torch.bfloat16, torch.int32)],
 )
-def test_uniforms_from_random_bits_are_uniform_on_the_unit_interval(dtype, bits_type):
-    torch.manual_seed(0)
-    bits = random_bits((100, 201), dtype)
-    assert bits.dtype == bits_type and bits.shape == (100, 201)
+def test_uniforms_from_gate_bits_are_uniform_and_independent_across_positions(dtype, bits_type):
+    bits = gate_bits(noise_seed(), 300, 67, dtype)
+    assert bits.dtype == bits_type and bits.shape == (300, 134)
     uniform = uniform_from_bits(bits, dtype)
     assert uniform.dtype == dtype and 0 <= uniform.min() and uniform.max() < 1
     assert stats.kstest(uniform.flatten().double().numpy(), "uniform").pvalue > 1e-3
-    # both halves of every 64-bit draw are used, and neither half alone is biased
-    halves = uniform.flatten()[: 2 * (uniform.numel() // 2)].view(-1, 2).double()
-    for half in halves.unbind(1):
-        assert stats.kstest(half.numpy(), "uniform").pvalue > 1e-3
+    # every word of a counter, both gates and neighbouring rows: uniform alone, uncorrelated with each other
+    values = uniform.double()
+    columns = [values[:, unit] for unit in (0, 1, 2, 3, 4, 67, 68)] + [values[1:, 0]]
+    for column in columns:
+        assert stats.kstest(column.numpy(), "uniform").pvalue > 1e-3
+    pairs = [(values[:, 0], values[:, 1]), (values[:, 0], values[:, 67]), (values[:-1, 0], values[1:, 0])]
+    for first, second in pairs:
+        assert abs(stats.pearsonr(first.numpy(), second.numpy())[0]) < 4 / 300**0.5
+
+
+def test_gate_bits_repeat_with_the_seed_and_differ_between_seeds():
     torch.manual_seed(0)
-    assert torch.equal(random_bits((100, 201), dtype), bits)  # torch.manual_seed repeats them
+    seed = noise_seed()
+    torch.manual_seed(0)
+    assert noise_seed() == seed and 0 <= seed < 2**62  # torch.manual_seed repeats the key
+    first = gate_bits(seed, 20, 33, torch.float32)
+    assert torch.equal(gate_bits(seed, 20, 33, torch.float32), first)
+    assert (gate_bits(seed + 1, 20, 33, torch.float32) != first).float().mean() > 0.99
+    # a row's bits depend on its own position only: the first rows of a longer call are the same
+    assert torch.equal(gate_bits(seed, 50, 33, torch.float32)[:20], first)
 
 
 def test_logistic_noise_with_noise_p_leaves_a_share_unperturbed():

@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import g2lstm
 from g2lstm import G2LSTM, G2LSTMCell
-from g2lstm.functional import logistic_noise
+from g2lstm.functional import gate_bits, noise_from_bits, noise_seed
 from g2lstm.kernels import lstm_sequence_reference
 
 INPUT_SIZE, HIDDEN, STEPS, BATCH = 3, 4, 5, 2
@@ -161,7 +161,8 @@ def test_training_gates_are_the_ones_the_cell_used(noise_p):
     with torch.no_grad():
         rows = x.reshape(-1, INPUT_SIZE)
         gate_inputs = F.linear(rows, module.weight_ih_l0, module.bias_ih_l0 + module.bias_hh_l0)
-        noise = logistic_noise((rows.shape[0], 2 * HIDDEN), noise_p=noise_p, dtype=torch.float64)
+        bits = gate_bits(noise_seed(), rows.shape[0], HIDDEN, torch.float64)
+        noise = noise_from_bits(bits, torch.float64, noise_p, 1e-3)
         gate_inputs[:, : 2 * HIDDEN] += noise
         zeros = torch.zeros(BATCH, HIDDEN, dtype=torch.float64)
         ref_out, ref_h, ref_c, ref_gates = lstm_sequence_reference(

@@ -9,11 +9,13 @@ from torch import Tensor
 
 __all__ = [
     "bits_dtype",
+    "gate_bits",
     "gumbel_sigmoid",
     "logistic_noise",
     "noise_from_bits",
     "noise_from_uniform",
-    "random_bits",
+    "noise_seed",
+    "philox4x32",
     "uniform_from_bits",
 ]
 
@@ -62,29 +64,73 @@ def noise_from_uniform(uniform: Tensor, noise_p: float, noise_eps: float) -> Ten
 
 
 def bits_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The integer type of :func:`random_bits` for uniforms of ``dtype``: int64 for float64, else int32."""
+    """The integer type of :func:`gate_bits` for uniforms of ``dtype``: int64 for float64, else int32."""
     return torch.int64 if dtype == torch.float64 else torch.int32
 
 
-def random_bits(
-    shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device | str | None = None
-) -> Tensor:
-    """Random integers from torch's default generator, one per uniform of ``dtype`` to be made.
+# Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011): the
+# counter-based generator torch uses on CUDA. Counter-based, so any element's bits can be made where they
+# are needed (the compiled CPU loop makes them inside its pass) and every implementation agrees bit for bit.
+_PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+_PHILOX_W0, _PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+_LOW32 = 0xFFFFFFFF
 
-    For float32 and narrower types each 64-bit draw yields two int32 values (of which
-    :func:`uniform_from_bits` uses as many bits as ``torch.rand`` would), which halves the generator
-    calls; for float64 one int64 (53 bits used) per value. :func:`noise_from_bits` (or the fused kernel)
-    turns them into gate noise.
+
+def philox4x32(counter: tuple[Tensor, Tensor, Tensor, Tensor], key: tuple[int, int]) -> tuple[Tensor, ...]:
+    """Philox4x32-10 of the 32-bit counter words (int64 tensors holding values in ``[0, 2**32)``, broadcast
+    together) under a 64-bit key given as two 32-bit words; returns the four output words likewise.
+
+    The 32 x 32-bit products are formed in int64 and wrap modulo 2**64, which keeps their low and (masked)
+    high halves exact.
     """
-    count = math.prod(shape)
-    if bits_dtype(dtype) == torch.int64:
-        return torch.empty(count, dtype=torch.int64, device=device).random_().view(shape)
-    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_()
-    return words.view(torch.int32)[:count].view(shape)
+    x0, x1, x2, x3 = counter
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = x0 * _PHILOX_M0, x2 * _PHILOX_M1
+        x0, x1, x2, x3 = ((p1 >> 32) & _LOW32) ^ x1 ^ k0, p1 & _LOW32, ((p0 >> 32) & _LOW32) ^ x3 ^ k1, p0 & _LOW32
+        k0, k1 = (k0 + _PHILOX_W0) & _LOW32, (k1 + _PHILOX_W1) & _LOW32
+    return x0, x1, x2, x3
+
+
+def noise_seed() -> int:
+    """One 62-bit draw from torch's default CPU generator: the key of one call's gate noise, so that
+    ``torch.manual_seed`` repeats the noise."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+
+def gate_bits(
+    seed: int, rows: int, hidden: int, dtype: torch.dtype, device: torch.device | str | None = None
+) -> Tensor:
+    """The random bits behind the input- and forget-gate noise of ``rows`` rows: ``(rows, 2H)`` of
+    :func:`bits_dtype`, columns ``[0, H)`` for the input gate and ``[H, 2H)`` for the forget gate.
+
+    Element (row r, gate g, unit u) takes its bits from Philox4x32-10 under key ``seed`` at counter
+    ``(u // 4, r, g, 0)``, word ``u % 4`` (24 bits used; float64: counter ``(u // 2, r, g, 0)``, words
+    ``2 (u % 2)`` and ``2 (u % 2) + 1``, 53 bits). The compiled CPU loop makes the same bits inside its pass.
+    :func:`noise_from_bits` turns them into noise.
+    """
+    if not 0 <= rows < 2**32:
+        raise ValueError(f"gate noise is defined for fewer than 2**32 rows, got {rows}")
+    wide = bits_dtype(dtype) == torch.int64
+    per_counter = 2 if wide else 4
+    counters = -(-hidden // per_counter)
+    shape = (rows, 2, counters)
+    index = {"dtype": torch.int64, "device": device}
+    x0 = torch.arange(counters, **index).expand(shape)
+    x1 = torch.arange(rows, **index)[:, None, None].expand(shape)
+    x2 = torch.arange(2, **index)[None, :, None].expand(shape)
+    words = torch.stack(philox4x32((x0, x1, x2, torch.zeros(shape, **index)), (seed & _LOW32, seed >> 32 & _LOW32)),
+                        dim=-1)
+    if wide:
+        pairs = words.view(rows, 2, counters, 2, 2)
+        bits = (pairs[..., 0] & (2**21 - 1)) << 32 | pairs[..., 1]
+    else:
+        bits = (words - (words >> 31 << 32)).to(torch.int32)  # the same 32 bits as a signed integer
+    return bits.reshape(rows, 2, -1)[:, :, :hidden].reshape(rows, 2 * hidden)
 
 
 def uniform_from_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
-    """``Uniform[0, 1)`` values of ``dtype`` from :func:`random_bits`.
+    """``Uniform[0, 1)`` values of ``dtype`` from :func:`gate_bits`.
 
     As ``torch.rand``, as many low bits are used as ``dtype`` has significand bits (24 for float32, 53 for
     float64, 11 for float16), so that every value is exact and below 1.
@@ -94,7 +140,7 @@ def uniform_from_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def noise_from_bits(bits: Tensor, dtype: torch.dtype, noise_p: float, noise_eps: float) -> Tensor:
-    """The gate noise of ``dtype`` made of :func:`random_bits`, distributed as :func:`logistic_noise`'s."""
+    """The gate noise of ``dtype`` made of :func:`gate_bits`, distributed as :func:`logistic_noise`'s."""
     return noise_from_uniform(uniform_from_bits(bits, dtype), noise_p, noise_eps)
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from g2lstm.functional import noise_from_bits, random_bits
+from g2lstm.functional import gate_bits, noise_from_bits, noise_seed
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
 
@@ -152,11 +152,10 @@ class _GateOptions(nn.Module):
             return F.dropout(weight_hh, self.weight_dropout, training=True)
         return weight_hh
 
-    def _gate_bits(self, gate_inputs: Tensor, hidden: int, plan: GatePlan) -> Tensor | None:
-        """The ``(rows, 2H)`` random bits of this pass's input- and forget-gate noise, or ``None``."""
-        if not plan.noise:
-            return None
-        return random_bits((gate_inputs.shape[0], 2 * hidden), gate_inputs.dtype, gate_inputs.device)
+    def _noise_seed(self, plan: GatePlan) -> int | None:
+        """The key of this pass's input- and forget-gate noise (see :func:`g2lstm.functional.gate_bits`),
+        drawn from torch's generator, or ``None`` without noise."""
+        return noise_seed() if plan.noise else None
 
 
 class G2LSTM(_GateOptions):
@@ -522,7 +521,7 @@ class G2LSTM(_GateOptions):
                 reverse = direction == 1
                 output, h, c, gates = lstm_sequence(
                     gate_inputs, h0[state], c0[state], weight_hh, sizes, reverse, plan.scale, plan.hard,
-                    gate_bits=self._gate_bits(gate_inputs, hidden, plan),
+                    noise_seed=self._noise_seed(plan),
                     noise_p=self._gate_config.noise_p,
                     noise_eps=self._gate_config.noise_eps,
                 )
@@ -655,9 +654,10 @@ class G2LSTMCell(_GateOptions):
         preactivations = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
             h0, self._dropconnect(self.weight_hh), self.bias_hh
         )
-        bits = self._gate_bits(preactivations, self.hidden_size, plan)
-        if bits is not None:
+        seed = self._noise_seed(plan)
+        if seed is not None:
             config = self._gate_config
+            bits = gate_bits(seed, batch, self.hidden_size, preactivations.dtype, preactivations.device)
             noise = noise_from_bits(bits, preactivations.dtype, config.noise_p, config.noise_eps)
             preactivations = preactivations + F.pad(noise, (0, 2 * self.hidden_size))
         h, c, gates = lstm_step(preactivations, c0, plan.scale, plan.hard)

@@ -5,9 +5,10 @@
 // that hold the four gates (i, f, g, o) of a block of hidden units side by side, and each thread owns a set
 // of unit blocks for the whole sequence. A step is then, per block, a small register-blocked product
 // (h_{t-1} against the block's panel, added to the step's input part of the pre-activations) followed at
-// once, while the block's pre-activations are still in registers, by all the element-wise work of those
-// units: the gate noise (from random bits, as g2lstm.functional.noise_from_bits), the gate nonlinearities
-// (input and forget gates sigmoid(scale * a) or 1[a >= 0]), the cell and hidden updates. Going back, a
+// once, while the block's pre-activations are still in L1, by all the element-wise work of those units: the
+// gate noise (Philox4x32-10 bits of each element's position under the call's key, made here, turned into
+// noise as g2lstm.functional.gate_bits and noise_from_bits do), the gate nonlinearities (input and forget
+// gates sigmoid(scale * a) or 1[a >= 0]), the cell and hidden updates. Going back, a
 // thread owns blocks of hidden units again: the product dG_{t+1} W_hh for its units, then the local
 // derivatives of the step for the same units. One OpenMP region runs the whole sequence, with one barrier
 // per step; no tensor is allocated and no library is called inside the loop.
@@ -87,7 +88,7 @@ Vec<scalar_t> gate_tanh(const Vec<scalar_t>& x) {
   }
 }
 
-// The random bits of one uniform (g2lstm.functional.random_bits): int32 (24 bits used) for float, int64
+// The random bits of one uniform (g2lstm.functional.gate_bits): int32 (24 bits used) for float, int64
 // (53 bits used) for double.
 template <typename scalar_t>
 struct Bits {
@@ -122,6 +123,58 @@ struct GateNoise {
     return V::blendv(V(0), noise, v < V(p));
   }
 };
+
+// Philox4x32-10 (Salmon et al. 2011), as g2lstm.functional.philox4x32: the four counter words become the
+// four output words. Written on plain integers so that the compiler vectorises a loop of them.
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+inline void philox(uint32_t& x0, uint32_t& x1, uint32_t& x2, uint32_t& x3, uint32_t k0, uint32_t k1) {
+#pragma GCC unroll 10
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = uint64_t(kPhiloxM0) * x0, p1 = uint64_t(kPhiloxM1) * x2;
+    const uint32_t y0 = uint32_t(p1 >> 32) ^ x1 ^ k0, y2 = uint32_t(p0 >> 32) ^ x3 ^ k1;
+    x1 = uint32_t(p1);
+    x3 = uint32_t(p0);
+    x0 = y0;
+    x2 = y2;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
+// The random bits of the input- and forget-gate noise of `rows` rows (packed rows row0, row0 + 1, ...) and
+// the U units from `unit`, as g2lstm.functional.gate_bits: out[r][gate][u]. Element (row, gate, unit) is
+// word unit % 4 of counter (unit / 4, row, gate, 0); in double, 53 bits of words 2 (unit % 2) and
+// 2 (unit % 2) + 1 of counter (unit / 2, row, gate, 0).
+template <typename scalar_t, int kMaxRows>
+void gate_bits(uint32_t key0, uint32_t key1, int64_t row0, int64_t rows, int64_t unit, bits_t<scalar_t>* out) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  constexpr bool wide = std::is_same_v<scalar_t, double>;
+  constexpr int64_t per_counter = wide ? 2 : 4, counters = U / per_counter, block = 2 * counters;
+  static_assert(U % per_counter == 0, "whole counters per vector");
+  uint32_t x0[kMaxRows * block], x1[kMaxRows * block], x2[kMaxRows * block], x3[kMaxRows * block];
+  const int64_t count = rows * block;
+  for (int64_t k = 0; k < count; ++k) {
+    x0[k] = uint32_t(unit / per_counter + k % counters);
+    x1[k] = uint32_t(row0 + k / block);
+    x2[k] = uint32_t(k / counters % 2);
+    x3[k] = 0;
+  }
+  for (int64_t k = 0; k < count; ++k) philox(x0[k], x1[k], x2[k], x3[k], key0, key1);
+  for (int64_t k = 0; k < count; ++k) {
+    bits_t<scalar_t>* word = out + k * per_counter;  // counters of a row and gate are consecutive in out
+    if constexpr (wide) {
+      word[0] = int64_t(uint64_t(x0[k] & 0x1FFFFFu) << 32 | x1[k]);
+      word[1] = int64_t(uint64_t(x2[k] & 0x1FFFFFu) << 32 | x3[k]);
+    } else {
+      word[0] = int32_t(x0[k]);
+      word[1] = int32_t(x1[k]);
+      word[2] = int32_t(x2[k]);
+      word[3] = int32_t(x3[k]);
+    }
+  }
+}
 
 // Steps in processing order with their packed row offsets, and for each the previous step processed (whose
 // rows [0, continuing) carry on into this one; rows beyond start from h0 / c0).
@@ -220,7 +273,8 @@ int64_t block_rows(int64_t size) {
 template <typename scalar_t>
 struct ForwardStep {
   const scalar_t* gate_inputs;  // (N, 4H)
-  const bits_t<scalar_t>* bits;  // (N, 2H) or null
+  bool noisy;                   // add gate noise keyed by (key0, key1)
+  uint32_t key0, key1;
   GateNoise<scalar_t> noise;
   const scalar_t* weight_hh;    // (4H, H)
   scalar_t* panels;             // [vector block][k][gate][U], packed by the block's owner
@@ -264,6 +318,7 @@ void forward_block(const ForwardStep<scalar_t>& s, int64_t b) {
   const scalar_t* panel = s.panels + b * H * 4 * U;
   const V zero(0), scale(s.scale);
   alignas(64) scalar_t products[kBlockRows * 4 * U];
+  alignas(64) bits_t<scalar_t> random[kBlockRows * 2 * U];
   const scalar_t* h_rows[kBlockRows];
   for (int64_t r0 = 0; r0 < s.size; r0 += step_rows) {
     const int64_t rows = std::min(step_rows, s.size - r0);
@@ -271,16 +326,16 @@ void forward_block(const ForwardStep<scalar_t>& s, int64_t b) {
       const int64_t row = r0 + r;
       h_rows[r] = row < s.continuing ? s.h_prev + row * H : s.h0 + row * H;
     }
+    if (s.noisy) gate_bits<scalar_t, kBlockRows>(s.key0, s.key1, s.start + r0, rows, unit, random);
     panel_rows(panel, h_rows, rows, 4, H, products);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = r0 + r, packed_row = s.start + row;
       const scalar_t* pre = s.gate_inputs + packed_row * 4 * H + unit;
       const scalar_t* product = products + r * 4 * U;
       V a_i = V::loadu(product) + load(pre, n), a_f = V::loadu(product + U) + load(pre + H, n);
-      if (s.bits) {
-        const bits_t<scalar_t>* bits = s.bits + packed_row * 2 * H + unit;
-        a_i = a_i + s.noise(bits, n);
-        a_f = a_f + s.noise(bits + H, n);
+      if (s.noisy) {
+        a_i = a_i + s.noise(random + r * 2 * U, n);
+        a_f = a_f + s.noise(random + r * 2 * U + U, n);
       }
       const V i = s.hard ? a_i.ge(zero) : sigmoid(a_i * scale);
       const V f = s.hard ? a_f.ge(zero) : sigmoid(a_f * scale);
@@ -504,17 +559,12 @@ Tensor final_states(const Tensor& values, const Tensor& initial, const Schedule&
 // needs besides them (rows in packed order; c_t of every step, tanh(c_t)).
 std::vector<Tensor> sequence_forward(const Tensor& gate_inputs_in, const Tensor& h0_in, const Tensor& c0_in,
                                      const Tensor& weight_hh_in, const std::vector<int64_t>& batch_sizes,
-                                     bool reverse, double scale, bool hard,
-                                     const std::optional<Tensor>& bits_in, double noise_p, double noise_eps) {
+                                     bool reverse, double scale, bool hard, std::optional<int64_t> noise_seed,
+                                     double noise_p, double noise_eps) {
   check_sequence(gate_inputs_in, weight_hh_in, batch_sizes);
   const Tensor gate_inputs = gate_inputs_in.contiguous(), weight_hh = weight_hh_in.contiguous();
   const Tensor h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
-  const Tensor bits = bits_in.has_value() && bits_in->defined() ? bits_in->contiguous() : Tensor();
-  const auto bits_type = gate_inputs.scalar_type() == at::kDouble ? at::kLong : at::kInt;
-  TORCH_CHECK(!bits.defined() || (bits.dim() == 2 && bits.size(0) == gate_inputs.size(0) &&
-                                  bits.size(1) == gate_inputs.size(1) / 2 && bits.scalar_type() == bits_type),
-              "bits must be ", bits_type, " with gate_inputs' rows and 2H columns, got ", bits.scalar_type(),
-              " ", bits.sizes());
+  TORCH_CHECK(gate_inputs.size(0) < (int64_t(1) << 32), "gate noise is defined for fewer than 2**32 rows");
   const int64_t hidden = weight_hh.size(1), rows = gate_inputs.size(0);
   Tensor gates = at::empty_like(gate_inputs);
   Tensor output = at::empty({rows, hidden}, gate_inputs.options());
@@ -522,8 +572,9 @@ std::vector<Tensor> sequence_forward(const Tensor& gate_inputs_in, const Tensor&
   const Schedule schedule(batch_sizes, reverse);
   const int threads = team_size();
   AT_DISPATCH_FLOATING_TYPES(gate_inputs.scalar_type(), "g2lstm_sequence_forward", [&] {
-    ForwardStep<scalar_t> step{gate_inputs.data_ptr<scalar_t>(),
-                               bits.defined() ? bits.data_ptr<bits_t<scalar_t>>() : nullptr,
+    const uint64_t key = noise_seed.value_or(0);
+    ForwardStep<scalar_t> step{gate_inputs.data_ptr<scalar_t>(), noise_seed.has_value(),
+                               uint32_t(key & 0xFFFFFFFFu), uint32_t(key >> 32 & 0xFFFFFFFFu),
                                {static_cast<scalar_t>(noise_p), static_cast<scalar_t>(noise_eps)},
                                weight_hh.data_ptr<scalar_t>(), nullptr, nullptr, nullptr,
                                h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),

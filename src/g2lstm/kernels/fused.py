@@ -7,10 +7,10 @@ gradient of the hidden-to-hidden weights) is computed for all steps at once, the
 product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`): the whole sequence in one C++ call, with
 its own packed recurrent products and each step's element-wise work fused behind them; it saves the cell
 states (not the previous hidden and cell states, which it reads back from the output and cell rows). The
-gate noise comes in as random bits (drawn by the caller from torch's generator, see
-:func:`g2lstm.functional.random_bits`): the Python loop turns them into noise up front, the compiled
-loop inside its pass, so that the kernel itself is deterministic and can be checked exactly against
-:mod:`g2lstm.kernels.reference` given the same noise.
+gate noise comes in as a key (drawn by the caller from torch's generator): its bits are Philox4x32-10 of
+each element's position (:func:`g2lstm.functional.gate_bits`), which the Python loop makes up front and the
+compiled loop inside its pass, so that the kernel itself is deterministic and can be checked exactly
+against :mod:`g2lstm.kernels.reference` given the same noise.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from g2lstm.functional import bits_dtype, noise_from_bits
+from g2lstm.functional import gate_bits, noise_from_bits
 from g2lstm.kernels.backends import step_product
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.reference import row_offsets
@@ -179,13 +179,13 @@ class _CompiledLSTMSequence(torch.autograd.Function):
         reverse: bool,
         scale: float,
         hard: bool,
-        bits: Tensor | None,
+        noise_seed: int | None,
         noise_p: float,
         noise_eps: float,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         settings = (list(batch_sizes), reverse, scale, hard)
         output, h_n, c_n, gates, cells, tanh_cells = compiled_module(required=True).forward(
-            gate_inputs, h0, c0, weight_hh, *settings, bits, noise_p, noise_eps
+            gate_inputs, h0, c0, weight_hh, *settings, noise_seed, noise_p, noise_eps
         )
         ctx.save_for_backward(gates, cells, tanh_cells, output, h0, c0, weight_hh)
         ctx.settings = settings
@@ -216,7 +216,7 @@ def lstm_sequence(
     backend: str = "auto",
     kernel: str | None = None,
     *,
-    gate_bits: Tensor | None = None,
+    noise_seed: int | None = None,
     noise_p: float = 1.0,
     noise_eps: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -236,31 +236,27 @@ def lstm_sequence(
         kernel: the sequence loop on CPU: ``"compiled"``, ``"python"`` or ``"auto"`` (compiled where it
             builds); ``None`` reads ``$G2LSTM_CPU_KERNEL`` (see :mod:`g2lstm.kernels.compiled`). Other
             devices always run the Python loop.
-        gate_bits: ``(N, 2H)`` :func:`~g2lstm.functional.random_bits` for the input- and forget-gate
-            noise, or ``None`` for no noise; the pre-activations of those gates get
-            :func:`~g2lstm.functional.noise_from_bits` of them added (noise distributed as
-            :func:`g2lstm.functional.logistic_noise`; the compiled loop computes it inside its pass).
+        noise_seed: key of the input- and forget-gate noise (a 62-bit integer, e.g.
+            :func:`~g2lstm.functional.noise_seed`), or ``None`` for no noise; those gates' pre-activations
+            get :func:`~g2lstm.functional.noise_from_bits` of :func:`~g2lstm.functional.gate_bits` ``(seed,
+            N, H)`` added (noise distributed as :func:`g2lstm.functional.logistic_noise`).
         noise_p, noise_eps: the noise's settings (see :func:`g2lstm.functional.logistic_noise`).
 
     Returns:
         ``(output (N, H), h_n (B, H), c_n (B, H), gates (N, 4H))``; ``gates`` holds the activations
         i, f, g, o as the cell used them and carries no gradient.
     """
-    if gate_bits is not None:
-        expected = (gate_inputs.shape[0], gate_inputs.shape[1] // 2)
-        expected_dtype = bits_dtype(gate_inputs.dtype)
-        if tuple(gate_bits.shape) != expected or gate_bits.dtype != expected_dtype:
-            raise ValueError(
-                f"gate_bits must be a {expected_dtype} tensor of shape {expected}, got "
-                f"{gate_bits.dtype} {tuple(gate_bits.shape)}"
-            )
+    if noise_seed is not None and not (isinstance(noise_seed, int) and 0 <= noise_seed < 2**63):
+        raise ValueError(f"noise_seed must be an int in [0, 2**63), got {noise_seed!r}")
     if use_compiled(gate_inputs.device, gate_inputs.dtype, kernel):
         return _CompiledLSTMSequence.apply(
-            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, gate_bits, noise_p, noise_eps
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, noise_seed, noise_p, noise_eps
         )
     noise = None
-    if gate_bits is not None:
-        noise = noise_from_bits(gate_bits, gate_inputs.dtype, noise_p, noise_eps)
+    if noise_seed is not None:
+        hidden = weight_hh.shape[1]
+        bits = gate_bits(noise_seed, gate_inputs.shape[0], hidden, gate_inputs.dtype, gate_inputs.device)
+        noise = noise_from_bits(bits, gate_inputs.dtype, noise_p, noise_eps)
     return _FusedLSTMSequence.apply(
         gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend, noise
     )
