@@ -304,11 +304,9 @@ def test_setting_a_good_gate_option_takes_effect():
 # ------------------------------------------------------------------------------- conversion, functional
 
 
-def test_from_lstm_rejects_other_modules_and_projections():
+def test_from_lstm_rejects_other_modules():
     with pytest.raises(TypeError, match="from_lstm expects a torch.nn.LSTM, got GRU"):
         G2LSTM.from_lstm(nn.GRU(INPUT_SIZE, HIDDEN))
-    with pytest.raises(ValueError, match="proj_size=2"):
-        G2LSTM.from_lstm(nn.LSTM(INPUT_SIZE, HIDDEN, proj_size=2))
     with pytest.raises(TypeError, match="from_lstm_cell expects a torch.nn.LSTMCell, got LSTM"):
         G2LSTMCell.from_lstm_cell(nn.LSTM(INPUT_SIZE, HIDDEN))
 

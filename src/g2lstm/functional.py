@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -14,6 +15,7 @@ __all__ = [
     "logistic_noise",
     "noise_from_bits",
     "noise_from_uniform",
+    "noise_key",
     "noise_seed",
     "philox4x32",
     "uniform_from_bits",
@@ -92,10 +94,32 @@ def philox4x32(counter: tuple[Tensor, Tensor, Tensor, Tensor], key: tuple[int, i
     return x0, x1, x2, x3
 
 
+@torch.library.custom_op("g2lstm::noise_key", mutates_args=(), tags=torch.Tag.nondeterministic_seeded)
+def _draw_keys(count: int, after: list[Tensor]) -> Tensor:
+    return torch.randint(0, 2**62, (count,), dtype=torch.int64)
+
+
+@_draw_keys.register_fake
+def _draw_keys_fake(count: int, after: list[Tensor]) -> Tensor:
+    return torch.empty(count, dtype=torch.int64)
+
+
+def noise_key(count: int = 1, after: Sequence[Tensor] = ()) -> Tensor:
+    """``count`` 62-bit draws from torch's default CPU generator, an int64 tensor ``(count,)``: keys of gate
+    noise, so that ``torch.manual_seed`` repeats the noise.
+
+    The draw is a registered operator, so that ``torch.compile`` keeps it on torch's generator (eager and
+    compiled runs draw the same keys, where a compiled ``torch.randint`` would use the compiler's own
+    generator) and ``torch.export`` records it as one node. A compiled graph orders operators by their
+    data only, and the draw takes none: ``after`` names tensors it must follow (e.g. the input of the layer
+    that uses the keys), so that the keys of successive layers are drawn in the eager order.
+    """
+    return _draw_keys(count, [tensor.detach() for tensor in after])
+
+
 def noise_seed() -> int:
-    """One 62-bit draw from torch's default CPU generator: the key of one call's gate noise, so that
-    ``torch.manual_seed`` repeats the noise."""
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    """One key of :func:`noise_key` as a Python int."""
+    return int(noise_key()[0])
 
 
 def gate_bits(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -13,15 +14,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from g2lstm.functional import gate_bits, noise_from_bits, noise_seed
+from g2lstm.functional import gate_bits, noise_from_bits, noise_key
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
+from g2lstm.kernels.export import hard_gate_layer
 
-__all__ = ["G2LSTM", "G2LSTMCell"]
+__all__ = ["DtypeError", "G2LSTM", "G2LSTMCell", "ShapeError"]
 
 State = tuple[Tensor, Tensor]
 # Receives (layer, input gates, forget gates) of one forward call; set by g2lstm.record_gates.
 GateSink = Callable[[int, Any, Any], None]
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong shape: a ``ValueError``, and a ``RuntimeError`` as ``nn.LSTM`` raises for the
+    same mistakes (an input's feature size, a state's shape), so handlers written for either catch it."""
+
+
+class DtypeError(TypeError, ValueError):
+    """A tensor of the wrong dtype: a ``TypeError``, and a ``ValueError`` as ``nn.LSTM`` raises for it."""
 
 
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -45,7 +56,7 @@ def _check_tensor(name: str, tensor: Any, reference: Tensor) -> None:
     if not tensor.is_floating_point():
         raise TypeError(f"{name} must have a floating-point dtype, got {tensor.dtype}")
     if tensor.dtype != reference.dtype:
-        raise TypeError(
+        raise DtypeError(
             f"{name} has dtype {tensor.dtype} but the module's parameters are {reference.dtype}; "
             f"convert one of them, e.g. module.to({tensor.dtype})"
         )
@@ -152,11 +163,6 @@ class _GateOptions(nn.Module):
             return F.dropout(weight_hh, self.weight_dropout, training=True)
         return weight_hh
 
-    def _noise_seed(self, plan: GatePlan) -> int | None:
-        """The key of this pass's input- and forget-gate noise (see :func:`g2lstm.functional.gate_bits`),
-        drawn from torch's generator, or ``None`` without noise."""
-        return noise_seed() if plan.noise else None
-
 
 class G2LSTM(_GateOptions):
     r"""A multi-layer LSTM whose input and forget gates are trained towards binary values (G2-LSTM).
@@ -176,7 +182,8 @@ class G2LSTM(_GateOptions):
     :math:`L = \log(U + \epsilon) - \log(1 + \epsilon - U)`, :math:`U \sim \mathcal{U}(0, 1)`, and a
     Bernoulli(``noise_p``) mask :math:`m`, all drawn anew for every element, step and call from torch's
     random generator (``torch.manual_seed`` repeats a run exactly). Gradients flow through :math:`G` with
-    the noise held fixed. In evaluation mode the gates are deterministic, chosen by ``eval_gate``.
+    the noise held fixed. In evaluation mode the gates are deterministic, chosen by ``eval_gate``. With
+    ``proj_size > 0`` (LSTMP, as ``nn.LSTM``), :math:`h_t = W_{hr} (o_t \odot \tanh(c_t))`.
 
     Args:
         input_size: The number of expected features in the input `x`.
@@ -186,6 +193,7 @@ class G2LSTM(_GateOptions):
         batch_first: If ``True``, input and output tensors are `(batch, seq, feature)`. Default: ``False``
         dropout: Dropout probability on the outputs of each layer except the last. Default: 0
         bidirectional: If ``True``, becomes a bidirectional LSTM. Default: ``False``
+        proj_size: If ``> 0``, an LSTM with projections of that size. Default: 0
 
     Keyword Args:
         gate: ``"g2"`` (Gumbel-sigmoid input and forget gates), ``"sharpened"`` (the paper's baseline
@@ -206,25 +214,37 @@ class G2LSTM(_GateOptions):
         - **input**: tensor of shape :math:`(L, H_{in})` unbatched, :math:`(L, N, H_{in})` or
           :math:`(N, L, H_{in})` when ``batch_first=True``, or a packed variable length sequence
           (:func:`torch.nn.utils.rnn.pack_padded_sequence`).
-        - **h_0**, **c_0**: tensors of shape :math:`(D \cdot \text{num\_layers}, N, H)`, or
-          :math:`(D \cdot \text{num\_layers}, H)` for unbatched input. Default: zeros.
+        - **h_0**: :math:`(D \cdot \text{num\_layers}, N, H_{out})`, or
+          :math:`(D \cdot \text{num\_layers}, H_{out})` for unbatched input. Default: zeros.
+        - **c_0**: :math:`(D \cdot \text{num\_layers}, N, H)`, or :math:`(D \cdot \text{num\_layers}, H)`
+          for unbatched input. Default: zeros.
 
     Outputs: output, (h_n, c_n)
-        - **output**: :math:`(L, N, D \cdot H)` (batch first if ``batch_first``), or a packed sequence
-          if the input was one: the last layer's :math:`h_t` for every `t`.
+        - **output**: :math:`(L, N, D \cdot H_{out})` (batch first if ``batch_first``), or a packed
+          sequence if the input was one: the last layer's :math:`h_t` for every `t`.
         - **h_n**, **c_n**: the final hidden and cell states of every layer and direction, shaped like
-          **h_0**.
+          **h_0** and **c_0**.
 
         where :math:`N` is the batch size, :math:`L` the sequence length, :math:`D` = 2 if bidirectional
-        else 1 and :math:`H` = ``hidden_size``.
+        else 1, :math:`H` = ``hidden_size`` and :math:`H_{out}` = ``proj_size`` if it is > 0, else
+        :math:`H`.
 
     Attributes:
-        weight_ih_l[k], weight_hh_l[k], bias_ih_l[k], bias_hh_l[k] (and ``_reverse`` for the backward
-        direction): as in ``nn.LSTM``, shapes ``(4H, in)``, ``(4H, H)``, ``(4H,)``, so state dicts load in
-        both directions. All are initialised from :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})`.
+        weight_ih_l[k], weight_hh_l[k], bias_ih_l[k], bias_hh_l[k], weight_hr_l[k] (and ``_reverse`` for
+        the backward direction): as in ``nn.LSTM``, shapes ``(4H, in)``, ``(4H, H_out)``, ``(4H,)`` and
+        (with ``proj_size``) ``(H_out, H)``, so state dicts load in both directions. All are initialised
+        from :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})`. ``mode``, ``_flat_weights``,
+        ``check_forward_args``, ``permute_hidden`` and the other helpers of ``nn.LSTM`` are there too.
 
     Training-mode forward passes with noise (or hard gates, or while :func:`g2lstm.record_gates` records)
-    run the fused G2 kernel; every other pass runs torch's native LSTM kernel on the same weights.
+    run the fused G2 kernel, registered as the operators ``g2lstm::lstm_sequence`` and its backward (so
+    ``torch.compile(..., fullgraph=True)``, ``torch.export`` and ``torch.func`` trace it); every other pass
+    runs torch's native LSTM kernel on the same weights.
+
+    ``G2LSTM`` is not a subclass of ``nn.LSTM`` or ``nn.RNNBase``: torch treats those types specially behind
+    a user's back (``torch.compile`` graph-breaks on them, ``RNNBase`` re-flattens weights on ``.to()``
+    for cuDNN), and no torch tool would then run G2's gates. ``torch.ao.quantization.quantize_dynamic``
+    matches modules by exact type; :mod:`g2lstm.quantization` registers G2LSTM's own counterpart.
 
     Example::
 
@@ -235,6 +255,8 @@ class G2LSTM(_GateOptions):
         (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
     """
 
+    mode = "LSTM"
+
     def __init__(
         self,
         input_size: int,
@@ -244,6 +266,7 @@ class G2LSTM(_GateOptions):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         *,
         gate: str = "g2",
         temperature: float | None = None,
@@ -258,7 +281,16 @@ class G2LSTM(_GateOptions):
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         _check_positive_int("num_layers", num_layers)
+        _check_positive_int("proj_size", proj_size, minimum=0)
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({hidden_size}), got {proj_size}")
         _check_probability("dropout", dropout)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                stacklevel=2,
+            )
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -266,18 +298,22 @@ class G2LSTM(_GateOptions):
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
+        self.proj_size = proj_size
         self._init_gates(GateConfig(gate, temperature, noise_p, noise_eps, eval_gate), weight_dropout)
         factory = {"device": device, "dtype": dtype}
+        real_hidden = proj_size or hidden_size
         self._flat_weights_names: list[str] = []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            layer_input = input_size if layer == 0 else real_hidden * self.num_directions
             for suffix in self._direction_suffixes:
                 shapes = {
                     "weight_ih": (4 * hidden_size, layer_input),
-                    "weight_hh": (4 * hidden_size, hidden_size),
+                    "weight_hh": (4 * hidden_size, real_hidden),
                 }
                 if self.bias:
                     shapes.update(bias_ih=(4 * hidden_size,), bias_hh=(4 * hidden_size,))
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
                 for kind, shape in shapes.items():
                     name = f"{kind}_l{layer}{suffix}"
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
@@ -293,9 +329,14 @@ class G2LSTM(_GateOptions):
         return ("", "_reverse") if self.bidirectional else ("",)
 
     @property
+    def _flat_weights(self) -> list[Tensor | None]:
+        """The parameters in ``nn.LSTM``'s flat order (``None`` for one that is not there)."""
+        return [getattr(self, name, None) for name in self._flat_weights_names]
+
+    @property
     def all_weights(self) -> list[list[Tensor]]:
         """Parameters grouped per layer and direction, as ``nn.LSTM.all_weights``."""
-        per_group = 4 if self.bias else 2
+        per_group = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         flat = [getattr(self, name) for name in self._flat_weights_names]
         return [flat[k : k + per_group] for k in range(0, len(flat), per_group)]
 
@@ -309,6 +350,8 @@ class G2LSTM(_GateOptions):
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         if not self.bias:
@@ -321,6 +364,54 @@ class G2LSTM(_GateOptions):
             text += ", bidirectional=True"
         return f"{text}, {self._gate_repr()}"
 
+    # ------------------------------------------------------------------ nn.LSTM's argument helpers
+
+    def check_input(self, input: Tensor, batch_sizes: Tensor | None) -> None:
+        """As ``nn.LSTM.check_input``: ``input``'s dtype, rank (2-D packed data, else 3-D) and feature
+        size."""
+        reference = self._reference()
+        if input.dtype != reference.dtype and not _autocast_enabled(reference.device.type):
+            raise DtypeError(f"input has dtype {input.dtype} but the module's parameters are {reference.dtype}")
+        expected_dim = 2 if batch_sizes is not None else 3
+        if input.dim() != expected_dim:
+            raise ShapeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
+        if input.shape[-1] != self.input_size:
+            raise ShapeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
+            )
+
+    def get_expected_hidden_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
+        """The shape ``h_0`` must have for ``input`` (``batch_sizes`` for packed data)."""
+        batch = int(batch_sizes[0]) if batch_sizes is not None else input.shape[0 if self.batch_first else 1]
+        return self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size
+
+    def get_expected_cell_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
+        """The shape ``c_0`` must have for ``input`` (``batch_sizes`` for packed data)."""
+        layers, batch, _ = self.get_expected_hidden_size(input, batch_sizes)
+        return layers, batch, self.hidden_size
+
+    def check_hidden_size(
+        self, hx: Tensor, expected_hidden_size: tuple[int, ...], msg: str = "Expected hidden size {}, got {}"
+    ) -> None:
+        if tuple(hx.shape) != tuple(expected_hidden_size):
+            raise ShapeError(msg.format(expected_hidden_size, list(hx.shape)))
+
+    def check_forward_args(self, input: Tensor, hidden: State, batch_sizes: Tensor | None) -> None:
+        """As ``nn.LSTM.check_forward_args``: ``input`` and both states against the module's sizes."""
+        self.check_input(input, batch_sizes)
+        self.check_hidden_size(
+            hidden[0], self.get_expected_hidden_size(input, batch_sizes), "Expected hidden[0] size {}, got {}"
+        )
+        self.check_hidden_size(
+            hidden[1], self.get_expected_cell_size(input, batch_sizes), "Expected hidden[1] size {}, got {}"
+        )
+
+    def permute_hidden(self, hx: State, permutation: Tensor | None) -> State:
+        """``hx`` with its batch axis reordered by ``permutation`` (``None``: unchanged), as ``nn.LSTM``."""
+        if permutation is None:
+            return hx
+        return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
+
     # ------------------------------------------------------------------ conversion
 
     @classmethod
@@ -328,21 +419,22 @@ class G2LSTM(_GateOptions):
         """A G2LSTM with ``lstm``'s architecture and a copy of its weights; ``options`` set the gates."""
         if not isinstance(lstm, nn.LSTM):
             raise TypeError(f"from_lstm expects a torch.nn.LSTM, got {type(lstm).__name__}")
-        if lstm.proj_size:
-            raise ValueError(f"G2LSTM has no projection; got an nn.LSTM with proj_size={lstm.proj_size}")
         reference = lstm.weight_ih_l0
-        module = cls(
-            lstm.input_size,
-            lstm.hidden_size,
-            lstm.num_layers,
-            lstm.bias,
-            lstm.batch_first,
-            lstm.dropout,
-            lstm.bidirectional,
-            device=reference.device,
-            dtype=reference.dtype,
-            **options,
-        )
+        with warnings.catch_warnings():  # nn.LSTM warned about its own dropout already
+            warnings.simplefilter("ignore", UserWarning)
+            module = cls(
+                lstm.input_size,
+                lstm.hidden_size,
+                lstm.num_layers,
+                lstm.bias,
+                lstm.batch_first,
+                lstm.dropout,
+                lstm.bidirectional,
+                lstm.proj_size,
+                device=reference.device,
+                dtype=reference.dtype,
+                **options,
+            )
         module.load_state_dict(lstm.state_dict())
         module.train(lstm.training)
         return module
@@ -350,17 +442,20 @@ class G2LSTM(_GateOptions):
     def to_lstm(self) -> nn.LSTM:
         """An ``nn.LSTM`` with this module's architecture and a copy of its weights."""
         reference = self.weight_ih_l0
-        lstm = nn.LSTM(
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            self.bias,
-            self.batch_first,
-            self.dropout,
-            self.bidirectional,
-            device=reference.device,
-            dtype=reference.dtype,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            lstm = nn.LSTM(
+                self.input_size,
+                self.hidden_size,
+                self.num_layers,
+                self.bias,
+                self.batch_first,
+                self.dropout,
+                self.bidirectional,
+                self.proj_size,
+                device=reference.device,
+                dtype=reference.dtype,
+            )
         lstm.load_state_dict(self.state_dict())
         lstm.train(self.training)
         return lstm
@@ -368,8 +463,11 @@ class G2LSTM(_GateOptions):
     # ------------------------------------------------------------------ forward
 
     def _layer_weights(self, layer: int, direction: int) -> list[Tensor]:
+        """``[weight_ih, weight_hh, bias_ih, bias_hh, weight_hr]`` of one layer and direction, without the
+        biases or the projection where the module has none; DropConnect applied."""
         suffix = self._direction_suffixes[direction]
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        names += ["weight_hr"] if self.proj_size else []
         weights = [self._weight(f"{name}_l{layer}{suffix}") for name in names]
         weights[1] = self._dropconnect(weights[1])
         return weights
@@ -389,15 +487,15 @@ class G2LSTM(_GateOptions):
     def _check_state(self, hx: Any, batch: int, batched: bool, reference: Tensor) -> State:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-        expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
-        if not batched:
-            expected = (expected[0], expected[2])
-        for name, state in zip(("h_0", "c_0"), hx):
+        layers = self.num_layers * self.num_directions
+        for name, state, size in zip(("h_0", "c_0"), hx, (self.proj_size or self.hidden_size, self.hidden_size)):
             _check_tensor(name, state, reference)
+            expected = (layers, batch, size) if batched else (layers, size)
             if tuple(state.shape) != expected:
-                raise ValueError(
+                raise ShapeError(
                     f"{name} must have shape {expected} (num_layers * num_directions, "
-                    f"{'batch, ' if batched else ''}hidden_size), got {tuple(state.shape)}"
+                    f"{'batch, ' if batched else ''}{'proj_size' if name == 'h_0' and self.proj_size else 'hidden_size'}"
+                    f"), got {tuple(state.shape)}"
                 )
         h0, c0 = hx
         return (h0, c0) if batched else (h0.unsqueeze(1), c0.unsqueeze(1))
@@ -428,37 +526,42 @@ class G2LSTM(_GateOptions):
                 raise ValueError(f"input has an empty sequence or batch dimension: {tuple(input.shape)}")
             batch = input.shape[0 if self.batch_first else 1]
             feature_axis_size = input.shape[-1]
-            sorted_indices = unsorted_indices = None
+            batch_sizes = sorted_indices = unsorted_indices = None
         if feature_axis_size != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"input has {feature_axis_size} features in its last dimension but input_size is "
                 f"{self.input_size}"
             )
+        layers = self.num_layers * self.num_directions
         if hx is None:
-            zeros = reference.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
-            h0, c0 = zeros, zeros
+            h0 = reference.new_zeros(layers, batch, self.proj_size or self.hidden_size)
+            c0 = reference.new_zeros(layers, batch, self.hidden_size)
         else:
             h0, c0 = self._check_state(hx, batch, batched, reference)
             if sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
 
-
         plan = self._gate_config.plan(self.training)
-        if plan.noise or plan.hard or self._gate_sink is not None:
+        if plan.hard and not plan.noise and self._gate_sink is None and torch.onnx.is_in_onnx_export():
             if packed:
-                rows, sizes = data, batch_sizes.tolist()
+                raise ValueError("ONNX export with eval_gate='hard' takes padded input, not a PackedSequence")
+            output, h_n, c_n = self._forward_exportable(input, h0, c0)
+            if not batched:
+                output = output.squeeze(0 if self.batch_first else 1)
+        elif plan.noise or plan.hard or self._gate_sink is not None:
+            if packed:
+                rows = data
             else:
                 time_major = input.transpose(0, 1) if self.batch_first else input
-                sizes = [batch] * time_major.shape[0]
                 rows = time_major.reshape(-1, self.input_size)
-            output, h_n, c_n, recorded = self._forward_fused(rows, sizes, h0, c0, plan)
+            output, h_n, c_n, recorded = self._forward_fused(rows, batch_sizes, h0, c0, plan)
             if packed:
                 def layout(values: Tensor) -> Any:
                     indices = [None if i is None else i.to(values.device) for i in (sorted_indices, unsorted_indices)]
                     return PackedSequence(values, batch_sizes, *indices)
             else:
                 def layout(values: Tensor) -> Any:
-                    values = values.view(len(sizes), batch, -1)
+                    values = values.view(-1, batch, values.shape[-1])
                     values = values.transpose(0, 1) if self.batch_first else values
                     return values if batched else values.squeeze(0 if self.batch_first else 1)
             output = layout(output)
@@ -489,19 +592,21 @@ class G2LSTM(_GateOptions):
             for direction in range(self.num_directions):
                 layer_weights = self._layer_weights(layer, direction)
                 if scale != 1.0:
+                    gate_weights = 4 if self.bias else 2  # the projection, last, is not scaled
                     rows = 4 * self.hidden_size
                     row_scale = layer_weights[0].new_ones(rows)
                     row_scale[: rows // 2] = scale
                     layer_weights = [
-                        w * (row_scale[:, None] if w.dim() == 2 else row_scale) for w in layer_weights
-                    ]
+                        w * (row_scale[:, None] if w.dim() == 2 else row_scale) for w in layer_weights[:gate_weights]
+                    ] + layer_weights[gate_weights:]
                 weights.extend(layer_weights)
         return weights
 
     def _forward_fused(
-        self, rows: Tensor, sizes: list[int], h0: Tensor, c0: Tensor, plan: GatePlan
+        self, rows: Tensor, batch_sizes: Tensor | None, h0: Tensor, c0: Tensor, plan: GatePlan
     ) -> tuple[Tensor, Tensor, Tensor, list[tuple[int, Tensor, Tensor]]]:
-        """All layers on packed, time-major rows ``(N, features)`` with the fused kernel.
+        """All layers on packed, time-major rows ``(N, features)`` with the fused kernel (``batch_sizes``:
+        those of a PackedSequence, ``None`` for a plain batch).
 
         Returns the last layer's output rows, ``h_n``, ``c_n`` and, while gates are recorded, each
         layer's input- and forget-gate rows (detached, on the CPU).
@@ -513,17 +618,17 @@ class G2LSTM(_GateOptions):
         layer_input = rows
         for layer in range(self.num_layers):
             outputs, input_gates, forget_gates = [], [], []
-            for direction in range(self.num_directions):
-                weight_ih, weight_hh, *biases = self._layer_weights(layer, direction)
-                bias = biases[0] + biases[1] if biases else None
+            weights = [self._layer_weights(layer, direction) for direction in range(self.num_directions)]
+            keys = noise_key(len(weights), [layer_input] + [w[1] for w in weights]) if plan.noise else None
+            for direction, (weight_ih, weight_hh, *rest) in enumerate(weights):
+                weight_hr = rest.pop() if self.proj_size else None
+                bias = rest[0] + rest[1] if rest else None
                 gate_inputs = F.linear(layer_input, weight_ih, bias)
                 state = layer * self.num_directions + direction
-                reverse = direction == 1
                 output, h, c, gates = lstm_sequence(
-                    gate_inputs, h0[state], c0[state], weight_hh, sizes, reverse, plan.scale, plan.hard,
-                    noise_seed=self._noise_seed(plan),
-                    noise_p=self._gate_config.noise_p,
-                    noise_eps=self._gate_config.noise_eps,
+                    gate_inputs, h0[state], c0[state], weight_hh, batch_sizes, direction == 1, plan.scale,
+                    plan.hard, weight_hr=weight_hr, noise_seed=None if keys is None else keys[direction],
+                    noise_p=self._gate_config.noise_p, noise_eps=self._gate_config.noise_eps,
                 )
                 outputs.append(output)
                 h_n.append(h)
@@ -536,6 +641,27 @@ class G2LSTM(_GateOptions):
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n), torch.stack(c_n), recorded
+
+    def _forward_exportable(self, input: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Evaluation with hard gates as a loop the ONNX exporters keep whole (any sequence length):
+        :func:`g2lstm.kernels.export.hard_gate_layer` on a batched, padded ``input``."""
+        layer_input = input.transpose(0, 1) if self.batch_first else input
+        h_n: list[Tensor] = []
+        c_n: list[Tensor] = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                weight_ih, weight_hh, *rest = self._layer_weights(layer, direction)
+                weight_hr = rest.pop() if self.proj_size else None
+                gate_inputs = F.linear(layer_input, weight_ih, rest[0] + rest[1] if rest else None)
+                state = layer * self.num_directions + direction
+                output, h, c = hard_gate_layer(gate_inputs, h0[state], c0[state], weight_hh, weight_hr, direction == 1)
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        output = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        return output, torch.stack(h_n), torch.stack(c_n)
 
 
 class G2LSTMCell(_GateOptions):
@@ -654,10 +780,9 @@ class G2LSTMCell(_GateOptions):
         preactivations = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
             h0, self._dropconnect(self.weight_hh), self.bias_hh
         )
-        seed = self._noise_seed(plan)
-        if seed is not None:
+        if plan.noise:
             config = self._gate_config
-            bits = gate_bits(seed, batch, self.hidden_size, preactivations.dtype, preactivations.device)
+            bits = gate_bits(int(noise_key()[0]), batch, self.hidden_size, preactivations.dtype, preactivations.device)
             noise = noise_from_bits(bits, preactivations.dtype, config.noise_p, config.noise_eps)
             preactivations = preactivations + F.pad(noise, (0, 2 * self.hidden_size))
         h, c, gates = lstm_step(preactivations, c0, plan.scale, plan.hard)

@@ -1,6 +1,6 @@
 """The slow, obviously correct reference: one LSTM step at a time through autograd.
 
-Same signature and contract as :func:`g2lstm.kernels.fused.lstm_sequence`; it is the test oracle of the
+Same signature and contract as :func:`g2lstm.kernels.lstm_sequence`; it is the test oracle of the
 fused kernel and the step function of :class:`g2lstm.G2LSTMCell`.
 """
 
@@ -50,8 +50,11 @@ def lstm_sequence_reference(
     reverse: bool = False,
     scale: float = 1.0,
     hard: bool = False,
+    *,
+    weight_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Run one direction of one layer step by step; see ``fused.lstm_sequence`` for the contract."""
+    """Run one direction of one layer step by step; see :func:`g2lstm.kernels.lstm_sequence` for the
+    contract (``weight_hr``: the ``(P, H)`` projection of ``proj_size``, ``h = W_hr (o * tanh(c))``)."""
     offsets = row_offsets(batch_sizes)
     steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
     h_state = list(h0.unbind(0))
@@ -64,6 +67,8 @@ def lstm_sequence_reference(
         c_prev = torch.stack(c_state[:size])
         pre = gate_inputs[start : start + size] + h_prev @ weight_hh.t()
         h, c, gates[t] = lstm_step(pre, c_prev, scale, hard)
+        if weight_hr is not None:
+            h = h @ weight_hr.t()
         outputs[t] = h
         h_state[:size] = h.unbind(0)
         c_state[:size] = c.unbind(0)
