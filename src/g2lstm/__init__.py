@@ -3,6 +3,7 @@
 from g2lstm import functional
 from g2lstm.gates import EVAL_GATES, GATE_MODES
 from g2lstm.lstm import G2LSTM, G2LSTMCell
+from g2lstm.quantization import QuantizedG2LSTM  # registers it with torch.ao.quantization.quantize_dynamic
 from g2lstm.recording import GateRecording, record_gates
 
 __version__ = "0.1.0"
@@ -13,6 +14,7 @@ __all__ = [
     "G2LSTM",
     "G2LSTMCell",
     "GateRecording",
+    "QuantizedG2LSTM",
     "functional",
     "record_gates",
     "__version__",

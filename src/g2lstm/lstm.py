@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from g2lstm.functional import gate_bits, noise_from_bits, noise_key
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
-from g2lstm.kernels.export import hard_gate_layer
+from g2lstm.kernels.export import eval_layer
 
 __all__ = ["DtypeError", "G2LSTM", "G2LSTMCell", "ShapeError"]
 
@@ -237,9 +237,11 @@ class G2LSTM(_GateOptions):
         ``check_forward_args``, ``permute_hidden`` and the other helpers of ``nn.LSTM`` are there too.
 
     Training-mode forward passes with noise (or hard gates, or while :func:`g2lstm.record_gates` records)
-    run the fused G2 kernel, registered as the operators ``g2lstm::lstm_sequence`` and its backward (so
-    ``torch.compile(..., fullgraph=True)``, ``torch.export`` and ``torch.func`` trace it); every other pass
-    runs torch's native LSTM kernel on the same weights.
+    run the fused G2 kernel, registered as the operators ``g2lstm::lstm_sequence`` and its backward; so do
+    all passes under ``torch.compile`` and ``torch.export`` (one node for any sequence length and batch
+    size; no graph break with ``fullgraph=True``). Every other pass runs torch's native LSTM kernel on the
+    same weights. Under ONNX export, evaluation runs as a loop the exporters keep whole
+    (:mod:`g2lstm.kernels.export`), so the exported model takes any sequence length.
 
     ``G2LSTM`` is not a subclass of ``nn.LSTM`` or ``nn.RNNBase``: torch treats those types specially behind
     a user's back (``torch.compile`` graph-breaks on them, ``RNNBase`` re-flattens weights on ``.to()``
@@ -363,6 +365,34 @@ class G2LSTM(_GateOptions):
         if self.bidirectional:
             text += ", bidirectional=True"
         return f"{text}, {self._gate_repr()}"
+
+    @property
+    def qconfig(self) -> Any:
+        """The quantization config that a ``torch.ao.quantization`` pass assigned (absent until one does).
+
+        Such passes pick modules by exact type: ``quantize_dynamic(model, {nn.LSTM, nn.Linear})`` leaves a
+        G2LSTM in float. A pass that assigns it no config therefore warns, naming the fix.
+        """
+        try:
+            return self.__dict__["_qconfig"]
+        except KeyError:
+            raise AttributeError("qconfig") from None
+
+    @qconfig.setter
+    def qconfig(self, value: Any) -> None:
+        if value is None:
+            warnings.warn(
+                "a quantization pass leaves this G2LSTM in float: torch.ao.quantization picks modules by exact "
+                "type, so name G2LSTM in the qconfig spec, e.g. quantize_dynamic(model, {G2LSTM, nn.Linear}), "
+                "to get g2lstm.quantization.QuantizedG2LSTM",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.__dict__["_qconfig"] = value
+
+    @qconfig.deleter
+    def qconfig(self) -> None:
+        self.__dict__.pop("_qconfig", None)
 
     # ------------------------------------------------------------------ nn.LSTM's argument helpers
 
@@ -542,13 +572,14 @@ class G2LSTM(_GateOptions):
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
 
         plan = self._gate_config.plan(self.training)
-        if plan.hard and not plan.noise and self._gate_sink is None and torch.onnx.is_in_onnx_export():
+        exporting = not self.training and self._gate_sink is None and torch.onnx.is_in_onnx_export()
+        if exporting and (plan.hard or not torch.jit.is_tracing()):
             if packed:
-                raise ValueError("ONNX export with eval_gate='hard' takes padded input, not a PackedSequence")
-            output, h_n, c_n = self._forward_exportable(input, h0, c0)
+                raise ValueError("ONNX export of G2LSTM takes padded input, not a PackedSequence")
+            output, h_n, c_n = self._forward_exportable(input, h0, c0, plan)
             if not batched:
                 output = output.squeeze(0 if self.batch_first else 1)
-        elif plan.noise or plan.hard or self._gate_sink is not None:
+        elif plan.noise or plan.hard or self._gate_sink is not None or torch.compiler.is_compiling():
             if packed:
                 rows = data
             else:
@@ -642,9 +673,11 @@ class G2LSTM(_GateOptions):
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n), torch.stack(c_n), recorded
 
-    def _forward_exportable(self, input: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Evaluation with hard gates as a loop the ONNX exporters keep whole (any sequence length):
-        :func:`g2lstm.kernels.export.hard_gate_layer` on a batched, padded ``input``."""
+    def _forward_exportable(
+        self, input: Tensor, h0: Tensor, c0: Tensor, plan: GatePlan
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Evaluation as loops the ONNX exporters keep whole (any sequence length):
+        :func:`g2lstm.kernels.export.eval_layer` on a batched, padded ``input``."""
         layer_input = input.transpose(0, 1) if self.batch_first else input
         h_n: list[Tensor] = []
         c_n: list[Tensor] = []
@@ -655,7 +688,9 @@ class G2LSTM(_GateOptions):
                 weight_hr = rest.pop() if self.proj_size else None
                 gate_inputs = F.linear(layer_input, weight_ih, rest[0] + rest[1] if rest else None)
                 state = layer * self.num_directions + direction
-                output, h, c = hard_gate_layer(gate_inputs, h0[state], c0[state], weight_hh, weight_hr, direction == 1)
+                output, h, c = eval_layer(
+                    gate_inputs, h0[state], c0[state], weight_hh, weight_hr, direction == 1, plan.scale, plan.hard
+                )
                 outputs.append(output)
                 h_n.append(h)
                 c_n.append(c)

@@ -178,6 +178,19 @@ def _backward(ctx: Any, grad_output: Optional[Tensor], grad_h_n: Optional[Tensor
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _FunctorchSequence(torch.autograd.Function):
+    """The forward operator with the same autograd formula, for ``torch.func`` transforms: the formula that
+    ``register_autograd`` installs is refused under them (torch 2.13 wraps it in a Function without a
+    ``setup_context``)."""
+
+    @staticmethod
+    def forward(*inputs: Any) -> _Outputs:  # type: ignore[override]
+        return torch.ops.g2lstm.lstm_sequence(*inputs)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
+
+
 def differentiable_backward(
     grads: tuple[Optional[Tensor], ...],
     gates: Tensor,
@@ -307,7 +320,8 @@ def lstm_sequence(
     else:
         raise ValueError(f"noise_seed must be an int in [0, 2**63), got {noise_seed!r}")
     sizes = _batch_sizes_argument(batch_sizes, gate_inputs.shape[0], h0.shape[0])
-    output, h_n, c_n, gates, _, _ = torch.ops.g2lstm.lstm_sequence(
+    sequence = _FunctorchSequence.apply if torch._C._are_functorch_transforms_active() else _forward_op
+    output, h_n, c_n, gates, _, _ = sequence(
         gate_inputs, h0, c0, weight_hh, weight_hr, sizes, key, bool(reverse), float(scale), bool(hard),
         float(noise_p), float(noise_eps), kernel, backend,
     )
