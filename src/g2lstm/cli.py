@@ -58,6 +58,13 @@ def _lm_eval(args: argparse.Namespace) -> None:
     _print_metrics(metrics, args.json)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from g2lstm.lm.export import export_language_model
+
+    _print_metrics(export_language_model(args.checkpoint, args.out, eval_gate=args.eval_gate, dynamo=args.dynamo),
+                   args.json)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from g2lstm.lm.demo import format_demo_table, run_demo
 
@@ -321,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="translation: a test pair (line number from 0) for the per-word gate map (default 0, 1)")
     analyze.add_argument("--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then download)")
     analyze.set_defaults(run=_analyze)
+
+    export = commands.add_parser("export", help="a language-model checkpoint as ONNX (tokens in, logits out)")
+    export.add_argument("checkpoint")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"))
+    export.add_argument("--dynamo", action="store_true", help="torch's dynamo-based exporter")
+    export.add_argument("--json", action="store_true", help="print what was written as one JSON line")
+    export.set_defaults(run=_export)
 
     bench = commands.add_parser("bench", help="speed against torch.nn.LSTM")
     bench.add_argument("--device", default="cpu")
