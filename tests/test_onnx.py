@@ -1,0 +1,90 @@
+"""ONNX export of evaluation-mode G2LSTM (every eval gate, both exporters) and of a trained language model,
+run in onnxruntime at another sequence length and batch size than exported with."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from g2lstm import EVAL_GATES, G2LSTM
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def export(module: torch.nn.Module, args: tuple, path: Path, dynamo: bool, inputs: list[str], outputs: list[str]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            time, batch = torch.export.Dim("time"), torch.export.Dim("batch")
+            shapes = ({0: time, 1: batch}, *({1: batch} for _ in args[1:]))
+            torch.onnx.export(module, args, path, dynamo=True, input_names=inputs, output_names=outputs,
+                              dynamic_shapes=shapes)
+        else:
+            axes = {name: {1: "batch"} for name in inputs + outputs}
+            axes[inputs[0]] = axes[outputs[0]] = {0: "time", 1: "batch"}
+            torch.onnx.export(module, args, path, dynamo=False, input_names=inputs, output_names=outputs,
+                              dynamic_axes=axes)
+
+
+class WithState(torch.nn.Module):
+    """``(input, h0, c0) -> (output, h_n, c_n)`` as flat tensors."""
+
+    def __init__(self, rnn: G2LSTM) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, h0, c0):
+        output, (h_n, c_n) = self.rnn(x, (h0, c0))
+        return output, h_n, c_n
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("eval_gate", EVAL_GATES)
+def test_eval_gate_exports_with_dynamic_time_and_batch(eval_gate, dynamo, tmp_path):
+    rnn = G2LSTM(5, 8, 2, bidirectional=eval_gate == "hard", temperature=0.5, eval_gate=eval_gate).eval()
+    module = WithState(rnn).eval()
+    layers = 4 if rnn.bidirectional else 2
+    example = (torch.randn(6, 3, 5), torch.randn(layers, 3, 8), torch.randn(layers, 3, 8))
+    path = tmp_path / "rnn.onnx"
+    export(module, example, path, dynamo, ["input", "h0", "c0"], ["output", "h_n", "c_n"])
+    other = (torch.randn(11, 4, 5), torch.randn(layers, 4, 8), torch.randn(layers, 4, 8))
+    session = ort.InferenceSession(str(path))
+    actual = session.run(None, dict(zip(["input", "h0", "c0"], (t.numpy() for t in other))))
+    with torch.no_grad():
+        expected = module(*other)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
+    from g2lstm.cli import main
+    from g2lstm.lm.config import LMConfig
+    from g2lstm.lm.model import AWDLSTM
+    from g2lstm.train import config_to_dict
+    from g2lstm.train.checkpoint import save_checkpoint
+
+    vocab = [f"w{i}" for i in range(20)]
+    config = LMConfig(emb_size=6, hidden_size=10, num_layers=2)
+    model = AWDLSTM(config.model_spec(len(vocab)))
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(checkpoint, {"config": config_to_dict(config), "vocab": vocab, "model": model.state_dict()})
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "lm.onnx"), "--eval-gate", "hard"]) == 0
+
+    session = ort.InferenceSession(str(tmp_path / "lm.onnx"))
+    tokens = torch.randint(0, 20, (9, 3))
+    hidden = model.init_hidden(3)
+    feeds = {"tokens": tokens.numpy()}
+    for layer, (h, c) in enumerate(hidden):
+        feeds.update({f"h0_l{layer}": h.numpy(), f"c0_l{layer}": c.numpy()})
+    logits, *states = session.run(None, feeds)
+    model.set_eval_gate("hard")
+    model.eval()
+    with torch.no_grad():
+        result = model(tokens, hidden)
+        np.testing.assert_allclose(logits, model.decode(result.output).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(states[-1], result.hidden[-1][1].numpy(), atol=1e-5, rtol=0)
