@@ -38,7 +38,11 @@ def x(steps: int = 6, batch: int = 3) -> torch.Tensor:
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> str:
-    return "works, equals eager" if torch.allclose(a, b, atol=1e-5) else f"works, differs from eager by {(a - b).abs().max():.2g}"
+    return (
+        "works, equals eager"
+        if torch.allclose(a, b, atol=1e-5)
+        else f"works, differs from eager by {(a - b).abs().max():.2g}"
+    )
 
 
 def seeded(function: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -68,7 +72,10 @@ def compile_fullgraph(kind: str, training: bool) -> str:
 def export(kind: str, training: bool) -> str:
     module = make(kind, training)
     program = torch.export.export(module, (x(6),), dynamic_shapes=({0: torch.export.Dim("T", min=2)},))
-    return same(seeded(lambda: program.module()(x(9))[0]), seeded(lambda: module(x(9))[0])) + " at another length"
+    return (
+        same(seeded(lambda: program.module()(x(9))[0]), seeded(lambda: module(x(9))[0]))
+        + " at another length"
+    )
 
 
 def onnx(kind: str, training: bool, dynamo: bool, eval_gate: str = "sigmoid") -> str:
@@ -83,14 +90,21 @@ def onnx(kind: str, training: bool, dynamo: bool, eval_gate: str = "sigmoid") ->
             shapes = ({0: torch.export.Dim("T"), 1: torch.export.Dim("B")},)
             torch.onnx.export(module, (x(6),), path, dynamo=True, input_names=["x"], dynamic_shapes=shapes)
         else:
-            torch.onnx.export(module, (x(6),), path, dynamo=False, input_names=["x"],
-                              training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
-                              dynamic_axes={"x": {0: "T", 1: "B"}})
+            torch.onnx.export(
+                module,
+                (x(6),),
+                path,
+                dynamo=False,
+                input_names=["x"],
+                training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
+                dynamic_axes={"x": {0: "T", 1: "B"}},
+            )
         got = onnxruntime.InferenceSession(path).run(None, {"x": x(11, 4).numpy()})[0]
     with torch.no_grad():
         want = module(x(11, 4))[0].numpy()
     error = float(np.abs(got - want).max())
-    return f"works, onnxruntime at another length and batch {'within 1e-5' if error <= 1e-5 else f'off by {error:.2g}'}"
+    agreement = "within 1e-5" if error <= 1e-5 else f"off by {error:.2g}"
+    return f"works, onnxruntime at another length and batch {agreement}"
 
 
 def quantize(kind: str, training: bool) -> str:
@@ -99,12 +113,15 @@ def quantize(kind: str, training: bool) -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quantized = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
-        narrow = torch.ao.quantization.quantize_dynamic(nn.Sequential(make(kind, False)), {nn.LSTM, nn.Linear})
+        narrow = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(make(kind, False)), {nn.LSTM, nn.Linear}
+        )
     warned = any("leaves this G2LSTM in float" in str(w.message) for w in caught)
     error = (quantized(x())[0] - model(x())[0]).abs().max()
     text = f"works: {type(quantized[0]).__name__} (max difference {error:.2g})"
     if kind != "nn.LSTM":
-        text += f"; spec {{nn.LSTM, nn.Linear}} leaves {type(narrow[0]).__name__}{' and warns' if warned else ' silently'}"
+        left = type(narrow[0]).__name__
+        text += f"; spec {{nn.LSTM, nn.Linear}} leaves {left}{' and warns' if warned else ' silently'}"
     return text
 
 
@@ -117,7 +134,14 @@ def proj_size(kind: str, training: bool) -> str:
 
 def attributes(kind: str, training: bool) -> str:
     module = make(kind, training)
-    names = ("mode", "proj_size", "_flat_weights", "check_forward_args", "permute_hidden", "get_expected_hidden_size")
+    names = (
+        "mode",
+        "proj_size",
+        "_flat_weights",
+        "check_forward_args",
+        "permute_hidden",
+        "get_expected_hidden_size",
+    )
     missing = [name for name in names if not hasattr(module, name)]
     module.check_forward_args(x(), (torch.zeros(2, 3, HIDDEN), torch.zeros(2, 3, HIDDEN)), None)
     return f"missing {missing}" if missing else "works, all present"
@@ -126,7 +150,9 @@ def attributes(kind: str, training: bool) -> str:
 def func_grad(kind: str, training: bool) -> str:
     module = make(kind, training)
     params = dict(module.named_parameters())
-    grads = seeded(lambda: torch.func.grad(lambda p: torch.func.functional_call(module, p, (x(),))[0].sum())(params))
+    grads = seeded(
+        lambda: torch.func.grad(lambda p: torch.func.functional_call(module, p, (x(),))[0].sum())(params)
+    )
     seeded(lambda: module(x())[0].sum()).backward()
     agree = all(torch.allclose(grads[name], param.grad, atol=1e-5) for name, param in params.items())
     return "works, equals backward()" if agree else "works, differs from backward()"
@@ -203,7 +229,11 @@ def checkpointing(kind: str, training: bool) -> str:
     grad = inputs.grad.clone()
     inputs.grad = None
     seeded(lambda: module(inputs)[0]).sum().backward()
-    return "works, gradients equal plain backward" if torch.allclose(grad, inputs.grad, atol=1e-5) else "gradients differ"
+    return (
+        "works, gradients equal plain backward"
+        if torch.allclose(grad, inputs.grad, atol=1e-5)
+        else "gradients differ"
+    )
 
 
 def ddp(kind: str, training: bool) -> str:
@@ -226,9 +256,15 @@ CHECKS: list[tuple[str, Callable[[str, bool], str]]] = [
     ("torch.compile(fullgraph=True)", compile_fullgraph),
     ("torch.export.export, dynamic length", export),
     ("torch.onnx.export (legacy), σ gates", lambda k, t: onnx(k, t, False)),
-    ("torch.onnx.export (legacy), eval_gate='hard'", lambda k, t: onnx(k, t, False, "hard") if k != "nn.LSTM" else "—"),
+    (
+        "torch.onnx.export (legacy), eval_gate='hard'",
+        lambda k, t: onnx(k, t, False, "hard") if k != "nn.LSTM" else "—",
+    ),
     ("torch.onnx.export (dynamo), σ gates", lambda k, t: onnx(k, t, True)),
-    ("torch.onnx.export (dynamo), eval_gate='hard'", lambda k, t: onnx(k, t, True, "hard") if k != "nn.LSTM" else "—"),
+    (
+        "torch.onnx.export (dynamo), eval_gate='hard'",
+        lambda k, t: onnx(k, t, True, "hard") if k != "nn.LSTM" else "—",
+    ),
     ("quantize_dynamic (eval)", lambda k, t: quantize(k, t) if not t else "—"),
     ("proj_size=4, nn.LSTM state dict", proj_size),
     ("mode, proj_size, _flat_weights, check_forward_args, permute_hidden, ...", attributes),
@@ -260,13 +296,21 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", help="write the table to this file")
     args = parser.parse_args(argv)
-    header = (f"g2lstm {g2lstm.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
-              f"{platform.machine()}, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
-              "G2LSTM with its defaults (gate='g2', noise in training, σ gates in evaluation)")
-    lines = [header, "", "| what a user does | nn.LSTM train | nn.LSTM eval | G2LSTM train | G2LSTM eval |",
-             "|---|---|---|---|---|"]
+    header = (
+        f"g2lstm {g2lstm.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+        "G2LSTM with its defaults (gate='g2', noise in training, σ gates in evaluation)"
+    )
+    lines = [
+        header,
+        "",
+        "| what a user does | nn.LSTM train | nn.LSTM eval | G2LSTM train | G2LSTM eval |",
+        "|---|---|---|---|---|",
+    ]
     for name, check in CHECKS:
-        cells = [outcome(check, kind, training) for kind in ("nn.LSTM", "G2LSTM") for training in (True, False)]
+        cells = [
+            outcome(check, kind, training) for kind in ("nn.LSTM", "G2LSTM") for training in (True, False)
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     if args.markdown:

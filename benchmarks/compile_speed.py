@@ -29,7 +29,9 @@ def step_ms(module: torch.nn.Module, inputs: torch.Tensor, repeats: int) -> floa
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=4, default=[70, 20, 400, 1150], metavar=("T", "B", "IN", "H"))
+    parser.add_argument(
+        "--shape", type=int, nargs=4, default=[70, 20, 400, 1150], metavar=("T", "B", "IN", "H")
+    )
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
     steps, batch, size, hidden = args.shape
@@ -37,9 +39,13 @@ def main(argv: list[str]) -> int:
     inputs = torch.randn(steps, batch, size)
     eager = step_ms(module, inputs, args.repeats)
     compiled = step_ms(torch.compile(module, fullgraph=True), inputs, args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; shape {tuple(args.shape)}, median of {args.repeats}")
-    print(f"eager {eager:.1f} ms, torch.compile(fullgraph=True) {compiled:.1f} ms, ratio {compiled / eager:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; shape {tuple(args.shape)}, median of {args.repeats}"
+    )
+    print(
+        f"eager {eager:.1f} ms, torch.compile(fullgraph=True) {compiled:.1f} ms, ratio {compiled / eager:.2f}"
+    )
     return 0
 
 

@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data", help="data folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--markdown", help="write the table to this file (and the raw numbers beside it as JSON)")
+    parser.add_argument(
+        "--markdown", help="write the table to this file (and the raw numbers beside it as JSON)"
+    )
     args = parser.parse_args(argv)
 
     model, config, vocab = load_model(load_checkpoint(args.checkpoint))
@@ -60,19 +62,39 @@ def main(argv: list[str]) -> int:
         data = batchify(getattr(corpus, split), args.batch_size)
         float_ppl, float_s = measure(model, data, args.repeats)
         int8_ppl, int8_s = measure(quantized, data, args.repeats)
-        rows.append({"split": split, "float_ppl": float_ppl, "int8_ppl": int8_ppl, "float_s": float_s,
-                     "int8_s": int8_s, "speedup": float_s / int8_s})
-    header = (f"checkpoint {args.checkpoint} (gate {config.gate}, eval gate {model.layers[0].eval_gate}), "
-              f"g2lstm {__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-              f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-              f"batch {args.batch_size}, BPTT 70, median of {args.repeats}")
-    lines = [header, "", "| split | float ppl | int8 ppl | float s | int8 s | speed-up |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['split']} | {r['float_ppl']:.2f} | {r['int8_ppl']:.2f} | {r['float_s']:.2f} | {r['int8_s']:.2f} | "
-              f"{r['speedup']:.2f}× |" for r in rows]
+        rows.append(
+            {
+                "split": split,
+                "float_ppl": float_ppl,
+                "int8_ppl": int8_ppl,
+                "float_s": float_s,
+                "int8_s": int8_s,
+                "speedup": float_s / int8_s,
+            }
+        )
+    header = (
+        f"checkpoint {args.checkpoint} (gate {config.gate}, eval gate {model.layers[0].eval_gate}), "
+        f"g2lstm {__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"batch {args.batch_size}, BPTT 70, median of {args.repeats}"
+    )
+    lines = [
+        header,
+        "",
+        "| split | float ppl | int8 ppl | float s | int8 s | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['split']} | {r['float_ppl']:.2f} | {r['int8_ppl']:.2f} | {r['float_s']:.2f} | "
+        f"{r['int8_s']:.2f} | {r['speedup']:.2f}× |"
+        for r in rows
+    ]
     print("\n".join(lines))
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines) + "\n")
-        Path(args.markdown).with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+        Path(args.markdown).with_suffix(".json").write_text(
+            json.dumps({"header": header, "rows": rows}, indent=1)
+        )
     return 0
 
 

@@ -16,19 +16,29 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
-def export(module: torch.nn.Module, args: tuple, path: Path, dynamo: bool, inputs: list[str], outputs: list[str]):
+def export(
+    module: torch.nn.Module, args: tuple, path: Path, dynamo: bool, inputs: list[str], outputs: list[str]
+):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
             time, batch = torch.export.Dim("time"), torch.export.Dim("batch")
             shapes = ({0: time, 1: batch}, *({1: batch} for _ in args[1:]))
-            torch.onnx.export(module, args, path, dynamo=True, input_names=inputs, output_names=outputs,
-                              dynamic_shapes=shapes)
+            torch.onnx.export(
+                module,
+                args,
+                path,
+                dynamo=True,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=shapes,
+            )
         else:
             axes = {name: {1: "batch"} for name in inputs + outputs}
             axes[inputs[0]] = axes[outputs[0]] = {0: "time", 1: "batch"}
-            torch.onnx.export(module, args, path, dynamo=False, input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes)
+            torch.onnx.export(
+                module, args, path, dynamo=False, input_names=inputs, output_names=outputs, dynamic_axes=axes
+            )
 
 
 class WithState(torch.nn.Module):
@@ -72,7 +82,9 @@ def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
     config = LMConfig(emb_size=6, hidden_size=10, num_layers=2)
     model = AWDLSTM(config.model_spec(len(vocab)))
     checkpoint = tmp_path / "best.pt"
-    save_checkpoint(checkpoint, {"config": config_to_dict(config), "vocab": vocab, "model": model.state_dict()})
+    save_checkpoint(
+        checkpoint, {"config": config_to_dict(config), "vocab": vocab, "model": model.state_dict()}
+    )
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "lm.onnx"), "--eval-gate", "hard"]) == 0
 
     session = ort.InferenceSession(str(tmp_path / "lm.onnx"))

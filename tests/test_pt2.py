@@ -53,7 +53,9 @@ def test_compiled_training_matches_eager_through_changing_shapes(dynamic):
     torch._dynamo.reset()
     shapes = [(7, 3), (9, 3), (5, 4), (12, 2), (7, 3)]
     expected = train_steps(eager, shapes)
-    actual = train_steps(torch.compile(compiled, fullgraph=True, dynamic=dynamic), shapes)  # a break would raise
+    actual = train_steps(
+        torch.compile(compiled, fullgraph=True, dynamic=dynamic), shapes
+    )  # a break would raise
     assert actual == pytest.approx(expected, abs=1e-5)
     for name, value in eager.state_dict().items():
         torch.testing.assert_close(compiled.state_dict()[name], value, atol=1e-5, rtol=1e-5)
@@ -105,8 +107,19 @@ def test_double_backward_of_the_fused_kernel(kernel, projection):
     inputs = [tensor.requires_grad_() for tensor in inputs]
 
     def function(gate_inputs, h0, c0, weight_hh, weight_hr=None):
-        return lstm_sequence(gate_inputs, h0, c0, weight_hh, batch_sizes, True, 1.3, weight_hr=weight_hr,
-                             kernel=kernel, noise_seed=5, noise_p=0.5)[:3]
+        return lstm_sequence(
+            gate_inputs,
+            h0,
+            c0,
+            weight_hh,
+            batch_sizes,
+            True,
+            1.3,
+            weight_hr=weight_hr,
+            kernel=kernel,
+            noise_seed=5,
+            noise_p=0.5,
+        )[:3]
 
     assert torch.autograd.gradgradcheck(function, inputs)
 
@@ -117,7 +130,9 @@ def test_gradient_penalty_matches_nn_lstm():
     x = torch.randn(5, 3, 4, dtype=torch.float64)
 
     def penalty(rnn):
-        with record_gates(rnn) if isinstance(rnn, G2LSTM) else warnings.catch_warnings():  # G2: the fused kernel
+        with (
+            record_gates(rnn) if isinstance(rnn, G2LSTM) else warnings.catch_warnings()
+        ):  # G2: the fused kernel
             out = rnn(x)[0].pow(2).sum()
         grads = torch.autograd.grad(out, list(rnn.parameters()), create_graph=True)
         return torch.autograd.grad(sum(g.pow(2).sum() for g in grads), list(rnn.parameters()))
@@ -146,7 +161,9 @@ def test_proj_size_matches_nn_lstm_outputs_and_gradients(path, packed):
         return [values, h_n, c_n] + [p.grad for p in rnn.parameters()]
 
     expected = run(lstm)
-    with record_gates(module) if path == "fused" else warnings.catch_warnings():  # recording runs the fused kernel
+    with (
+        record_gates(module) if path == "fused" else warnings.catch_warnings()
+    ):  # recording runs the fused kernel
         actual = run(module)
     for got, want in zip(actual, expected):
         torch.testing.assert_close(got, want)
@@ -155,8 +172,12 @@ def test_proj_size_matches_nn_lstm_outputs_and_gradients(path, packed):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_proj_size_kernel_matches_the_reference(kernel):
     hidden, proj, batch_sizes = 5, 2, [4, 3, 3, 1]
-    args = (torch.randn(11, 4 * hidden, dtype=torch.float64), torch.randn(4, proj, dtype=torch.float64),
-            torch.randn(4, hidden, dtype=torch.float64), torch.randn(4 * hidden, proj, dtype=torch.float64))
+    args = (
+        torch.randn(11, 4 * hidden, dtype=torch.float64),
+        torch.randn(4, proj, dtype=torch.float64),
+        torch.randn(4, hidden, dtype=torch.float64),
+        torch.randn(4 * hidden, proj, dtype=torch.float64),
+    )
     weight_hr = torch.randn(proj, hidden, dtype=torch.float64)
     for reverse in (False, True):
         actual = lstm_sequence(*args, batch_sizes, reverse, 1.2, kernel=kernel, weight_hr=weight_hr)

@@ -382,8 +382,9 @@ class G2LSTM(_GateOptions):
     def qconfig(self, value: Any) -> None:
         if value is None:
             warnings.warn(
-                "a quantization pass leaves this G2LSTM in float: torch.ao.quantization picks modules by exact "
-                "type, so name G2LSTM in the qconfig spec, e.g. quantize_dynamic(model, {G2LSTM, nn.Linear}), "
+                "a quantization pass leaves this G2LSTM in float: torch.ao.quantization picks modules by "
+                "exact type, so name G2LSTM in the qconfig spec, e.g. "
+                "quantize_dynamic(model, {G2LSTM, nn.Linear}), "
                 "to get g2lstm.quantization.QuantizedG2LSTM",
                 UserWarning,
                 stacklevel=2,
@@ -401,13 +402,16 @@ class G2LSTM(_GateOptions):
         size."""
         reference = self._reference()
         if input.dtype != reference.dtype and not _autocast_enabled(reference.device.type):
-            raise DtypeError(f"input has dtype {input.dtype} but the module's parameters are {reference.dtype}")
+            raise DtypeError(
+                f"input has dtype {input.dtype} but the module's parameters are {reference.dtype}"
+            )
         expected_dim = 2 if batch_sizes is not None else 3
         if input.dim() != expected_dim:
             raise ShapeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
         if input.shape[-1] != self.input_size:
             raise ShapeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                f"got {input.shape[-1]}"
             )
 
     def get_expected_hidden_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
@@ -518,13 +522,15 @@ class G2LSTM(_GateOptions):
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
         layers = self.num_layers * self.num_directions
-        for name, state, size in zip(("h_0", "c_0"), hx, (self.proj_size or self.hidden_size, self.hidden_size)):
+        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
+        for name, state, size in zip(("h_0", "c_0"), hx, sizes):
             _check_tensor(name, state, reference)
             expected = (layers, batch, size) if batched else (layers, size)
             if tuple(state.shape) != expected:
                 raise ShapeError(
                     f"{name} must have shape {expected} (num_layers * num_directions, "
-                    f"{'batch, ' if batched else ''}{'proj_size' if name == 'h_0' and self.proj_size else 'hidden_size'}"
+                    f"{'batch, ' if batched else ''}"
+                    f"{'proj_size' if name == 'h_0' and self.proj_size else 'hidden_size'}"
                     f"), got {tuple(state.shape)}"
                 )
         h0, c0 = hx
@@ -588,7 +594,9 @@ class G2LSTM(_GateOptions):
             output, h_n, c_n, recorded = self._forward_fused(rows, batch_sizes, h0, c0, plan)
             if packed:
                 def layout(values: Tensor) -> Any:
-                    indices = [None if i is None else i.to(values.device) for i in (sorted_indices, unsorted_indices)]
+                    indices = [
+                        None if i is None else i.to(values.device) for i in (sorted_indices, unsorted_indices)
+                    ]
                     return PackedSequence(values, batch_sizes, *indices)
             else:
                 def layout(values: Tensor) -> Any:
@@ -627,9 +635,9 @@ class G2LSTM(_GateOptions):
                     rows = 4 * self.hidden_size
                     row_scale = layer_weights[0].new_ones(rows)
                     row_scale[: rows // 2] = scale
-                    layer_weights = [
-                        w * (row_scale[:, None] if w.dim() == 2 else row_scale) for w in layer_weights[:gate_weights]
-                    ] + layer_weights[gate_weights:]
+                    gates, projection = layer_weights[:gate_weights], layer_weights[gate_weights:]
+                    layer_weights = [w * (row_scale[:, None] if w.dim() == 2 else row_scale) for w in gates]
+                    layer_weights += projection
                 weights.extend(layer_weights)
         return weights
 
@@ -689,7 +697,8 @@ class G2LSTM(_GateOptions):
                 gate_inputs = F.linear(layer_input, weight_ih, rest[0] + rest[1] if rest else None)
                 state = layer * self.num_directions + direction
                 output, h, c = eval_layer(
-                    gate_inputs, h0[state], c0[state], weight_hh, weight_hr, direction == 1, plan.scale, plan.hard
+                    gate_inputs, h0[state], c0[state], weight_hh, weight_hr, direction == 1, plan.scale,
+                    plan.hard,
                 )
                 outputs.append(output)
                 h_n.append(h)

@@ -31,7 +31,9 @@ def _packed_linear(weight: Tensor, bias: Tensor | None, observer: Any) -> Any:
     observer(weight)
     scale, zero_point = observer.calculate_qparams()
     if observer.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
-        quantized = torch.quantize_per_channel(weight, scale, zero_point.long(), observer.ch_axis, observer.dtype)
+        quantized = torch.quantize_per_channel(
+            weight, scale, zero_point.long(), observer.ch_axis, observer.dtype
+        )
     else:
         quantized = torch.quantize_per_tensor(weight, float(scale), int(zero_point), observer.dtype)
     return torch.ops.quantized.linear_prepack(quantized, bias)
@@ -56,8 +58,16 @@ class QuantizedG2LSTM(nn.Module):
         super().__init__()
         plan = module._gate_config.plan(training=False)
         self.eval_gate = module.eval_gate
-        self.input_size, self.hidden_size, self.proj_size = module.input_size, module.hidden_size, module.proj_size
-        self.num_layers, self.bidirectional, self.batch_first = module.num_layers, module.bidirectional, module.batch_first
+        self.input_size, self.hidden_size, self.proj_size = (
+            module.input_size,
+            module.hidden_size,
+            module.proj_size,
+        )
+        self.num_layers, self.bidirectional, self.batch_first = (
+            module.num_layers,
+            module.bidirectional,
+            module.batch_first,
+        )
         self._scale, self._hard = plan.scale, plan.hard
         self.native: DynamicQuantizedLSTM | None = None
         self._packed: list[list[Any]] = []
@@ -75,7 +85,10 @@ class QuantizedG2LSTM(nn.Module):
                 weight_ih, weight_hh, *rest = (w.detach() for w in module._layer_weights(layer, direction))
                 weight_hr = rest.pop() if module.proj_size else None
                 bias = rest[0] + rest[1] if rest else None
-                packed = [_packed_linear(weight_ih, bias, observer()), _packed_linear(weight_hh, None, observer())]
+                packed = [
+                    _packed_linear(weight_ih, bias, observer()),
+                    _packed_linear(weight_hh, None, observer()),
+                ]
                 if weight_hr is not None:
                     packed.append(_packed_linear(weight_hr, None, observer()))
                 self._packed.append(packed)
@@ -89,19 +102,24 @@ class QuantizedG2LSTM(nn.Module):
         qconfig = getattr(module, "qconfig", None) or default_dynamic_qconfig
         observer = qconfig.weight
         if observer().dtype != torch.qint8:
-            raise ValueError(f"QuantizedG2LSTM quantizes weights to torch.qint8, got a qconfig for {observer().dtype}")
+            raise ValueError(
+                f"QuantizedG2LSTM quantizes weights to torch.qint8, got a qconfig for {observer().dtype}"
+            )
         return cls(module, observer)
 
     def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, eval_gate={self.eval_gate!r}"
+        text = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        text += f", eval_gate={self.eval_gate!r}"
         return text + (f", proj_size={self.proj_size}" if self.proj_size else "")
 
     def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
         if self.native is not None:
             return self.native(input, hx)
         if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a Tensor (QuantizedG2LSTM with hard gates or a projection), got "
-                            f"{type(input).__name__}")
+            raise TypeError(
+                f"input must be a Tensor (QuantizedG2LSTM with hard gates or a projection), got "
+                f"{type(input).__name__}"
+            )
         batched = input.dim() == 3
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
         x = x.transpose(0, 1) if self.batch_first else x
@@ -119,7 +137,9 @@ class QuantizedG2LSTM(nn.Module):
             for direction in range(directions):
                 state = layer * directions + direction
                 packed_ih, packed_hh, *projection = self._packed[state]
-                gate_inputs = torch.ops.quantized.linear_dynamic(x.reshape(steps * batch, -1), packed_ih, True)
+                gate_inputs = torch.ops.quantized.linear_dynamic(
+                    x.reshape(steps * batch, -1), packed_ih, True
+                )
                 gate_inputs = gate_inputs.view(steps, batch, -1)
                 h, c = h0[state], c0[state]
                 output = []

@@ -17,7 +17,9 @@ from torch._higher_order_ops.while_loop import while_loop
 __all__ = ["eval_layer", "eval_step"]
 
 
-def eval_step(pre: Tensor, c: Tensor, weight_hr: Optional[Tensor], scale: float, hard: bool) -> tuple[Tensor, Tensor]:
+def eval_step(
+    pre: Tensor, c: Tensor, weight_hr: Optional[Tensor], scale: float, hard: bool
+) -> tuple[Tensor, Tensor]:
     """One step from the full pre-activations ``(B, 4H)``: input and forget gates ``1[a >= 0]`` if ``hard``
     else ``sigmoid(scale * a)``, σ output gate."""
     i, f, g, o = pre.chunk(4, 1)
@@ -34,8 +36,14 @@ def eval_step(pre: Tensor, c: Tensor, weight_hr: Optional[Tensor], scale: float,
 
 @torch.jit.script
 def _scripted_layer(
-    gate_inputs: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, weight_hr: Optional[Tensor], reverse: bool,
-    scale: float, hard: bool,
+    gate_inputs: Tensor,
+    h: Tensor,
+    c: Tensor,
+    weight_hh: Tensor,
+    weight_hr: Optional[Tensor],
+    reverse: bool,
+    scale: float,
+    hard: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     steps = gate_inputs.shape[0]
     outputs: list[Tensor] = []
@@ -48,8 +56,14 @@ def _scripted_layer(
 
 
 def _while_loop_layer(
-    gate_inputs: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, weight_hr: Optional[Tensor], reverse: bool,
-    scale: float, hard: bool,
+    gate_inputs: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    weight_hr: Optional[Tensor],
+    reverse: bool,
+    scale: float,
+    hard: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     steps_in = gate_inputs.flip(0) if reverse else gate_inputs
     weight_hh_t = weight_hh.t().contiguous()
@@ -72,8 +86,14 @@ def _while_loop_layer(
 
 
 def eval_layer(
-    gate_inputs: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, weight_hr: Optional[Tensor], reverse: bool,
-    scale: float, hard: bool,
+    gate_inputs: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    weight_hr: Optional[Tensor],
+    reverse: bool,
+    scale: float,
+    hard: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One layer direction in evaluation over ``gate_inputs`` ``(T, B, 4H)`` (the input part of the
     pre-activations), from ``h0 (B, P)`` and ``c0 (B, H)``, with input and forget gates ``1[a >= 0]`` if

@@ -45,7 +45,8 @@ def _resize(state: Tensor, size: int, source: Tensor, finished: list[Tensor]) ->
 
 
 def _assemble(state: Tensor, finished: list[Tensor]) -> Tensor:
-    """The full ``(B, H)`` state, a new tensor, from the last carried rows and the rows that stopped earlier."""
+    """The full ``(B, H)`` state (a new tensor) from the last carried rows and the rows that stopped
+    earlier."""
     return torch.cat([state, *finished[::-1]])
 
 

@@ -5,11 +5,11 @@ operators with fake (meta) implementations, so that ``torch.compile`` traces the
 with symbolic sequence length and batch size, ``torch.export`` keeps them as single nodes, and
 ``torch.func`` transforms see ordinary operators. Their autograd formula is registered with
 ``register_autograd``: the backward operator runs the hand-written backward through time (the compiled CPU
-loop where it applies, else the Python loop). When the backward pass itself must be differentiable (``create_graph=True``, as in
-``torch.func.grad`` or gradient penalties), or when a gradient reaches the auxiliary outputs (which only a
-second-order pass does), the same backward is computed with differentiable tensor operations instead, on
-the auxiliary outputs (gates, cells, their tanh), which are differentiable outputs of the forward operator:
-so gradients of any order exist.
+loop where it applies, else the Python loop). When the backward pass itself must be differentiable
+(``create_graph=True``, as in ``torch.func.grad`` or gradient penalties), or when a gradient reaches the
+auxiliary outputs (which only a second-order pass does), the same backward is computed with differentiable
+tensor operations instead, on the auxiliary outputs (gates, cells, their tanh), which are differentiable
+outputs of the forward operator: so gradients of any order exist.
 
 The gate noise is keyed by a 0-dim int64 tensor (:func:`g2lstm.functional.noise_key`, itself an operator
 that draws from torch's generator), an input of the forward operator: eager and compiled runs draw the
@@ -24,7 +24,14 @@ from torch import Tensor
 
 from g2lstm.functional import gate_bits, noise_from_bits
 from g2lstm.kernels.compiled import compiled_module, kernel_choice, use_compiled
-from g2lstm.kernels.fused import _assemble, _resize, _steps, previous_rows, sequence_backward, sequence_forward
+from g2lstm.kernels.fused import (
+    _assemble,
+    _resize,
+    _steps,
+    previous_rows,
+    sequence_backward,
+    sequence_forward,
+)
 
 __all__ = ["lstm_sequence"]
 
@@ -71,7 +78,9 @@ def _forward_op(
     if seed is not None:
         bits = gate_bits(seed, gate_inputs.shape[0], c0.shape[1], gate_inputs.dtype, gate_inputs.device)
         noise = noise_from_bits(bits, gate_inputs.dtype, noise_p, noise_eps)
-    return sequence_forward(gate_inputs, h0, c0, weight_hh, weight_hr, sizes, reverse, scale, hard, backend, noise)
+    return sequence_forward(
+        gate_inputs, h0, c0, weight_hh, weight_hr, sizes, reverse, scale, hard, backend, noise
+    )
 
 
 @_forward_op.register_fake
@@ -113,14 +122,42 @@ def _backward_op(
     sizes = _sizes(batch_sizes, gates.shape[0], h0.shape[0])
     if _compiled(gates, weight_hr, kernel):
         grads = compiled_module(required=True).backward(
-            grad_output, grad_h_n, grad_c_n, gates, cells, tanh_cells, output, h0, c0, weight_hh, sizes, reverse,
-            scale, hard, weight_grads[0],
+            grad_output,
+            grad_h_n,
+            grad_c_n,
+            gates,
+            cells,
+            tanh_cells,
+            output,
+            h0,
+            c0,
+            weight_hh,
+            sizes,
+            reverse,
+            scale,
+            hard,
+            weight_grads[0],
         )
         grads.append(None)
     else:
         grads = sequence_backward(
-            grad_output, grad_h_n, grad_c_n, gates, cells, tanh_cells, output, h0, c0, weight_hh, weight_hr,
-            sizes, reverse, scale, hard, backend, (weight_grads[0], weight_grads[1]),
+            grad_output,
+            grad_h_n,
+            grad_c_n,
+            gates,
+            cells,
+            tanh_cells,
+            output,
+            h0,
+            c0,
+            weight_hh,
+            weight_hr,
+            sizes,
+            reverse,
+            scale,
+            hard,
+            backend,
+            (weight_grads[0], weight_grads[1]),
         )
     empty = gates.new_empty(0)
     return tuple(empty if grad is None else grad for grad in grads)
@@ -128,17 +165,32 @@ def _backward_op(
 
 @_backward_op.register_fake
 def _backward_fake(
-    grad_output: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor], gates: Tensor,
-    cells: Tensor, tanh_cells: Tensor, output: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
-    weight_hr: Optional[Tensor], batch_sizes: Optional[Tensor], reverse: bool, scale: float, hard: bool,
-    weight_grads: list[bool], *_: Any,
+    grad_output: Optional[Tensor],
+    grad_h_n: Optional[Tensor],
+    grad_c_n: Optional[Tensor],
+    gates: Tensor,
+    cells: Tensor,
+    tanh_cells: Tensor,
+    output: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_hh: Tensor,
+    weight_hr: Optional[Tensor],
+    batch_sizes: Optional[Tensor],
+    reverse: bool,
+    scale: float,
+    hard: bool,
+    weight_grads: list[bool],
+    *_: Any,
 ) -> _Gradients:
     empty = gates.new_empty(0)
     return (
         gates.new_empty(gates.shape),
         h0.new_empty(h0.shape),
         c0.new_empty(c0.shape),
-        weight_hh.new_empty(weight_hh.shape[1], weight_hh.shape[0]).t() if weight_grads[0] else empty,  # as made
+        weight_hh.new_empty(weight_hh.shape[1], weight_hh.shape[0]).t()
+        if weight_grads[0]
+        else empty,  # as made
         weight_hr.new_empty(weight_hr.shape) if weight_hr is not None and weight_grads[1] else empty,
     )
 
@@ -152,23 +204,52 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: _Outputs) -> None:
     ctx.set_materialize_grads(False)  # unused outputs arrive as None and cost nothing
 
 
-def _backward(ctx: Any, grad_output: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
-              *grad_auxiliary: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+def _backward(
+    ctx: Any,
+    grad_output: Optional[Tensor],
+    grad_h_n: Optional[Tensor],
+    grad_c_n: Optional[Tensor],
+    *grad_auxiliary: Optional[Tensor],
+) -> tuple[Optional[Tensor], ...]:
     gates, cells, tanh_cells, output, h0, c0, weight_hh, weight_hr, batch_sizes = ctx.saved_tensors
     weight_grads = [ctx.needs_input_grad[3], weight_hr is not None and ctx.needs_input_grad[4]]
     if torch.is_grad_enabled() or any(grad is not None for grad in grad_auxiliary):
         grads = differentiable_backward(
-            (grad_output, grad_h_n, grad_c_n, *grad_auxiliary), gates, cells, tanh_cells, output, h0, c0,
-            weight_hh, weight_hr, _sizes(batch_sizes, gates.shape[0], h0.shape[0]), *ctx.settings,
+            (grad_output, grad_h_n, grad_c_n, *grad_auxiliary),
+            gates,
+            cells,
+            tanh_cells,
+            output,
+            h0,
+            c0,
+            weight_hh,
+            weight_hr,
+            _sizes(batch_sizes, gates.shape[0], h0.shape[0]),
+            *ctx.settings,
         )
     else:
         grads = torch.ops.g2lstm.lstm_sequence_backward(
-            grad_output, grad_h_n, grad_c_n, gates, cells, tanh_cells, output, h0, c0, weight_hh, weight_hr,
-            batch_sizes, *ctx.settings, weight_grads, *ctx.loop,
+            grad_output,
+            grad_h_n,
+            grad_c_n,
+            gates,
+            cells,
+            tanh_cells,
+            output,
+            h0,
+            c0,
+            weight_hh,
+            weight_hr,
+            batch_sizes,
+            *ctx.settings,
+            weight_grads,
+            *ctx.loop,
         )
     grad_gate_inputs, grad_h0, grad_c0, grad_weight_hh, grad_weight_hr = grads
     return (
-        grad_gate_inputs, grad_h0, grad_c0,
+        grad_gate_inputs,
+        grad_h0,
+        grad_c0,
         grad_weight_hh if weight_grads[0] else None,
         grad_weight_hr if weight_grads[1] else None,
         *([None] * 9),
@@ -212,8 +293,11 @@ def differentiable_backward(
     grad_output, grad_h_n, grad_c_n, grad_gates, grad_cells, grad_tanh = grads
     hidden = cells.shape[1]
     i_all, f_all, g_all, o_all = gates.chunk(4, dim=1)
-    gate_slope = torch.zeros_like(gates[:, : 2 * hidden]) if hard else gates[:, : 2 * hidden] * (
-        1 - gates[:, : 2 * hidden]) * scale
+    gate_slope = (
+        torch.zeros_like(gates[:, : 2 * hidden])
+        if hard
+        else gates[:, : 2 * hidden] * (1 - gates[:, : 2 * hidden]) * scale
+    )
     slopes = torch.cat([gate_slope, 1 - g_all * g_all, o_all * (1 - o_all)], dim=1)
     c_prev_all = previous_rows(cells, c0, batch_sizes, reverse)
     batch = h0.shape[0]
@@ -251,10 +335,18 @@ def differentiable_backward(
         dc = dc * f
     grad_gate_inputs = torch.cat([d_pre_rows[start] for start in sorted(d_pre_rows)])
     grad_weight_hh = grad_gate_inputs.t().mm(previous_rows(output, h0, batch_sizes, reverse))
-    return grad_gate_inputs, _assemble(dh, dh_finished), _assemble(dc, dc_finished), grad_weight_hh, grad_weight_hr
+    return (
+        grad_gate_inputs,
+        _assemble(dh, dh_finished),
+        _assemble(dc, dc_finished),
+        grad_weight_hh,
+        grad_weight_hr,
+    )
 
 
-def _batch_sizes_argument(batch_sizes: Sequence[int] | Tensor | None, rows: int, batch: int) -> Optional[Tensor]:
+def _batch_sizes_argument(
+    batch_sizes: Sequence[int] | Tensor | None, rows: int, batch: int
+) -> Optional[Tensor]:
     """``batch_sizes`` as the operators take it: ``None`` for a plain batch, else an int64 CPU tensor."""
     if batch_sizes is None or isinstance(batch_sizes, Tensor):
         return batch_sizes
@@ -322,7 +414,19 @@ def lstm_sequence(
     sizes = _batch_sizes_argument(batch_sizes, gate_inputs.shape[0], h0.shape[0])
     sequence = _FunctorchSequence.apply if torch._C._are_functorch_transforms_active() else _forward_op
     output, h_n, c_n, gates, _, _ = sequence(
-        gate_inputs, h0, c0, weight_hh, weight_hr, sizes, key, bool(reverse), float(scale), bool(hard),
-        float(noise_p), float(noise_eps), kernel, backend,
+        gate_inputs,
+        h0,
+        c0,
+        weight_hh,
+        weight_hr,
+        sizes,
+        key,
+        bool(reverse),
+        float(scale),
+        bool(hard),
+        float(noise_p),
+        float(noise_eps),
+        kernel,
+        backend,
     )
     return output, h_n, c_n, gates.detach()

@@ -65,14 +65,24 @@ def export_language_model(
         if dynamo:
             time, batch = torch.export.Dim("time"), torch.export.Dim("batch")
             torch.onnx.export(
-                graph, (tokens, *states), out, dynamo=True, input_names=inputs, output_names=outputs,
+                graph,
+                (tokens, *states),
+                out,
+                dynamo=True,
+                input_names=inputs,
+                output_names=outputs,
                 dynamic_shapes=({0: time, 1: batch}, *({1: batch} for _ in states)),
             )
         else:
             axes = {"tokens": {0: "time", 1: "batch"}, "logits": {0: "time", 1: "batch"}}
             axes.update({name: {1: "batch"} for name in inputs[1:] + outputs[1:]})
             torch.onnx.export(
-                graph, (tokens, *states), out, dynamo=False, input_names=inputs, output_names=outputs,
+                graph,
+                (tokens, *states),
+                out,
+                dynamo=False,
+                input_names=inputs,
+                output_names=outputs,
                 dynamic_axes=axes,
             )
     return {
