@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from g2lstm.functional import gate_bits, noise_from_bits, noise_seed
@@ -300,9 +301,15 @@ class G2LSTM(_GateOptions):
         return [flat[k : k + per_group] for k in range(0, len(flat), per_group)]
 
     def reset_parameters(self) -> None:
+        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``nn.LSTM``; a parametrized one is set
+        through its parametrization (which may store it in another form)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        with torch.no_grad():
+            for name in self._flat_weights_names:
+                if parametrize.is_parametrized(self, name):
+                    setattr(self, name, torch.empty_like(getattr(self, name)).uniform_(-bound, bound))
+                else:
+                    nn.init.uniform_(getattr(self, name), -bound, bound)
 
     def flatten_parameters(self) -> None:
         """Accepted for ``nn.LSTM`` compatibility; the kernels need no flattened weight buffer."""
@@ -361,7 +368,9 @@ class G2LSTM(_GateOptions):
             device=reference.device,
             dtype=reference.dtype,
         )
-        lstm.load_state_dict(self.state_dict())
+        with torch.no_grad():
+            for name in self._flat_weights_names:
+                getattr(lstm, name).copy_(getattr(self, name))
         lstm.train(self.training)
         return lstm
 
@@ -370,21 +379,13 @@ class G2LSTM(_GateOptions):
     def _layer_weights(self, layer: int, direction: int) -> list[Tensor]:
         suffix = self._direction_suffixes[direction]
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
-        weights = [self._weight(f"{name}_l{layer}{suffix}") for name in names]
+        weights = [getattr(self, f"{name}_l{layer}{suffix}") for name in names]
         weights[1] = self._dropconnect(weights[1])
         return weights
 
-    def _weight(self, name: str) -> Tensor:
-        """The dense weight ``name``: its Parameter, or rebuilt from the compact blocks of g2lstm.compress."""
-        compressed = self._modules.get("compressed")
-        if compressed is not None and name in compressed:
-            return compressed.dense(name)
-        return getattr(self, name)
-
     def _reference(self) -> Tensor:
-        """A tensor with the weights' dtype and device (a compressed module keeps no ``weight_ih_l0``)."""
-        compressed = self._modules.get("compressed")
-        return self.weight_ih_l0 if compressed is None else compressed.reference
+        """A tensor with the weights' dtype and device, without computing a parametrized weight."""
+        return next(tensor for tensor in (*self.parameters(), *self.buffers()) if tensor.is_floating_point())
 
     def _check_state(self, hx: Any, batch: int, batched: bool, reference: Tensor) -> State:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
