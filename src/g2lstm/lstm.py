@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from g2lstm.functional import gate_bits, noise_from_bits, noise_seed
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
+from g2lstm.kernels.stored import gate_projection, lstm_sequence_stored, stored_forms, use_stored_inference
 
 __all__ = ["G2LSTM", "G2LSTMCell"]
 
@@ -445,14 +446,15 @@ class G2LSTM(_GateOptions):
 
 
         plan = self._gate_config.plan(self.training)
-        if plan.noise or plan.hard or self._gate_sink is not None:
+        stored = use_stored_inference(self, reference, self._flat_weights_names, plan.noise)
+        if stored or plan.noise or plan.hard or self._gate_sink is not None:
             if packed:
                 rows, sizes = data, batch_sizes.tolist()
             else:
                 time_major = input.transpose(0, 1) if self.batch_first else input
                 sizes = [batch] * time_major.shape[0]
                 rows = time_major.reshape(-1, self.input_size)
-            output, h_n, c_n, recorded = self._forward_fused(rows, sizes, h0, c0, plan)
+            output, h_n, c_n, recorded = self._forward_fused(rows, sizes, h0, c0, plan, stored)
             if packed:
                 def layout(values: Tensor) -> Any:
                     indices = [None if i is None else i.to(values.device) for i in (sorted_indices, unsorted_indices)]
@@ -500,9 +502,11 @@ class G2LSTM(_GateOptions):
         return weights
 
     def _forward_fused(
-        self, rows: Tensor, sizes: list[int], h0: Tensor, c0: Tensor, plan: GatePlan
+        self, rows: Tensor, sizes: list[int], h0: Tensor, c0: Tensor, plan: GatePlan, stored: bool = False
     ) -> tuple[Tensor, Tensor, Tensor, list[tuple[int, Tensor, Tensor]]]:
-        """All layers on packed, time-major rows ``(N, features)`` with the fused kernel.
+        """All layers on packed, time-major rows ``(N, features)`` with the fused kernel; with ``stored``
+        (inference only), weights that a parametrization stores in another form are used in that form
+        (:mod:`g2lstm.kernels.stored`).
 
         Returns the last layer's output rows, ``h_n``, ``c_n`` and, while gates are recorded, each
         layer's input- and forget-gate rows (detached, on the CPU).
@@ -515,22 +519,35 @@ class G2LSTM(_GateOptions):
         for layer in range(self.num_layers):
             outputs, input_gates, forget_gates = [], [], []
             for direction in range(self.num_directions):
-                weight_ih, weight_hh, *biases = self._layer_weights(layer, direction)
-                bias = biases[0] + biases[1] if biases else None
-                gate_inputs = F.linear(layer_input, weight_ih, bias)
                 state = layer * self.num_directions + direction
                 reverse = direction == 1
-                output, h, c, gates = lstm_sequence(
-                    gate_inputs, h0[state], c0[state], weight_hh, sizes, reverse, plan.scale, plan.hard,
-                    noise_seed=self._noise_seed(plan),
-                    noise_p=self._gate_config.noise_p,
-                    noise_eps=self._gate_config.noise_eps,
-                )
+                suffix = f"_l{layer}{self._direction_suffixes[direction]}"
+                forms_ih = stored_forms(self, f"weight_ih{suffix}") if stored else None
+                forms_hh = stored_forms(self, f"weight_hh{suffix}") if stored else None
+                bias = (getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}")) if self.bias else None
+                if forms_ih is not None:
+                    gate_inputs = gate_projection(layer_input, forms_ih, bias)
+                else:
+                    gate_inputs = F.linear(layer_input, getattr(self, f"weight_ih{suffix}"), bias)
+                if forms_hh is not None:
+                    output, h, c, gates = lstm_sequence_stored(
+                        gate_inputs, h0[state], c0[state], forms_hh, sizes, reverse, plan.scale, plan.hard,
+                        keep_gates=self._gate_sink is not None,
+                    )
+                else:
+                    output, h, c, gates = lstm_sequence(
+                        gate_inputs, h0[state], c0[state], self._dropconnect(getattr(self, f"weight_hh{suffix}")),
+                        sizes, reverse, plan.scale, plan.hard,
+                        noise_seed=self._noise_seed(plan),
+                        noise_p=self._gate_config.noise_p,
+                        noise_eps=self._gate_config.noise_eps,
+                    )
                 outputs.append(output)
                 h_n.append(h)
                 c_n.append(c)
-                input_gates.append(gates[:, :hidden])
-                forget_gates.append(gates[:, hidden : 2 * hidden])
+                if self._gate_sink is not None:
+                    input_gates.append(gates[:, :hidden])
+                    forget_gates.append(gates[:, hidden : 2 * hidden])
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
             if self._gate_sink is not None:
                 recorded.append((layer, torch.cat(input_gates, 1).cpu(), torch.cat(forget_gates, 1).cpu()))
