@@ -11,13 +11,17 @@ direction, is compressed on its own by one of the paper's two methods:
   the factors ``u = U_k S_k^{1/2}`` ``(H, k)`` and ``v = S_k^{1/2} V_k^T`` ``(k, in)``, Parameters that a
   finetune can train.
 
-Compression works in place and really shrinks the model: the dense ``weight_ih_l{k}`` / ``weight_hh_l{k}``
-Parameters of a layer are removed and a :class:`CompressedLSTMWeights` holding the blocks is attached as the
-layer's ``compressed`` child; the gate blocks left uncompressed become dense Parameters of their own and the
-biases are not touched. Each forward pass rebuilds the dense ``(4H, in)`` matrices from the blocks (gate order
-i, f, g, o), so training and evaluation run as before while ``state_dict()``, and so a checkpoint, holds only
-the compact tensors. A checkpoint records :func:`compression_config` beside the state dict;
-:func:`restore_compressed` gives a freshly built model the same layout before ``load_state_dict``.
+``matrices`` narrows compression to some of the dense matrices (e.g. only the hidden-to-hidden ones, as
+the authors compress their translation model); by default every one is compressed.
+
+Compression works in place and really shrinks the model: the compressed dense ``weight_ih_l{k}`` /
+``weight_hh_l{k}`` Parameters of a layer are removed and a :class:`CompressedLSTMWeights` holding the blocks
+is attached as the layer's ``compressed`` child; the gate blocks left uncompressed become dense Parameters of
+their own, and the other matrices and the biases are not touched. Each forward pass rebuilds the dense
+``(4H, in)`` matrices from the blocks (gate order i, f, g, o), so training and evaluation run as before while
+``state_dict()``, and so a checkpoint, holds only the compact tensors. A checkpoint records
+:func:`compression_config` beside the state dict; :func:`restore_compressed` gives a freshly built model the
+same layout before ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ GATES = ("input", "forget", "cell", "output")  # torch's row order i, f, g, o
 PAPER_GATES = ("input", "forget")
 _CODE_DTYPES = {"int8": torch.int8, "int16": torch.int16}
 _SETTING_KEYS = ("round", "clip", "rank", "gates", "codes", "converted")
+_OPTIONAL_SETTING_KEYS = ("matrices",)  # absent in configs saved before it existed: every matrix
 
 
 class _DenseBlock(nn.Module):
@@ -120,12 +125,12 @@ class _LowRankBlock(nn.Module):
 class CompressedLSTMWeights(nn.ModuleDict):
     """The compact weights of one compressed G2LSTM, attached by :func:`compress` as its ``compressed`` child.
 
-    Maps the name of each dense matrix it replaces (``weight_ih_l0``, ``weight_hh_l1_reverse``, ...) to that
-    matrix's four gate blocks, keyed ``input``, ``forget``, ``cell``, ``output``. A block holds a dense
-    Parameter ``weight`` (not compressed), int8/int16 ``codes`` (low precision: the block is ``codes * step``)
-    or Parameters ``u`` and ``v`` (low rank: the block is ``u @ v``). The buffer ``step`` holds the rounding
-    step ``r`` in the layer's dtype (``None`` for low rank); ``settings`` is the plain dict that
-    :func:`compression_config` records for the layer.
+    Maps the name of each dense matrix it replaces (``weight_ih_l0``, ``weight_hh_l1_reverse``, ...: those
+    listed in ``settings["matrices"]``) to that matrix's four gate blocks, keyed ``input``, ``forget``,
+    ``cell``, ``output``. A block holds a dense Parameter ``weight`` (not compressed), int8/int16 ``codes``
+    (low precision: the block is ``codes * step``) or Parameters ``u`` and ``v`` (low rank: the block is
+    ``u @ v``). The buffer ``step`` holds the rounding step ``r`` in the layer's dtype (``None`` for low
+    rank); ``settings`` is the plain dict that :func:`compression_config` records for the layer.
     """
 
     def __init__(self, settings: dict[str, Any], step: Tensor | None) -> None:
@@ -198,6 +203,7 @@ def compress(
     clip: float | None = None,
     rank: int | None = None,
     gates: Iterable[str] = PAPER_GATES,
+    matrices: Iterable[str] | None = None,
 ) -> CompressionReport:
     """Compress the gate weights of every G2LSTM and ``nn.LSTM`` layer in ``module``, in place.
 
@@ -211,6 +217,8 @@ def compress(
         rank: The rank ``k`` of the truncated SVD, at most the smaller side of every gate block.
         gates: Which gate blocks to compress. Default: ``("input", "forget")``, as the paper; any of
             ``"input"``, ``"forget"``, ``"cell"``, ``"output"`` widen it.
+        matrices: Which dense matrices to compress, by their names in ``module.named_parameters()``
+            (e.g. ``"decoder.weight_hh_l0"``); layers with none of them are left alone. Default: all.
 
     Exactly one of ``round`` and ``rank`` must be given. The paper's settings: language model ``round=0.2``,
     ``clip=0.4`` or ``rank=128`` / ``64``; translation ``round=0.5``, ``clip=1.0`` or ``rank=32`` / ``16``.
@@ -226,7 +234,7 @@ def compress(
         TypeError: an argument of the wrong type, or a bare ``nn.LSTM`` as ``module``.
         ValueError: neither or both of ``round`` and ``rank``, ``clip`` without ``round``, a value out of
             range, a ``rank`` above a block's smaller side, codes beyond int16, a module without LSTM
-            layers or one already compressed.
+            layers or one already compressed, or ``matrices`` naming no weight matrix of such a layer.
 
     Example::
 
@@ -237,18 +245,22 @@ def compress(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     settings = _check_settings(round, clip, rank, gates)
+    layers = _find_layers(module)
+    chosen = _choose_matrices(layers, matrices)
     targets = [
         (path, layer, layer if isinstance(layer, G2LSTM) else G2LSTM.from_lstm(layer, gate="lstm"))
-        for path, layer in _find_layers(module)
+        for path, layer in layers
+        if path in chosen
     ]
     if rank is not None:
         for path, _, lstm in targets:
-            _check_rank(path, lstm, rank)
+            _check_rank(path, lstm, rank, chosen[path])
     parameters_before, bytes_before = count_parameters_and_bytes(module)
     errors: dict[str, float] = {}
     stores = []
     for path, layer, lstm in targets:
-        store, layer_errors = _compress_layer(path, lstm, settings, converted=lstm is not layer)
+        layer_settings = {**settings, "matrices": chosen[path]}
+        store, layer_errors = _compress_layer(path, lstm, layer_settings, converted=lstm is not layer)
         stores.append(store)
         errors.update({_qualified(path, name): error for name, error in layer_errors.items()})
     for (path, layer, lstm), store in zip(targets, stores):
@@ -285,14 +297,16 @@ def compression_config(module: nn.Module) -> dict[str, dict[str, Any]] | None:
     """The compression of each compressed layer in ``module``, as plain values for a checkpoint.
 
     Maps each layer's path in ``module`` (``""`` for ``module`` itself) to its settings: ``round``, ``clip``,
-    ``rank``, ``gates``, ``codes`` (``"int8"`` / ``"int16"``, or ``None`` for low rank) and ``converted``
-    (whether it was an ``nn.LSTM``). ``None`` when nothing in ``module`` is compressed.
+    ``rank``, ``gates``, ``codes`` (``"int8"`` / ``"int16"``, or ``None`` for low rank), ``converted``
+    (whether it was an ``nn.LSTM``) and ``matrices`` (the layer's compressed matrices, e.g.
+    ``["weight_hh_l0"]``). ``None`` when nothing in ``module`` is compressed.
     """
     config = {}
     for path, layer in module.named_modules():
         store = getattr(layer, "compressed", None) if isinstance(layer, G2LSTM) else None
         if isinstance(store, CompressedLSTMWeights):
-            config[path] = {**store.settings, "gates": list(store.settings["gates"])}
+            config[path] = {**store.settings, "gates": list(store.settings["gates"]),
+                            "matrices": list(store.settings["matrices"])}
     return config or None
 
 
@@ -341,8 +355,14 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
             raise TypeError(
                 f"the compression config expects layer {path!r} to be a G2LSTM, got {type(layer).__name__}"
             )
+        matrices = _matrix_names(lstm) if settings["matrices"] is None else settings["matrices"]
+        unknown = sorted(set(matrices) - set(_matrix_names(lstm)))
+        if unknown:
+            raise ValueError(f"the compression config of layer {path!r} names matrices it lacks: {unknown}; "
+                             f"it has {_matrix_names(lstm)}")
+        settings["matrices"] = matrices
         if settings["rank"] is not None:
-            _check_rank(path, lstm, settings["rank"])
+            _check_rank(path, lstm, settings["rank"], matrices)
         plans.append((path, layer, lstm, _placeholder_layer(lstm, settings)))
     for path, layer, lstm, store in plans:
         _attach(lstm, store)
@@ -424,8 +444,9 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     where = f"the compression config of layer {path!r}"
     if not isinstance(entry, dict):
         raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
-    if set(entry) != set(_SETTING_KEYS):
-        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)}, got {list(entry)}")
+    if not set(_SETTING_KEYS) <= set(entry) <= set(_SETTING_KEYS + _OPTIONAL_SETTING_KEYS):
+        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)} (and optionally "
+                         f"{list(_OPTIONAL_SETTING_KEYS)}), got {list(entry)}")
     try:
         settings = _check_settings(entry["round"], entry["clip"], entry["rank"], entry["gates"])
     except (TypeError, ValueError) as error:
@@ -436,7 +457,11 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
         raise ValueError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
     if not isinstance(converted, bool):
         raise TypeError(f"{where}: converted must be a bool, got {converted!r}")
-    return {**settings, "codes": codes, "converted": converted}
+    matrices = entry.get("matrices")
+    if matrices is not None and not (isinstance(matrices, list) and matrices
+                                     and all(isinstance(name, str) for name in matrices)):
+        raise TypeError(f"{where}: matrices must be a non-empty list of matrix names, got {matrices!r}")
+    return {**settings, "codes": codes, "converted": converted, "matrices": matrices}
 
 
 def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -457,6 +482,25 @@ def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return targets
 
 
+def _choose_matrices(layers: list[tuple[str, nn.Module]], matrices: Any) -> dict[str, list[str]]:
+    """Per layer path, the names of its matrices that ``matrices`` (qualified names, or None: all) selects."""
+    local = {path: _matrix_names(layer) for path, layer in layers}
+    if matrices is None:
+        return local
+    if isinstance(matrices, str) or not isinstance(matrices, Iterable):
+        raise TypeError(f"matrices must be a sequence of weight names such as ['decoder.weight_hh_l0'], "
+                        f"got {matrices!r}")
+    wanted = list(matrices)
+    available = [_qualified(path, name) for path, names in local.items() for name in names]
+    unknown = [name for name in wanted if name not in available]
+    if unknown or not wanted:
+        raise ValueError(f"matrices must name weight matrices of the module's LSTM layers, {available}; "
+                         f"got {unknown if unknown else 'none'}")
+    chosen = {path: [name for name in names if _qualified(path, name) in wanted]
+              for path, names in local.items()}
+    return {path: names for path, names in chosen.items() if names}
+
+
 def _refuse_bare_lstm(module: nn.Module) -> None:
     if isinstance(module, nn.LSTM):
         raise TypeError(
@@ -465,13 +509,13 @@ def _refuse_bare_lstm(module: nn.Module) -> None:
         )
 
 
-def _matrix_names(lstm: G2LSTM) -> list[str]:
+def _matrix_names(lstm: G2LSTM | nn.LSTM) -> list[str]:
     """``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` of every layer and direction."""
     return [name for name in lstm._flat_weights_names if name.startswith("weight_")]
 
 
-def _check_rank(path: str, lstm: G2LSTM, rank: int) -> None:
-    for name in _matrix_names(lstm):
+def _check_rank(path: str, lstm: G2LSTM, rank: int, matrices: list[str]) -> None:
+    for name in matrices:
         columns = getattr(lstm, name).shape[1]
         smaller = min(lstm.hidden_size, columns)
         if rank > smaller:
@@ -494,7 +538,7 @@ def _compress_layer(
     store = CompressedLSTMWeights({**settings, "codes": None, "converted": converted}, step)
     errors: dict[str, float] = {}
     with torch.no_grad():
-        for name in _matrix_names(lstm):
+        for name in settings["matrices"]:
             weight = getattr(lstm, name)
             if not torch.isfinite(weight).all():
                 raise ValueError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
@@ -559,7 +603,7 @@ def _placeholder_layer(lstm: G2LSTM, settings: dict[str, Any]) -> CompressedLSTM
     step = None if settings["round"] is None else lstm.weight_ih_l0.new_tensor(settings["round"])
     store = CompressedLSTMWeights(settings, step)
     with torch.no_grad():
-        for name in _matrix_names(lstm):
+        for name in settings["matrices"]:
             weight = getattr(lstm, name)
             blocks = nn.ModuleDict()
             for gate, rows in zip(GATES, weight.split(lstm.hidden_size)):
