@@ -236,13 +236,19 @@ def test_compress_sweep_reports_bleu_in_the_paper_layout(trained: tuple[Path, di
                                  "--data", str(corpus), "--out", str(tmp_path))
     assert code == 0, err
     header = stdout.splitlines()[0]
-    for column in ("original", "round 0.5", "round 0.5 & clip 1", "rank 2", "rank 1", "hard gates"):
-        assert column in header  # hidden 16: ranks 16/8 and 16/16
+    settings = ("round 0.5", "round 0.5 & clip 1", "rank 2", "rank 1")  # hidden 16: ranks 16/8 and 16/16
+    assert [cell.strip(" |") for cell in header.split(" | ")][1:] == ["original", *settings, "hard gates"]
     results = json.loads((tmp_path / "sweep.json").read_text())
     table = results["runs"]["g2"]["table"]
+    assert list(table) == ["original", *settings, "hard gates", *(f"input blocks: {s}" for s in settings)]
     assert table["rank 1"]["bytes"] < table["rank 2"]["bytes"] < table["original"]["bytes"]
+    assert table["input blocks: rank 1"]["bytes"] < table["original"]["bytes"]
     assert {"bleu", "sacrebleu"} <= set(table["original"])
-    assert "sacreBLEU" in (tmp_path / "sweep.md").read_text()
+    blocks = results["runs"]["g2"]["blocks"]
+    assert "decoder.context_update.weight_ih_l0" in blocks["recurrent"]
+    assert "decoder.input_update.weight_ih_l0" in blocks["input"]
+    text = (tmp_path / "sweep.md").read_text()
+    assert "sacreBLEU" in text and "input blocks: round 0.5 & clip 1" in text
 
 
 def test_analyze_writes_decoder_histograms_and_word_maps(trained: tuple[Path, dict[str, Path]], tmp_path: Path,
@@ -293,6 +299,20 @@ def test_sigkill_at_random_points_then_resume_ends_bit_identical(tmp_path: Path)
     assert_killed_runs_resume_bit_identical(argv, tmp_path)
 
 
+def test_compress_targets_the_authors_blocks_by_default(trained: tuple[Path, dict[str, Path]], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The hidden-to-hidden matrices and the context-to-gate W_c, as the authors' load_params_v2."""
+    _, checkpoints = trained
+    out = tmp_path / "c.pt"
+    code, _, err = run_main(capsys, "compress", str(checkpoints["g2"]), "--rank", "1", "--out", str(out))
+    assert code == 0, err
+    compressed = {path: entry["matrices"] for path, entry in load_checkpoint(out)["compression"].items()}
+    assert compressed == {"bidirectional": ["weight_hh_l0", "weight_hh_l0_reverse"],
+                          "encoder": ["weight_hh_l0"], "decoder.input_update": ["weight_hh_l0"],
+                          "decoder.context_update": ["weight_ih_l0", "weight_hh_l0"],
+                          "decoder.upper": ["weight_hh_l0"]}
+
+
 def test_a_checkpoint_from_before_the_decoder_key_is_the_attention_on_top_model(
         trained: tuple[Path, dict[str, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus, checkpoints = trained
@@ -303,6 +323,8 @@ def test_a_checkpoint_from_before_the_decoder_key_is_the_attention_on_top_model(
     assert code == 0, err
     code, _, err = run_main(capsys, "compress", "sweep", old, *data, "--out", str(tmp_path / "sweep"))
     assert code == 0, err
+    blocks = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["runs"]["old"]["blocks"]
+    assert all(".weight_hh" in name for name in blocks["recurrent"])
     code, _, err = run_main(capsys, "analyze", old, str(checkpoints["g2"]), *data, "--out",
                             str(tmp_path / "a"), "--max-pairs", "20")
     assert code == 2 and "different decoders" in err
