@@ -166,20 +166,25 @@ def first_layer_gates(model: AttentionSeq2Seq, target_input: torch.Tensor, encod
         return torch.cat(gates, dim=-1)
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
-def test_encoder_states_reach_the_first_decoder_layers_gates_at_every_step(decoder: str) -> None:
-    """Target prefix and initial state held fixed, other encoder states change the first decoder layer's gates
-    at every step of every sentence in the conditional decoder; the attention-on-top decoder (the model before
-    issue 18) reads the source only through its initial state, so there they stay as they were."""
-    model = small_model(decoder=decoder).eval()
+@torch.no_grad()
+def gates_with_other_encoder_states(model: AttentionSeq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first decoder layer's gates while it reads the target prefixes from the initial state of the
+    sources, first with the encoder's states, then with other (randomly shifted) ones."""
     batch = collate(SOURCES, TARGETS, [0, 1, 2])
     encoded = model.encode(batch.source, batch.source_lengths)
     state = model.initial_state(encoded)
     states = encoded.states + torch.randn(encoded.states.shape)
     other = Encoded(states, model.attention_key(states), encoded.mask)
-    with torch.no_grad():
-        before = first_layer_gates(model, batch.target_input, encoded, state)
-        after = first_layer_gates(model, batch.target_input, other, state)
+    return (first_layer_gates(model, batch.target_input, encoded, state),
+            first_layer_gates(model, batch.target_input, other, state))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_encoder_states_reach_the_first_decoder_layers_gates_at_every_step(decoder: str) -> None:
+    """Target prefix and initial state held fixed, other encoder states change the first decoder layer's gates
+    at every step of every sentence in the conditional decoder; the attention-on-top decoder (the model before
+    issue 18) reads the source only through its initial state, so there they stay as they were."""
+    before, after = gates_with_other_encoder_states(small_model(decoder=decoder).eval())
     changed = (before - after).abs().amax(dim=-1)  # (T, B)
     if decoder == "conditional":
         assert (changed > 1e-4).all(), changed
@@ -194,14 +199,7 @@ def test_the_context_reaches_the_gates_through_its_own_weight() -> None:
     assert context_to_gate.shape == (4 * 6, 6)  # (4H, D): D = H, the states of a 2-layer encoder
     with torch.no_grad():
         context_to_gate.zero_()
-    batch = collate(SOURCES, TARGETS, [0, 1, 2])
-    encoded = model.encode(batch.source, batch.source_lengths)
-    state = model.initial_state(encoded)
-    states = encoded.states + torch.randn(encoded.states.shape)
-    other = Encoded(states, model.attention_key(states), encoded.mask)
-    with torch.no_grad():
-        torch.testing.assert_close(first_layer_gates(model, batch.target_input, encoded, state),
-                                   first_layer_gates(model, batch.target_input, other, state))
+    torch.testing.assert_close(*gates_with_other_encoder_states(model))
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

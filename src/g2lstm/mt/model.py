@@ -2,7 +2,7 @@
 
 Encoder: embedding -> a bidirectional G2LSTM layer (``hidden_size`` per direction) -> ``encoder_layers - 1``
 stacked G2LSTM layers. The decoder starts from ``tanh(W · mean encoder state)`` and attends globally over the
-encoder states (Luong et al. 2015, the "general" score ``q^T W_a s_j``); ``tanh(W_c [context; h_t])`` of
+encoder states (Luong et al. 2015, the "general" score ``q^T W_a s_j``); ``tanh(W_o [context; h_t])`` of
 the top layer's state and the context feeds the output layer. Dropout is applied to the embeddings, between
 layers and before the output layer. ``gate`` picks the baseline (``"lstm"``), the sharpened sigmoid or G2,
 for every recurrent layer. ``decoder`` picks one of two decoders:
@@ -15,7 +15,7 @@ for every recurrent layer. ``decoder`` picks one of two decoders:
   input and forget gates, and the context update's gates see the source through their own weight ``W_c``.
   Each update is a one-layer G2LSTM run one step at a time, so ``W_c`` is the Parameter
   ``decoder.context_update.weight_ih_l0`` ``(4H, D)`` and compression can target it on its own. The layers
-  above are stacked G2LSTM layers over the first layer's outputs (the authors' add ``ctx_t·W_c`` to those
+  above are stacked G2LSTM layers over the first layer's outputs (the authors add ``ctx_t·W_c`` to those
   layers' gates too; here they read only the layer below, so they run over the whole sentence at once).
 * ``"attention-on-top"`` (the model before issue 18): ``decoder_layers`` stacked G2LSTM layers over the
   target words and the attention on top of them; the decoder's gates see the source only through the
