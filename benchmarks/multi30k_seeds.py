@@ -194,6 +194,8 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
         "compression": {column: {"bleu": m["bleu"], "sacrebleu": m["sacrebleu"]}
                         for column, m in table.items()},
         "outer_share": shares,
+        "beam": (evaluation.get("signature") or {}).get("beam"),
+        "histogram_pairs": histograms.get("signature", {}).get("pairs"),
         **_epochs(folder),
         "metrics": files.get("metrics"), "sweep": files.get("sweep"), "histograms": files.get("histograms"),
         "signature": portable(evaluation.get("signature"), roots),
@@ -357,7 +359,8 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
     ]
     lines += _verdict_lines(stats, capped)
     lines += _sharpened(entries)
-    lines += ["", "## Test BLEU (beam 5)", "",
+    beams = sorted({e["beam"] for e in entries if e["beam"] is not None})
+    lines += ["", f"## Test BLEU (beam {', '.join(map(str, beams)) or '–'})", "",
               "`bleu`: tokenized, case-insensitive (the paper's measure); `sacrebleu`: detokenized output "
               "against the raw references.", "",
               "| run | BLEU | sacreBLEU | test loss | epochs | best epoch (valid BLEU, greedy) | ended by |",
@@ -447,7 +450,8 @@ def _gate_lines(entries: list[dict], stats: dict, runs: Path, results: Path) -> 
     if not names:
         return lines + ["(not run yet: PARTIAL)"]
     keys = [(name, gate) for name in names for gate in ("input", "forget")]
-    lines += ["Share (%) of gate values in the outer bins [0, 0.1) and [0.9, 1] over the first 10,000 "
+    pairs = next((e["histogram_pairs"] for e in entries if e["histogram_pairs"]), 0)
+    lines += [f"Share (%) of gate values in the outer bins [0, 0.1) and [0.9, 1] over the first {pairs:,} "
               "training pairs, eval mode. The first layer makes two updates a word: the input update "
               "(gates of x·W + h·U) and the context update (gates of ctx·W_c + h'·U_nl).", "",
               "| run | " + " | ".join(f"{name}, {gate}" for name, gate in keys) + " |",
@@ -494,7 +498,8 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda run: run_all_stages(run, runs, settings, threads), chosen))
         if all(_stages_done(runs / run.name) for run in FIGURE_RUNS):
-            run_stages("figures", figure_stages(runs, settings), runs / "stages.json", threads * args.jobs)
+            run_stages(f"seed {FIGURE_SEED}", figure_stages(runs, settings), runs / "stages.json",
+                       threads * args.jobs)
     roots = {str(runs): "RUNS_DIR", str(REPOSITORY): "."}
     if args.data:
         roots[str(Path(args.data).resolve())] = "DATA_DIR"
