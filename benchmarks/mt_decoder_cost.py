@@ -25,17 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from g2lstm.benchmark import machine_description
+from g2lstm.mt import data as corpus
 from g2lstm.mt.bpe import BOS, PAD, SubwordVocabulary
 from g2lstm.mt.config import PRESET_DIR, MTConfig
-from g2lstm.mt.data import (
-    Batch,
-    batch_indices,
-    collate,
-    find_corpus_folder,
-    find_split,
-    load_split,
-    read_parallel,
-)
+from g2lstm.mt.data import Batch
 from g2lstm.mt.model import DECODERS, AttentionSeq2Seq
 from g2lstm.train import load_config
 
@@ -76,19 +69,20 @@ def decoding_step(model: AttentionSeq2Seq, batch: Batch, beam_size: int) -> floa
 
 def measure(config: MTConfig, steps: int, warmup: int, sentences: int) -> dict:
     """Milliseconds per training step and per decoding step of each decoder, and their ratios."""
-    folder = find_corpus_folder(None, config.dataset)
-    source_lines, target_lines = read_parallel(find_split(folder, "train", config.src, config.tgt))
+    folder = corpus.find_corpus_folder(None, config.dataset)
+    files = corpus.find_split(folder, "train", config.src, config.tgt)
+    source_lines, target_lines = corpus.read_parallel(files)
     vocab = SubwordVocabulary.learn(source_lines + target_lines, config.bpe_size)
-    train = load_split(folder, "train", config.src, config.tgt, vocab)
-    test = load_split(folder, "test", config.src, config.tgt, vocab)
+    train = corpus.load_split(folder, "train", config.src, config.tgt, vocab)
+    test = corpus.load_split(folder, "test", config.src, config.tgt, vocab)
     kept = [i for i, (s, t) in enumerate(zip(train.source_ids, train.target_ids))
             if 0 < len(s) <= config.max_len and 0 < len(t) <= config.max_len]
-    groups = batch_indices([(len(train.source_ids[i]), len(train.target_ids[i])) for i in kept],
-                           config.batch_size, seed=config.seed)
+    lengths = [(len(train.source_ids[i]), len(train.target_ids[i])) for i in kept]
+    groups = corpus.batch_indices(lengths, config.batch_size, seed=config.seed)
     order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(config.seed + 1))
-    batches = [collate(train.source_ids, train.target_ids, [kept[i] for i in groups[k]])
+    batches = [corpus.collate(train.source_ids, train.target_ids, [kept[i] for i in groups[k]])
                for k in order[: warmup + steps].tolist()]
-    sources = collate(test.source_ids, None, list(range(sentences)))
+    sources = corpus.collate(test.source_ids, None, list(range(sentences)))
     models = {}
     for decoder in DECODERS:
         config.decoder = decoder
