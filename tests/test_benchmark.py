@@ -4,6 +4,7 @@ in the same run."""
 from __future__ import annotations
 
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -11,7 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from g2lstm.benchmark import epoch_pace, run_stages, stage_table
+from g2lstm.benchmark import (
+    PairedDifference,
+    epoch_pace,
+    mean_sd,
+    paired_verdict,
+    run_stages,
+    stage_table,
+)
 from g2lstm.cli import main
 from g2lstm.kernels.compiled import KERNEL_ENV, VARIANT_ENV, variant_in_use
 
@@ -82,3 +90,32 @@ def test_epoch_pace_reads_fewest_and_median_minutes_between_validations(tmp_path
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert epoch_pace(tmp_path, "valid_ppl") == (4, "2.0 / 3.0")
     assert epoch_pace(tmp_path, "valid_bleu") == (0, "–")
+
+
+@pytest.mark.parametrize(
+    "first, second, margin, verdict",
+    [
+        ([35.0, 34.0, 36.0], [35.5, 34.6, 36.4], None, "better"),  # all > 0, mean 0.5 > se 0.06
+        ([35.0, 34.0, 36.0], [34.5, 33.4, 35.6], None, "worse"),
+        ([35.0, 34.0, 36.0], [35.1, 33.9, 36.1], 0.5, "no worse"),  # mixed signs, mean - 2 se = -0.10
+        ([35.0, 34.0, 36.0], [35.1, 33.9, 36.1], None, "not resolved"),
+        ([35.0, 34.0, 36.0], [36.0, 33.0, 36.5], 0.5, "not resolved"),  # mean 0.17, se 0.60: too wide
+        ([35.0, 34.0, 36.0], [35.0, 34.2, 36.3], None, "not resolved"),  # one tie: not every difference > 0
+    ],
+)
+def test_paired_verdict_applies_the_decision_rule(first, second, margin, verdict) -> None:
+    paired = PairedDifference.of(first, second)
+    assert paired_verdict(paired, margin) == verdict
+
+
+def test_paired_difference_statistics() -> None:
+    paired = PairedDifference.of([1.0, 2.0, 3.0], [2.0, 4.0, 3.0])
+    assert paired.differences == (1.0, 2.0, 0.0)
+    assert paired.mean == pytest.approx(1.0) and paired.sd == pytest.approx(1.0)
+    assert paired.se == pytest.approx(1.0 / 3**0.5)
+    assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert math.isnan(mean_sd([4.0])[1])
+    with pytest.raises(ValueError, match="same seeds"):
+        PairedDifference.of([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_sd([])

@@ -444,3 +444,86 @@ def test_a_state_dict_loads_into_a_freshly_compressed_module():
 def test_the_module_holds_no_compression_code():
     source = (Path(__file__).parent.parent / "src" / "g2lstm" / "lstm.py").read_text()
     assert "compress" not in source
+
+
+def two_lstms() -> nn.ModuleDict:
+    """Two G2LSTMs in a container, as an encoder and a decoder are held."""
+    return nn.ModuleDict({"first": wide_lstm(num_layers=2), "second": wide_lstm()})
+
+
+def run_both(model: nn.ModuleDict, x: Tensor) -> Tensor:
+    return torch.cat([model["first"](x)[0], model["second"](x)[0]])
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_matrices_choose_which_weights_are_compressed_and_survive_a_checkpoint(tmp_path: Path, settings):
+    model = two_lstms().eval()
+    chosen = ["first.weight_hh_l1", "second.weight_ih_l0"]
+    untouched = {name: p for name, p in model.named_parameters() if name not in chosen}
+    before = {name: p.detach().clone() for name, p in untouched.items()}
+    report = compress(model, **settings, matrices=chosen)
+    assert parametrize.is_parametrized(model["first"], "weight_hh_l1")
+    assert parametrize.is_parametrized(model["second"], "weight_ih_l0")
+    assert not parametrize.is_parametrized(model["first"], "weight_hh_l0")
+    for name, parameter in untouched.items():  # the same Parameter objects, with the same values
+        assert model.get_parameter(name) is parameter and torch.equal(parameter, before[name])
+    assert sorted(report.errors) == [f"first.weight_hh_l1.{gate}" for gate in ("forget", "input")] + [
+        f"second.weight_ih_l0.{gate}" for gate in ("forget", "input")]
+    config = compression_config(model)
+    assert (config["first"]["matrices"], config["second"]["matrices"]) == (["weight_hh_l1"], ["weight_ih_l0"])
+
+    save_checkpoint(tmp_path / "model.pt", {"compression": config, "model": model.state_dict()})
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    restored = two_lstms().eval()
+    restore_compressed(restored, checkpoint["compression"])
+    restored.load_state_dict(checkpoint["model"])
+    x = torch.randn(4, 3, 5)
+    assert torch.equal(run_both(restored, x), run_both(model, x))
+
+
+def test_layers_without_a_chosen_matrix_are_left_alone():
+    model = Tagger()
+    model.extra = nn.LSTM(5, 6)
+    compress(model, round=ROUND, matrices=["rnn.weight_hh_l1"])
+    assert isinstance(model.rnn, G2LSTM) and isinstance(model.extra, nn.LSTM)  # only the chosen one converted
+    assert list(compression_config(model)) == ["rnn"]
+    assert [name for name, _ in model.rnn.named_parameters(recurse=False) if name.startswith("weight")] == [
+        "weight_ih_l0", "weight_hh_l0", "weight_ih_l1"]
+
+
+def test_a_config_saved_before_matrices_existed_restores_every_matrix():
+    model = two_lstms().eval()
+    compress(model, rank=2)
+    config = compression_config(model)
+    old = {path: {key: value for key, value in entry.items() if key != "matrices"}
+           for path, entry in config.items()}
+    restored = two_lstms().eval()
+    restore_compressed(restored, old)
+    restored.load_state_dict(model.state_dict())
+    assert compression_config(restored) == config
+
+
+@pytest.mark.parametrize(
+    "matrices, error, match",
+    [
+        ("rnn.weight_hh_l0", TypeError, "matrices must be a sequence of weight names"),
+        (["rnn.weight_hh_l9"], ValueError,
+         r"must name weight matrices .*rnn\.weight_hh_l1.* got \['rnn.weight_hh_l9'\]"),
+        ([], ValueError, "got none"),
+    ],
+)
+def test_bad_matrices_are_refused_and_leave_the_module_unchanged(matrices, error, match):
+    model = Tagger()
+    with pytest.raises(error, match=match):
+        compress(model, round=ROUND, matrices=matrices)
+    assert isinstance(model.rnn, nn.LSTM)
+
+
+def test_restore_refuses_matrices_the_layer_lacks():
+    model = Tagger()
+    compress(model, round=ROUND, matrices=["rnn.weight_hh_l0"])
+    entry = compression_config(model)["rnn"]
+    with pytest.raises(ValueError, match=r"names matrices it lacks: \['weight_hh_l7'\]"):
+        restore_compressed(Tagger(), {"rnn": {**entry, "matrices": ["weight_hh_l7"]}})
+    with pytest.raises(TypeError, match="matrices must be a non-empty list"):
+        restore_compressed(Tagger(), {"rnn": {**entry, "matrices": "weight_hh_l0"}})

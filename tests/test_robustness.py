@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from g2lstm.train import CheckpointError, load_checkpoint
 
-HARNESS_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "robustness.py"
-
 
 def load_harness():
-    """benchmarks/robustness.py as a module (registered, as its dataclasses need)."""
-    if "robustness_harness" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("robustness_harness", HARNESS_PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["robustness_harness"]
+    """benchmarks/robustness.py as a module."""
+    return load_benchmark("robustness")
 
 
 @pytest.mark.parametrize("seed", [11, 12])

@@ -100,13 +100,16 @@ def gate_histograms(model: nn.Module, batches: Sequence[Any], forward: Forward) 
 
 
 def gate_histogram_table(
-    histograms: Mapping[str, Sequence[GateHistogram]], gate_modes: Mapping[str, str] | None = None
+    histograms: Mapping[str, Sequence[GateHistogram]],
+    gate_modes: Mapping[str, str] | None = None,
+    layer_names: Mapping[int, str] | None = None,
 ) -> str:
     """A Markdown table of the bin shares (%) and outer-bin share per model, layer and gate.
 
     ``gate_modes`` maps model names to their gate mode (``"lstm"``, ``"g2"``, ...); where the paper
     reports values for that mode (:data:`PAPER_SHARES`), they are shown beside each row. A note under the
-    table says what the paper measured, so the two are not read as the same experiment.
+    table says what the paper measured, so the two are not read as the same experiment. ``layer_names``
+    shows a layer by name rather than by number.
     """
     if not isinstance(histograms, Mapping):
         raise TypeError(
@@ -130,7 +133,8 @@ def gate_histogram_table(
         for h in sorted(hists, key=lambda h: (h.layer, h.gate != "input")):
             paper = PAPER_SHARES.get((gate_modes.get(name, ""), h.gate))
             paper_cell = " / ".join(f"{v:.1f}" for v in paper) if paper else "–"
-            cells = [name, str(h.layer), h.gate, *(f"{100 * s:.1f}" for s in h.shares),
+            layer = (layer_names or {}).get(h.layer, h.layer)
+            cells = [name, str(layer), h.gate, *(f"{100 * s:.1f}" for s in h.shares),
                      f"**{100 * h.outer_share:.1f}**", f"{h.count:,}", paper_cell]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -1,8 +1,10 @@
-"""Speed of G2LSTM against torch.nn.LSTM and a per-step reference loop, measured in one run."""
+"""Speed of G2LSTM against torch.nn.LSTM and a per-step reference loop, measured in one run; and what the
+results drivers share: running their stages, tabling them, and the paired statistics of seeded runs."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -19,8 +21,9 @@ from torch import Tensor, nn
 from g2lstm.lstm import G2LSTM, G2LSTMCell
 from g2lstm.train import read_metrics
 
-__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "kernel_description", "measure_speed", "format_speed_table",
-           "run_stages", "stage_table", "epoch_pace"]
+__all__ = ["SpeedRow", "AWD_SHAPES", "PairedDifference", "machine_description", "kernel_description",
+           "measure_speed", "format_speed_table", "run_stages", "stage_table", "epoch_pace", "mean_sd",
+           "paired_verdict"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
 AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
@@ -125,6 +128,55 @@ def epoch_pace(run_dir: Path, key: str) -> tuple[int, str]:
     ends = [m["time"] for m in read_metrics(run_dir) if key in m and "epoch" in m]
     gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
     return len(ends), f"{min(gaps) / 60:.1f} / {statistics.median(gaps) / 60:.1f}" if gaps else "–"
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (n - 1; NaN for a single value) of ``values``."""
+    if not values:
+        raise ValueError("mean_sd needs at least one value, got none")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Differences ``b_s - a_s`` of two models over the same seeds ``s``, as the decision rules of
+    ``results/*/DECISION.md`` use them: their mean, sd (n - 1) and standard error ``sd / sqrt(n)``."""
+
+    differences: tuple[float, ...]
+
+    @classmethod
+    def of(cls, first: Sequence[float], second: Sequence[float]) -> PairedDifference:
+        """``second - first``, seed by seed (both in the same seed order, at least two seeds)."""
+        if len(first) != len(second) or len(first) < 2:
+            raise ValueError(f"paired values need the same seeds, at least two; got {len(first)} and "
+                             f"{len(second)}")
+        return cls(tuple(b - a for a, b in zip(first, second)))
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.differences)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.differences)
+
+    @property
+    def se(self) -> float:
+        return self.sd / math.sqrt(len(self.differences))
+
+
+def paired_verdict(paired: PairedDifference, margin: float | None = None) -> str:
+    """The decision rule on differences where a positive one favours the second model: ``"better"`` when every
+    difference is > 0 and the mean > se; ``"worse"`` when every one is < 0 and the mean < -se; else, when a
+    ``margin`` is given and ``mean - 2 se > -margin``, ``"no worse"``; otherwise ``"not resolved"``."""
+    values, mean, se = paired.differences, paired.mean, paired.se
+    if all(d > 0 for d in values) and mean > se:
+        return "better"
+    if all(d < 0 for d in values) and mean < -se:
+        return "worse"
+    if margin is not None and mean - 2 * se > -margin:
+        return "no worse"
+    return "not resolved"
 
 
 def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:

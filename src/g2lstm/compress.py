@@ -11,6 +11,9 @@ direction, is compressed on its own by one of the paper's two methods:
   the factors ``u = U_k S_k^{1/2}`` ``(H, k)`` and ``v = S_k^{1/2} V_k^T`` ``(k, in)``, Parameters that a
   finetune can train.
 
+``matrices`` narrows compression to some of the dense matrices (e.g. only the hidden-to-hidden ones, as
+the authors compress their translation model); by default every one is compressed.
+
 A compressed matrix is a torch parametrization (:mod:`torch.nn.utils.parametrize`), :class:`CompressedGates`:
 the layer keeps its attribute ``weight_hh_l0`` (the dense matrix, computed from the blocks when read), while
 its state dict holds only the compact tensors, so a checkpoint is small. ``G2LSTM`` knows nothing of it:
@@ -52,6 +55,7 @@ GATES = ("input", "forget", "cell", "output")  # torch's row order i, f, g, o
 PAPER_GATES = ("input", "forget")
 _CODE_DTYPES = {"int8": torch.int8, "int16": torch.int16}
 _SETTING_KEYS = ("round", "clip", "rank", "gates", "codes", "converted")
+_OPTIONAL_SETTING_KEYS = ("matrices",)  # absent in configs saved before it existed: every matrix
 
 
 class CompressedGates(nn.Module):
@@ -257,6 +261,7 @@ def compress(
     clip: float | None = None,
     rank: int | None = None,
     gates: Iterable[str] = PAPER_GATES,
+    matrices: Iterable[str] | None = None,
 ) -> CompressionReport:
     """Compress the gate weights of every G2LSTM and ``nn.LSTM`` layer in ``module``, in place.
 
@@ -270,6 +275,8 @@ def compress(
         rank: The rank ``k`` of the truncated SVD, at most the smaller side of every gate block.
         gates: Which gate blocks to compress. Default: ``("input", "forget")``, as the paper; any of
             ``"input"``, ``"forget"``, ``"cell"``, ``"output"`` widen it.
+        matrices: Which dense matrices to compress, by their names in ``module.named_parameters()``
+            (e.g. ``"decoder.weight_hh_l0"``); layers with none of them are left alone. Default: all.
 
     Exactly one of ``round`` and ``rank`` must be given. The paper's settings: language model ``round=0.2``,
     ``clip=0.4`` or ``rank=128`` / ``64``; translation ``round=0.5``, ``clip=1.0`` or ``rank=32`` / ``16``.
@@ -286,7 +293,7 @@ def compress(
         TypeError: an argument of the wrong type, or a bare ``nn.LSTM`` as ``module``.
         ValueError: neither or both of ``round`` and ``rank``, ``clip`` without ``round``, a value out of
             range, a ``rank`` above a block's smaller side, codes beyond int16, a module without LSTM
-            layers or one already compressed.
+            layers or one already compressed, or ``matrices`` naming no weight matrix of such a layer.
 
     Example::
 
@@ -297,19 +304,22 @@ def compress(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     settings = _check_settings(round, clip, rank, gates)
+    layers = _find_layers(module)
+    chosen = _choose_matrices(layers, matrices)
     targets = [
         (path, layer, layer if isinstance(layer, G2LSTM) else G2LSTM.from_lstm(layer, gate="lstm"))
-        for path, layer in _find_layers(module)
+        for path, layer in layers
+        if path in chosen
     ]
     if rank is not None:
         for path, _, lstm in targets:
-            _check_rank(path, lstm, rank)
-    codes = {path: _codes_dtype(path, lstm, settings) for path, _, lstm in targets}
+            _check_rank(path, lstm, rank, chosen[path])
+    codes = {path: _codes_dtype(path, lstm, settings, chosen[path]) for path, _, lstm in targets}
     parameters_before, bytes_before = count_parameters_and_bytes(module)
     dense = {(path, name): getattr(lstm, name).detach().clone() for path, _, lstm in targets
-             for name in _matrix_names(lstm)}
+             for name in chosen[path]}
     for path, layer, lstm in targets:
-        _parametrize(lstm, settings, codes[path], converted=lstm is not layer)
+        _parametrize(lstm, settings, codes[path], chosen[path], converted=lstm is not layer)
         if lstm is not layer:
             _replace(module, path, lstm)
     errors = {}
@@ -350,15 +360,17 @@ def compression_config(module: nn.Module) -> dict[str, dict[str, Any]] | None:
     """The compression of each compressed layer in ``module``, as plain values for a checkpoint.
 
     Maps each layer's path in ``module`` (``""`` for ``module`` itself) to its settings: ``round``, ``clip``,
-    ``rank``, ``gates``, ``codes`` (``"int8"`` / ``"int16"``, or ``None`` for low rank) and ``converted``
-    (whether it was an ``nn.LSTM``). ``None`` when nothing in ``module`` is compressed.
+    ``rank``, ``gates``, ``codes`` (``"int8"`` / ``"int16"``, or ``None`` for low rank), ``converted``
+    (whether it was an ``nn.LSTM``) and ``matrices`` (the layer's compressed matrices, e.g.
+    ``["weight_hh_l0"]``). ``None`` when nothing in ``module`` is compressed.
     """
     config = {}
     for path, layer in module.named_modules():
         if isinstance(layer, G2LSTM):
-            parametrization = compressed_gates(layer, _matrix_names(layer)[0])
-            if parametrization is not None:
-                config[path] = parametrization.settings()
+            found = [(name, compressed_gates(layer, name)) for name in _matrix_names(layer)]
+            found = [(name, parametrization) for name, parametrization in found if parametrization is not None]
+            if found:
+                config[path] = {**found[0][1].settings(), "matrices": [name for name, _ in found]}
     return config or None
 
 
@@ -407,11 +419,17 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
             raise TypeError(
                 f"the compression config expects layer {path!r} to be a G2LSTM, got {type(layer).__name__}"
             )
+        matrices = _matrix_names(lstm) if settings["matrices"] is None else settings["matrices"]
+        unknown = sorted(set(matrices) - set(_matrix_names(lstm)))
+        if unknown:
+            raise ValueError(f"the compression config of layer {path!r} names matrices it lacks: {unknown}; "
+                             f"it has {_matrix_names(lstm)}")
         if settings["rank"] is not None:
-            _check_rank(path, lstm, settings["rank"])
-        plans.append((path, layer, lstm, settings))
-    for path, layer, lstm, settings in plans:
-        _parametrize(lstm, settings, settings["codes"], converted=settings["converted"], placeholder=True)
+            _check_rank(path, lstm, settings["rank"], matrices)
+        plans.append((path, layer, lstm, settings, matrices))
+    for path, layer, lstm, settings, matrices in plans:
+        _parametrize(lstm, settings, settings["codes"], matrices, converted=settings["converted"],
+                     placeholder=True)
         if lstm is not layer:
             _replace(module, path, lstm)
 
@@ -490,8 +508,9 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     where = f"the compression config of layer {path!r}"
     if not isinstance(entry, dict):
         raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
-    if set(entry) != set(_SETTING_KEYS):
-        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)}, got {list(entry)}")
+    if not set(_SETTING_KEYS) <= set(entry) <= set(_SETTING_KEYS + _OPTIONAL_SETTING_KEYS):
+        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)} (and optionally "
+                         f"{list(_OPTIONAL_SETTING_KEYS)}), got {list(entry)}")
     try:
         settings = _check_settings(entry["round"], entry["clip"], entry["rank"], entry["gates"])
     except (TypeError, ValueError) as error:
@@ -502,7 +521,11 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
         raise ValueError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
     if not isinstance(converted, bool):
         raise TypeError(f"{where}: converted must be a bool, got {converted!r}")
-    return {**settings, "codes": codes, "converted": converted}
+    matrices = entry.get("matrices")
+    if matrices is not None and not (isinstance(matrices, list) and matrices
+                                     and all(isinstance(name, str) for name in matrices)):
+        raise TypeError(f"{where}: matrices must be a non-empty list of matrix names, got {matrices!r}")
+    return {**settings, "codes": codes, "converted": converted, "matrices": matrices}
 
 
 def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -519,6 +542,25 @@ def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return targets
 
 
+def _choose_matrices(layers: list[tuple[str, nn.Module]], matrices: Any) -> dict[str, list[str]]:
+    """Per layer path, the names of its matrices that ``matrices`` (qualified names, or None: all) selects."""
+    local = {path: _matrix_names(layer) for path, layer in layers}
+    if matrices is None:
+        return local
+    if isinstance(matrices, str) or not isinstance(matrices, Iterable):
+        raise TypeError(f"matrices must be a sequence of weight names such as ['decoder.weight_hh_l0'], "
+                        f"got {matrices!r}")
+    wanted = list(matrices)
+    available = [_qualified(path, name) for path, names in local.items() for name in names]
+    unknown = [name for name in wanted if name not in available]
+    if unknown or not wanted:
+        raise ValueError(f"matrices must name weight matrices of the module's LSTM layers, {available}; "
+                         f"got {unknown if unknown else 'none'}")
+    chosen = {path: [name for name in names if _qualified(path, name) in wanted]
+              for path, names in local.items()}
+    return {path: names for path, names in chosen.items() if names}
+
+
 def _refuse_bare_lstm(module: nn.Module) -> None:
     if isinstance(module, nn.LSTM):
         raise TypeError(
@@ -527,13 +569,13 @@ def _refuse_bare_lstm(module: nn.Module) -> None:
         )
 
 
-def _matrix_names(lstm: G2LSTM) -> list[str]:
+def _matrix_names(lstm: G2LSTM | nn.LSTM) -> list[str]:
     """``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` of every layer and direction."""
     return [name for name in lstm._flat_weights_names if name.startswith("weight_")]
 
 
-def _check_rank(path: str, lstm: G2LSTM, rank: int) -> None:
-    for name in _matrix_names(lstm):
+def _check_rank(path: str, lstm: G2LSTM, rank: int, matrices: list[str]) -> None:
+    for name in matrices:
         columns = getattr(lstm, name).shape[1]
         smaller = min(lstm.hidden_size, columns)
         if rank > smaller:
@@ -551,12 +593,12 @@ def _is_compressed(lstm: G2LSTM) -> bool:
     return any(compressed_gates(lstm, name) is not None for name in _matrix_names(lstm))
 
 
-def _codes_dtype(path: str, lstm: G2LSTM, settings: dict[str, Any]) -> str | None:
+def _codes_dtype(path: str, lstm: G2LSTM, settings: dict[str, Any], matrices: list[str]) -> str | None:
     """``"int8"`` when every code of the layer fits, else ``"int16"``; refuses codes beyond int16 and
     non-finite weights (checked before anything changes)."""
     largest = 0
     with torch.no_grad():
-        for name in _matrix_names(lstm):
+        for name in matrices:
             weight = getattr(lstm, name)
             if not torch.isfinite(weight).all():
                 raise ValueError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
@@ -578,11 +620,16 @@ def _codes_dtype(path: str, lstm: G2LSTM, settings: dict[str, Any]) -> str | Non
 
 
 def _parametrize(
-    lstm: G2LSTM, settings: dict[str, Any], codes: str | None, converted: bool, placeholder: bool = False
+    lstm: G2LSTM,
+    settings: dict[str, Any],
+    codes: str | None,
+    matrices: list[str],
+    converted: bool,
+    placeholder: bool = False,
 ) -> None:
-    """Register a :class:`CompressedGates` on every weight matrix of ``lstm`` (``placeholder``: compress zeros,
-    for a state dict to be loaded over them)."""
-    for name in _matrix_names(lstm):
+    """Register a :class:`CompressedGates` on the weight matrices ``matrices`` of ``lstm`` (``placeholder``:
+    compress zeros, for a state dict to be loaded over them)."""
+    for name in matrices:
         parametrization = CompressedGates(lstm.hidden_size, settings["gates"], round=settings["round"],
                                           clip=settings["clip"], rank=settings["rank"], codes=codes,
                                           converted=converted)

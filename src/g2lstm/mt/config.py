@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Literal
 
 from g2lstm.mt.model import TranslationModelSpec
+from g2lstm.train import config_from_dict
 
-__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS"]
+__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "saved_config"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "mt"
 
 # Keys that define the model and its vocabulary: on resume and at evaluation they come from the checkpoint.
 ARCHITECTURE_KEYS = ("src", "tgt", "bpe_size", "emb_size", "hidden_size", "encoder_layers", "decoder_layers",
-                     "tie_embeddings")
+                     "tie_embeddings", "decoder")
 
 
 @dataclass
@@ -39,6 +40,9 @@ class MTConfig:
     decoder_layers: int = 2
     dropout: float = 0.2
     tie_embeddings: bool = False
+    # "conditional": the attention context enters the first decoder layer's gates (the paper's, dl4mt's
+    # conditional LSTM); "attention-on-top": attention over the decoder's outputs (see g2lstm.mt.model)
+    decoder: Literal["conditional", "attention-on-top"] = "conditional"
     # optimisation
     optimizer: Literal["adadelta", "adam"] = "adadelta"
     lr: float = 1.0
@@ -95,3 +99,10 @@ class MTConfig:
     def max_output_length(self, source_length: int) -> int:
         """The most sub-words (EOS included) a translation of a ``source_length``-long source may have."""
         return min(int(self.max_output_ratio * source_length) + 10, self.max_output_tokens)
+
+
+def saved_config(values: dict) -> MTConfig:
+    """The config saved in a checkpoint; one saved before the ``decoder`` key existed (issue 18) holds the
+    attention-on-top decoder, the only one there was."""
+    values = {"decoder": "attention-on-top", **values}
+    return config_from_dict(MTConfig, values, source="the checkpoint's config")

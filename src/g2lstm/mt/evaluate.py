@@ -14,10 +14,10 @@ from g2lstm.compress import restore_compressed
 from g2lstm.mt.beam import beam_search
 from g2lstm.mt.bleu import corpus_bleu, detokenize
 from g2lstm.mt.bpe import PAD, SubwordVocabulary
-from g2lstm.mt.config import MTConfig
+from g2lstm.mt.config import MTConfig, saved_config
 from g2lstm.mt.data import ParallelSplit, batch_indices, collate, find_corpus_folder, load_split
 from g2lstm.mt.model import AttentionSeq2Seq
-from g2lstm.train import config_from_dict, describe_environment, load_checkpoint
+from g2lstm.train import describe_environment, load_checkpoint
 
 __all__ = ["RECIPE", "evaluate_checkpoint", "evaluate_split", "is_translation_checkpoint", "load_model",
            "translate_ids", "translate_lines", "validation_loss"]
@@ -34,7 +34,7 @@ def load_model(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[Attenti
     if not is_translation_checkpoint(checkpoint):
         raise ValueError("this checkpoint is not a translation model (g2lstm mt train writes those); "
                          "language models are read by g2lstm lm eval")
-    config = config_from_dict(MTConfig, checkpoint["config"])
+    config = saved_config(checkpoint["config"])
     vocab = SubwordVocabulary.from_tensor(checkpoint["bpe"])
     model = AttentionSeq2Seq(config.model_spec(len(vocab)))
     restore_compressed(model, checkpoint.get("compression"))

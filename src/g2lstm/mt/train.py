@@ -22,14 +22,13 @@ from tqdm import tqdm
 
 from g2lstm.lm.train import TrainingInterrupted
 from g2lstm.mt.bpe import PAD, SubwordVocabulary
-from g2lstm.mt.config import ARCHITECTURE_KEYS, MTConfig
+from g2lstm.mt.config import ARCHITECTURE_KEYS, MTConfig, saved_config
 from g2lstm.mt.data import batch_indices, collate, find_corpus_folder, find_split, load_split, read_parallel
 from g2lstm.mt.evaluate import RECIPE, evaluate_split
 from g2lstm.mt.model import AttentionSeq2Seq
 from g2lstm.train import (
     CheckpointPaths,
     RunLog,
-    config_from_dict,
     config_to_dict,
     load_checkpoint,
     rng_state,
@@ -76,7 +75,7 @@ def train_translation_model(
     paths = CheckpointPaths(run_dir)
     resume = load_checkpoint(paths.last) if paths.last.exists() else None
     if resume is not None:  # the architecture and vocabulary are the checkpoint's, whatever the preset says now
-        saved = config_from_dict(MTConfig, resume["config"])
+        saved = saved_config(resume["config"])
         for key in ARCHITECTURE_KEYS:
             setattr(config, key, getattr(saved, key))
     device = torch.device(config.device)
