@@ -1,5 +1,5 @@
 """The CUDA path's logic without a GPU: which loop runs where, the Triton import only where it is used,
-G2LSTM's calls into the Triton loop (mocked), autocast.
+G2LSTM's calls into the Triton loop (mocked), autocast, and ``flatten_parameters`` with cuDNN mocked.
 
 The Triton loop's numerics are in test_triton_kernel.py; what needs a GPU (speed, cuDNN's real buffer, the
 kernels on hardware) is in ``benchmarks/gpu_check.py``.
@@ -15,10 +15,11 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from g2lstm import G2LSTM
-from g2lstm.kernels import compiled, fused, triton_loop
+from g2lstm.kernels import compiled, cudnn, fused, triton_loop
 from g2lstm.kernels.fused import sequence_loop
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -215,3 +216,123 @@ def test_autocast_runs_the_recurrence_in_float32(spy, half):
     torch.testing.assert_close(actual, expected, atol=0.02, rtol=0)  # inputs rounded to half precision
     actual.sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------- flatten_parameters
+
+
+@pytest.fixture
+def fake_cudnn(monkeypatch):
+    """cuDNN's weight flattening, stood in for on the CPU: the weights are moved into one buffer as views,
+    as ``torch._cudnn_rnn_flatten_weight`` does; ``fake_cudnn`` lists each call's arguments."""
+    calls = []
+
+    def flatten(
+        weights, stride0, input_size, mode, hidden_size, proj_size, num_layers, batch_first, bidirectional
+    ):
+        calls.append(
+            {
+                "names": len(weights),
+                "stride0": stride0,
+                "input_size": input_size,
+                "mode": mode,
+                "hidden_size": hidden_size,
+                "proj_size": proj_size,
+                "num_layers": num_layers,
+                "batch_first": batch_first,
+                "bidirectional": bidirectional,
+                "weights": list(weights),
+            }
+        )
+        buffer = torch.cat([w.detach().reshape(-1) for w in weights])
+        offset = 0
+        for weight in weights:
+            weight.set_(buffer.untyped_storage(), offset, weight.shape, weight.stride())
+            offset += weight.numel()
+        return buffer
+
+    monkeypatch.setattr(cudnn, "cudnn_can_hold", lambda weights: True)
+    monkeypatch.setattr(torch, "_use_cudnn_rnn_flatten_weight", lambda: True)
+    monkeypatch.setattr(torch, "_cudnn_rnn_flatten_weight", flatten)
+    monkeypatch.setattr(torch.backends.cudnn.rnn, "get_cudnn_mode", lambda mode: {"LSTM": 2}[mode])
+    return calls
+
+
+def one_storage(module: nn.Module) -> bool:
+    return len({p.untyped_storage().data_ptr() for p in module.parameters()}) == 1
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_flatten_parameters_moves_the_weights_into_one_buffer(fake_cudnn, bias):
+    module = G2LSTM(3, 4, num_layers=2, bias=bias, batch_first=True, bidirectional=True)
+    assert len(fake_cudnn) == 1  # on construction, as nn.LSTM
+    call = fake_cudnn[0]
+    assert call == {
+        **call,
+        "names": 16 if bias else 8,
+        "stride0": 4 if bias else 2,
+        "input_size": 3,
+        "mode": 2,
+        "hidden_size": 4,
+        "proj_size": 0,
+        "num_layers": 2,
+        "batch_first": True,
+        "bidirectional": True,
+    }
+    assert [w is p for w, p in zip(call["weights"], module.parameters())] == [True] * call["names"]
+    assert one_storage(module)
+    reference = nn.LSTM(3, 4, num_layers=2, bias=bias, batch_first=True, bidirectional=True)
+    assert module._flat_weights_names == reference._flat_weights_names  # cuDNN's order
+
+
+def test_flatten_keeps_parameters_values_and_results(fake_cudnn):
+    torch.manual_seed(0)
+    separate = G2LSTM(3, 4, num_layers=2)
+    parameters = list(separate.parameters())
+    values = [p.detach().clone() for p in parameters]
+    optimizer = torch.optim.SGD(separate.parameters(), lr=0.1)
+    separate.flatten_parameters()
+    assert list(separate.parameters()) == parameters  # the same Parameter objects: the optimizer keeps them
+    assert all(torch.equal(p, v) for p, v in zip(separate.parameters(), values))
+    separate.eval()
+    inputs = torch.randn(5, 2, 3)
+    output, _ = separate(inputs)
+    torch.testing.assert_close(output, separate.to_lstm()(inputs)[0], rtol=0, atol=1e-6)
+    output.sum().backward()
+    optimizer.step()
+    assert one_storage(separate)  # updated in place, still one buffer
+    assert not torch.equal(separate.weight_hh_l0, values[1])
+
+
+def test_flatten_again_after_moving_the_module(fake_cudnn):
+    module = G2LSTM(3, 4)
+    module.to(torch.float64)
+    assert len(fake_cudnn) == 2 and one_storage(module)
+    assert all(w.dtype == torch.float64 for w in fake_cudnn[-1]["weights"])
+    module.load_state_dict(G2LSTM(3, 4, dtype=torch.float64).state_dict())  # copies in place
+    assert one_storage(module)
+
+
+def test_flatten_is_a_no_op_without_cudnn():
+    module = G2LSTM(3, 4, num_layers=2)
+    pointers = [p.data_ptr() for p in module.parameters()]
+    module.flatten_parameters()
+    assert [p.data_ptr() for p in module.parameters()] == pointers
+    assert not cudnn.cudnn_can_hold(list(module.parameters()))  # CPU tensors
+    assert not cudnn.flatten_lstm_weights(
+        list(module.parameters()),
+        input_size=3,
+        hidden_size=4,
+        num_layers=2,
+        bias=True,
+        batch_first=False,
+        bidirectional=False,
+    )
+
+
+def test_flatten_skips_missing_weights(fake_cudnn):
+    module = G2LSTM(3, 4)
+    calls = len(fake_cudnn)
+    del module._parameters["weight_ih_l0"]  # e.g. a block kept in compressed form
+    module.flatten_parameters()
+    assert len(fake_cudnn) == calls
