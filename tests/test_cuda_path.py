@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from g2lstm import G2LSTM
+from g2lstm.benchmark import kernel_description
 from g2lstm.kernels import compiled, cudnn, fused, triton_loop
 from g2lstm.kernels.fused import sequence_loop
 
@@ -336,3 +337,11 @@ def test_flatten_skips_missing_weights(fake_cudnn):
     del module._parameters["weight_ih_l0"]  # e.g. a block kept in compressed form
     module.flatten_parameters()
     assert len(fake_cudnn) == calls
+
+
+def test_bench_names_the_loop_that_runs(triton_importable, monkeypatch):
+    monkeypatch.delenv(triton_loop.CUDA_KERNEL_ENV, raising=False)
+    triton = pytest.importorskip("triton")
+    assert kernel_description("cuda") == f"Triton loop, triton {triton.__version__}"
+    monkeypatch.setenv(triton_loop.CUDA_KERNEL_ENV, "python")
+    assert kernel_description("cuda") == "Python loop"
