@@ -79,32 +79,10 @@ def _gate_noise(
 
 @triton.jit(do_not_specialize=["row", "size", "prev_row", "prev_size", "next_size", "seed"])
 def forward_step(
-    gate_inputs,
-    weight_hh,
-    h0,
-    c0,
-    output,
-    cells,
-    gates,
-    h_prevs,
-    h_n,
-    c_n,
-    settings,
-    row,
-    size,
-    prev_row,
-    prev_size,
-    next_size,
-    seed,
-    HIDDEN: tl.constexpr,
-    HARD: tl.constexpr,
-    NOISE: tl.constexpr,
-    PERTURB_ALL: tl.constexpr,
-    WIDE: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    gate_inputs, weight_hh, h0, c0, output, cells, gates, h_prevs, h_n, c_n, settings, row, size, prev_row,
+    prev_size, next_size, seed, HIDDEN: tl.constexpr, HARD: tl.constexpr, NOISE: tl.constexpr,
+    PERTURB_ALL: tl.constexpr, WIDE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr
 ):
     """One forward step: rows ``[row, row + size)`` of ``output``, ``cells``, ``gates`` and ``h_prevs``
     (the previous hidden state each row read), and the final states of rows with ``b >= next_size``."""
@@ -172,31 +150,10 @@ def forward_step(
 
 @triton.jit(do_not_specialize=["row", "size", "prev_row", "prev_size", "next_row", "next_size"])
 def backward_step(
-    grad_gates,
-    weight_hh,
-    gates,
-    cells,
-    c0,
-    grad_output,
-    grad_h_n,
-    grad_c_n,
-    dc_carry,
-    grad_h0,
-    grad_c0,
-    settings,
-    row,
-    size,
-    prev_row,
-    prev_size,
-    next_row,
-    next_size,
-    HIDDEN: tl.constexpr,
-    HARD: tl.constexpr,
-    GRAD_OUTPUT: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    grad_gates, weight_hh, gates, cells, c0, grad_output, grad_h_n, grad_c_n, dc_carry, grad_h0, grad_c0,
+    settings, row, size, prev_row, prev_size, next_row, next_size, HIDDEN: tl.constexpr, HARD: tl.constexpr,
+    GRAD_OUTPUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr
 ):
     """One backward step: the pre-activation gradients of rows ``[row, row + size)`` into ``grad_gates``.
 
