@@ -35,6 +35,7 @@ import platform
 import statistics
 import subprocess
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -446,12 +447,20 @@ def main() -> None:
         report["seconds"]["total"] = time.perf_counter() - start
         (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
 
-    def section(name: str, run: Callable[[], Any], optional: bool = False) -> None:
+    def section(name: str, run: Callable[[], Any], optional: bool = False, part: str = "") -> None:
+        """Run one section into the report; an error is recorded (as a failed check in "checks") and the
+        run goes on, so that one broken part does not cost the rest of the lease."""
         began = time.perf_counter()
         if optional and began - start > args.budget:
             report[name] = f"skipped: {began - start:.0f} s spent, over the budget of {args.budget:.0f} s"
         else:
-            result = run()
+            try:
+                result = run()
+            except Exception:  # recorded with its traceback, then the next section
+                error = traceback.format_exc()
+                print(error, flush=True)
+                failed = {"pass": False, "error": error[-3000:]}
+                result = {f"{part} raised": failed} if name == "checks" else failed
             if name == "checks":
                 report["checks"].update(result)
             else:
@@ -461,12 +470,12 @@ def main() -> None:
         print(f"[{time.perf_counter() - start:6.1f} s] {name} done", flush=True)
 
     full_float32()
-    section("checks", lambda: kernel_checks(args.device, args.smoke))
-    section("checks", lambda: module_checks(args.device))
-    section("checks", lambda: noise_checks(args.device, args.smoke))
+    section("checks", lambda: kernel_checks(args.device, args.smoke), part="kernel checks")
+    section("checks", lambda: module_checks(args.device), part="module checks")
+    section("checks", lambda: noise_checks(args.device, args.smoke), part="noise checks")
     torch_defaults()
-    section("checks", lambda: autocast_checks(args.device))
-    section("checks", lambda: flatten_checks(args.device))
+    section("checks", lambda: autocast_checks(args.device), part="autocast checks")
+    section("checks", lambda: flatten_checks(args.device), part="flatten checks")
     for name, result in report["checks"].items():
         mark = {True: "PASS", False: "FAIL", None: "INFO"}[result["pass"]]
         print(f"{mark} {name}  " + json.dumps({k: v for k, v in result.items() if k != "pass"}, default=str))
