@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+# Triton as on the GPU machines (torch 2.11's): the tests run the CUDA kernels in its CPU interpreter.
+	$(PY) -m pip install -q triton==3.6.0
+	$(PY) -m pip install -q -e '.[test,cuda]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -68,11 +68,17 @@ def machine_description() -> str:
 
 def kernel_description(device: str | torch.device = "cpu") -> str:
     """Which fused-kernel loop a float32 training pass on ``device`` runs, and for the compiled loop, which
-    instruction-set build."""
-    from g2lstm.kernels.compiled import use_compiled, variant_in_use
+    instruction-set build (for the Triton loop, which Triton)."""
+    from g2lstm.kernels.compiled import variant_in_use
+    from g2lstm.kernels.fused import sequence_loop
 
-    if use_compiled(torch.device(device), torch.float32):
+    loop = sequence_loop(torch.device(device), torch.float32)
+    if loop == "compiled":
         return f"compiled loop, {variant_in_use()} build"
+    if loop == "triton":
+        import triton
+
+        return f"Triton loop, triton {triton.__version__}"
     return "Python loop"
 
 

@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from g2lstm.functional import gate_bits, noise_from_bits, noise_seed
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
+from g2lstm.kernels.cudnn import flatten_lstm_weights
 from g2lstm.kernels.stored import gate_projection, lstm_sequence_stored, stored_forms, use_stored_inference
 
 __all__ = ["G2LSTM", "G2LSTMCell"]
@@ -285,6 +286,7 @@ class G2LSTM(_GateOptions):
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
                     self._flat_weights_names.append(name)
         self.reset_parameters()
+        self.flatten_parameters()
 
     @property
     def num_directions(self) -> int:
@@ -313,7 +315,20 @@ class G2LSTM(_GateOptions):
                     nn.init.uniform_(getattr(self, name), -bound, bound)
 
     def flatten_parameters(self) -> None:
-        """Accepted for ``nn.LSTM`` compatibility; the kernels need no flattened weight buffer."""
+        """Keep the weights in one cuDNN buffer (on CUDA with cuDNN; a no-op elsewhere), as ``nn.LSTM`` does,
+        so that evaluation runs cuDNN on them without copying them on every call. Called on construction and
+        after every ``.to()`` / ``.cuda()``; the Parameter objects stay the same."""
+        weights = [self._parameters.get(name) for name in self._flat_weights_names]
+        if all(isinstance(weight, Tensor) for weight in weights):
+            flatten_lstm_weights(
+                weights, input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                bias=self.bias, batch_first=self.batch_first, bidirectional=self.bidirectional,
+            )
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> G2LSTM:
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"

@@ -1,16 +1,17 @@
 """The fused sequence kernel: one direction of one layer, forward and hand-written backward through time.
 
-Two loops compute it. The Python loop (any device): each step is one matrix product (see
-:mod:`g2lstm.kernels.backends`) and a few element-wise operations into preallocated buffers; states are
-carried as views, never copied; everything that does not depend on the recurrence (local derivatives, the
-gradient of the hidden-to-hidden weights) is computed for all steps at once, the latter as a single
-product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`): the whole sequence in one C++ call, with
-its own packed recurrent products and each step's element-wise work fused behind them; it saves the cell
-states (not the previous hidden and cell states, which it reads back from the output and cell rows). The
-gate noise comes in as a key (drawn by the caller from torch's generator): its bits are Philox4x32-10 of
-each element's position (:func:`g2lstm.functional.gate_bits`), which the Python loop makes up front and the
-compiled loop inside its pass, so that the kernel itself is deterministic and can be checked exactly
-against :mod:`g2lstm.kernels.reference` given the same noise.
+Three loops compute it, chosen per call by device and dtype (:func:`sequence_loop`). The Python loop (any
+device): each step is one matrix product (see :mod:`g2lstm.kernels.backends`) and a few element-wise
+operations into preallocated buffers; states are carried as views, never copied; everything that does not
+depend on the recurrence (local derivatives, the gradient of the hidden-to-hidden weights) is computed for
+all steps at once, the latter as a single product. The compiled loop (CPU, :mod:`g2lstm.kernels.compiled`):
+the whole sequence in one C++ call, with its own packed recurrent products and each step's element-wise work
+fused behind them; it saves the cell states (not the previous hidden and cell states, which it reads back
+from the output and cell rows). The Triton loop (CUDA, :mod:`g2lstm.kernels.triton_loop`): one fused
+launch per step each way. The gate noise comes in as a key (drawn by the caller from torch's generator): its
+bits are Philox4x32-10 of each element's position (:func:`g2lstm.functional.gate_bits`), which the Python
+loop makes up front and the compiled and Triton loops inside their passes, so that the kernel itself is
+deterministic and can be checked exactly against :mod:`g2lstm.kernels.reference` given the same noise.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from g2lstm.functional import gate_bits, noise_from_bits
 from g2lstm.kernels.backends import step_product
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.reference import row_offsets
+from g2lstm.kernels.triton_loop import triton_sequence, use_triton
 
-__all__ = ["lstm_sequence"]
+__all__ = ["LOOPS", "lstm_sequence", "sequence_loop"]
+
+LOOPS = ("auto", "compiled", "triton", "python")
 
 
 def _steps(batch_sizes: Sequence[int], reverse: bool) -> list[slice]:
@@ -204,6 +208,16 @@ class _CompiledLSTMSequence(torch.autograd.Function):
         return grad_gates, grad_h0, grad_c0, grad_weight_hh, None, None, None, None, None, None, None
 
 
+def sequence_loop(device: torch.device, dtype: torch.dtype, kernel: str | None = None) -> str:
+    """The loop that runs a sequence on ``device`` in ``dtype``: ``"compiled"`` (CPU), ``"triton"`` (CUDA)
+    or ``"python"`` (any device); see ``kernel`` in :func:`lstm_sequence`."""
+    if kernel is not None and kernel not in LOOPS:
+        raise ValueError(f"kernel must be one of {LOOPS}, got {kernel!r}")
+    if kernel == "triton" or (device.type == "cuda" and kernel in (None, "auto")):
+        return "triton" if use_triton(device, dtype, kernel) else "python"
+    return "compiled" if use_compiled(device, dtype, kernel) else "python"
+
+
 def lstm_sequence(
     gate_inputs: Tensor,
     h0: Tensor,
@@ -233,9 +247,11 @@ def lstm_sequence(
         hard: input and forget gates are ``1[a >= 0]`` (no gradient through them) instead of sigmoids.
         backend: how the Python loop computes its per-step products
             (:func:`g2lstm.kernels.backends.step_product`); the compiled loop has its own.
-        kernel: the sequence loop on CPU: ``"compiled"``, ``"python"`` or ``"auto"`` (compiled where it
-            builds); ``None`` reads ``$G2LSTM_CPU_KERNEL`` (see :mod:`g2lstm.kernels.compiled`). Other
-            devices always run the Python loop.
+        kernel: the sequence loop: ``"auto"`` (the compiled loop on CPU where it builds, the Triton loop for
+            float32 and float64 on CUDA where Triton imports, else the Python loop), ``"compiled"`` (CPU),
+            ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1``) or ``"python"``; ``None`` reads
+            ``$G2LSTM_CPU_KERNEL`` for CPU tensors (:mod:`g2lstm.kernels.compiled`) and
+            ``$G2LSTM_CUDA_KERNEL`` for CUDA tensors (:mod:`g2lstm.kernels.triton_loop`).
         noise_seed: key of the input- and forget-gate noise (a 62-bit integer, e.g.
             :func:`~g2lstm.functional.noise_seed`), or ``None`` for no noise; those gates' pre-activations
             get :func:`~g2lstm.functional.noise_from_bits` of :func:`~g2lstm.functional.gate_bits` ``(seed,
@@ -248,8 +264,13 @@ def lstm_sequence(
     """
     if noise_seed is not None and not (isinstance(noise_seed, int) and 0 <= noise_seed < 2**63):
         raise ValueError(f"noise_seed must be an int in [0, 2**63), got {noise_seed!r}")
-    if use_compiled(gate_inputs.device, gate_inputs.dtype, kernel):
+    loop = sequence_loop(gate_inputs.device, gate_inputs.dtype, kernel)
+    if loop == "compiled":
         return _CompiledLSTMSequence.apply(
+            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, noise_seed, noise_p, noise_eps
+        )
+    if loop == "triton":
+        return triton_sequence(
             gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, noise_seed, noise_p, noise_eps
         )
     noise = None
