@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from g2lstm import G2LSTM
-from g2lstm.benchmark import machine_description
+from g2lstm.benchmark import kernel_description, machine_description
 from g2lstm.compress import compress, count_parameters_and_bytes
 
 AWD_LAYER = (70, 20, 400, 1150)  # (time, batch, input, hidden): the first AWD-LSTM layer of the paper
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", help="default: hidden/9 and hidden/18, the paper's ratios")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if min(args.shape) < 1 or args.repeats < 1:
         parser.error(f"--shape values and --repeats must be >= 1, got {args.shape} and {args.repeats}")
@@ -102,9 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     print(
         f"eval forward, shape (T, B, in, H) = {tuple(args.shape)}, median of {args.repeats} repeats; "
-        f"{machine_description()}\n"
+        f"{machine_description()}; {kernel_description()}\n"
     )
     print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": machine_description(), "kernel": kernel_description(), "shape": args.shape,
+                       "models": {name: {"seconds": seconds, "bytes": size}
+                                  for name, (seconds, size) in results.items()}}, out, indent=2)
     return 0
 
 

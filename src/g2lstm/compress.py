@@ -64,8 +64,9 @@ class CompressedGates(nn.Module):
     Each block is kept dense, as low-rank factors or as integer codes. The float tensors are the
     parametrization's originals (registered by torch as ``original0``, ``original1``, ...: for each gate in
     order, its dense block, or its factors ``u`` ``(H, k)`` and ``v`` ``(k, in)``); the codes of the rounded
-    blocks are the buffer ``codes`` (the rounded gates' rows stacked, int8 or int16) and their step the
-    buffer ``step``.
+    blocks are the buffer ``codes`` (int8 or int16, ``(gates, in, H)``: each block stored transposed, the
+    layout the CPU kernel reads a block of hidden units from at inference) and their step the buffer
+    ``step``.
 
     Args:
         hidden_size: ``H``, the rows of one gate block.
@@ -115,7 +116,7 @@ class CompressedGates(nn.Module):
                 else:
                     codes.append(_round_codes(rows.detach(), self.round, self.clip))
             if codes:
-                stacked = torch.cat(codes)
+                stacked = torch.stack([block.t() for block in codes]).contiguous()
                 dtype = self.codes_dtype or torch.int16
                 if stacked.abs().max() > torch.iinfo(dtype).max:
                     raise ValueError(
@@ -134,7 +135,7 @@ class CompressedGates(nn.Module):
         ``"dense"``, ``(u, v)`` for ``"rank"`` and ``(codes, step)`` for ``"round"``."""
         forms = {}
         tensors = iter(originals)
-        code_rows = iter(self.codes.split(self.hidden_size)) if self.codes is not None else iter(())
+        code_rows = iter(block.t() for block in self.codes) if self.codes is not None else iter(())
         for gate in GATES:
             kind = self.kind(gate)
             if kind == "dense":

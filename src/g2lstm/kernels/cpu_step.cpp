@@ -537,7 +537,7 @@ struct GateForm {
   const scalar_t* u = nullptr;      // kLowRank
   const scalar_t* v = nullptr;
   int64_t rank = 0;
-  const int8_t* codes = nullptr;    // kCodes
+  const int8_t* codes = nullptr;    // kCodes, stored transposed: (in, H), unit u of input k at k * H + u
   scalar_t step = 1;
 };
 
@@ -548,7 +548,6 @@ struct InferenceStep {
   GateForm<scalar_t> forms[4];
   int group[4];                 // consecutive dense gates share one panel: the count at the first, 0 after it
   scalar_t* panels[4];          // per group: [unit block][K][count * U], K = H (dense) or rank (low rank)
-  int8_t* code_panels[4];       // codes: [unit block][H][U], int8 as stored
   scalar_t* v_panels[4];        // low rank: [rank vectors][H][U] of v^T, for z = h v^T
   scalar_t* z[4];               // low rank: (B, rank rounded up to U) of this step
   const scalar_t* h_prev;
@@ -569,22 +568,15 @@ int64_t padded_rank(const GateForm<scalar_t>& form) {
   return (form.rank + U - 1) / U * U;
 }
 
-// Pack the panels of unit block b for every gate: float for dense rows and the low-rank u, int8 for codes
-// (converted to floats block by block at each step, so no float copy of them is ever whole).
+// Pack the panels of unit block b for the dense rows and the low-rank u. Codes are not copied: each step
+// converts the block's codes to floats in a scratch panel of the thread, so their memory stays int8.
 template <typename scalar_t>
 void pack_inference_block(const InferenceStep<scalar_t>& s, int64_t b) {
   constexpr int64_t U = Vec<scalar_t>::size();
   const int64_t H = s.hidden;
   for (int g = 0; g < 4; ++g) {
     const GateForm<scalar_t>& form = s.forms[g];
-    if (form.kind == kCodes) {
-      int8_t* panel = s.code_panels[g] + b * H * U;
-      for (int64_t u = 0; u < U; ++u) {
-        const int64_t unit = b * U + u;
-        for (int64_t k = 0; k < H; ++k) panel[k * U + u] = unit < H ? form.codes[unit * H + k] : int8_t(0);
-      }
-      continue;
-    }
+    if (form.kind == kCodes) continue;
     const int count = s.group[g];
     if (count == 0) continue;
     const int64_t K = form.kind == kLowRank ? form.rank : H, width = count * U;
@@ -648,8 +640,17 @@ void inference_block(const InferenceStep<scalar_t>& s, int64_t b, scalar_t* scra
     const GateForm<scalar_t>& form = s.forms[g];
     if (form.kind == kCodes) {  // this block's codes as floats, once per step for all its rows
       scalar_t* panel = scratch + g * H * U;
-      const int8_t* codes = s.code_panels[g] + b * H * U;
-      for (int64_t k = 0; k < H * U; ++k) panel[k] = scalar_t(codes[k]);
+      if (n == U) {  // codes are (in, H): the block's U units are contiguous per k
+        for (int64_t k = 0; k < H; ++k) {
+          const int8_t* codes = form.codes + k * H + unit;
+#pragma GCC unroll 16
+          for (int64_t u = 0; u < U; ++u) panel[k * U + u] = scalar_t(codes[u]);
+        }
+      } else {
+        for (int64_t k = 0; k < H; ++k) {
+          for (int64_t u = 0; u < U; ++u) panel[k * U + u] = u < n ? scalar_t(form.codes[k * H + unit + u]) : 0;
+        }
+      }
       gate_panels[g] = panel;
     } else if (s.group[g] > 0) {
       gate_panels[g] = s.panels[g] + b * (form.kind == kLowRank ? form.rank : H) * s.group[g] * U;
@@ -710,7 +711,6 @@ void inference_loop(InferenceStep<scalar_t> step, const Schedule& schedule, int 
   for (int g = 0; g < 4; ++g) {
     const GateForm<scalar_t>& form = step.forms[g];
     step.panels[g] = step.v_panels[g] = step.z[g] = nullptr;
-    step.code_panels[g] = nullptr;
     const bool continues_group = form.kind == kDense && g > 0 && step.forms[g - 1].kind == kDense;
     step.group[g] = continues_group ? 0 : 1;
     if (continues_group) {
@@ -718,11 +718,7 @@ void inference_loop(InferenceStep<scalar_t> step, const Schedule& schedule, int 
       while (step.group[leader] == 0) --leader;
       ++step.group[leader];
     }
-    if (form.kind == kCodes) {
-      buffers.push_back(at::empty({blocks * hidden * U}, at::TensorOptions().dtype(at::kChar)));
-      step.code_panels[g] = buffers.back().data_ptr<int8_t>();
-      continue;
-    }
+    if (form.kind == kCodes) continue;
     if (continues_group) continue;
     const int64_t K = form.kind == kLowRank ? form.rank : hidden;
     const int64_t count = form.kind == kDense ? std::count_if(step.forms + g, step.forms + 4,
@@ -890,7 +886,7 @@ std::vector<Tensor> sequence_backward(const std::optional<Tensor>& grad_output_i
 
 // Inference over a packed sequence with the hidden-to-hidden weights in their stored forms (see GateForm):
 // forms[g] is (kind, tensors) for gate g = i, f, g, o: (0, [rows (H, H)]), (1, [u (H, k), v (k, H)]) or
-// (2, [int8 codes (H, H), step]). Returns (output, h_n, c_n, gates or undefined).
+// (2, [int8 codes transposed (H_in, H), step]). Returns (output, h_n, c_n, gates or undefined).
 std::vector<Tensor> sequence_inference(const Tensor& gate_inputs_in, const Tensor& h0_in, const Tensor& c0_in,
                                        const std::vector<int64_t>& kinds, const std::vector<Tensor>& tensors,
                                        const std::vector<int64_t>& batch_sizes, bool reverse, double scale,
@@ -924,7 +920,7 @@ std::vector<Tensor> sequence_inference(const Tensor& gate_inputs_in, const Tenso
       } else {
         kept.push_back(tensors.at(next++).contiguous());
         TORCH_CHECK(kept.back().scalar_type() == at::kChar && kept.back().sizes() == at::IntArrayRef({hidden, hidden}),
-                    "codes must be int8 (H, H)");
+                    "codes must be int8 (H, H), transposed");
         form.codes = kept.back().data_ptr<int8_t>();
         form.step = static_cast<scalar_t>(tensors.at(next++).item<double>());
       }

@@ -6,7 +6,8 @@ gates ``input``, ``forget``, ``cell``, ``output`` with ``kind`` one of
 
 - ``"dense"``: ``(block,)``, the ``(H, in)`` rows;
 - ``"rank"``: ``(u, v)``, the block is ``u @ v`` with ``u`` ``(H, k)`` and ``v`` ``(k, in)``;
-- ``"round"``: ``(codes, step)``, the block is ``codes * step`` with integer ``codes`` ``(H, in)``.
+- ``"round"``: ``(codes, step)``, the block is ``codes * step`` with integer ``codes`` ``(H, in)`` (best
+  stored as the transpose of a contiguous ``(in, H)`` tensor, which the kernel reads without a copy).
 
 :class:`g2lstm.compress.CompressedGates` does. At inference (no gradient wanted, no gate noise) the module
 then computes its products from those forms: the input projection as two skinny products per low-rank
@@ -30,6 +31,7 @@ __all__ = ["GATE_ORDER", "StoredForms", "gate_projection", "lstm_sequence_stored
 
 GATE_ORDER = ("input", "forget", "cell", "output")
 _KINDS = {"dense": 0, "rank": 1, "round": 2}
+_CODE_ROWS = 128  # rows of integer codes converted at a time in the input projection
 
 # {gate: (kind, tensors)} of one weight matrix.
 StoredForms = dict[str, tuple[str, tuple[Tensor, ...]]]
@@ -61,7 +63,7 @@ def use_stored_inference(module: nn.Module, reference: Tensor, names: Sequence[s
 
 def gate_projection(inputs: Tensor, forms: StoredForms, bias: Tensor | None) -> Tensor:
     """``inputs @ W^T + bias`` for a weight given by its stored forms, ``(N, 4H)``: low-rank blocks as two
-    skinny products, integer codes converted block by block (they are small next to the recurrence)."""
+    skinny products, integer codes converted to floats a few rows at a time."""
     blocks = []
     for gate in GATE_ORDER:
         kind, tensors = forms[gate]
@@ -70,9 +72,10 @@ def gate_projection(inputs: Tensor, forms: StoredForms, bias: Tensor | None) -> 
         elif kind == "rank":
             u, v = tensors
             blocks.append(F.linear(F.linear(inputs, v), u))
-        else:
+        else:  # a few rows of codes at a time, so that no float copy of the block is ever whole
             codes, step = tensors
-            blocks.append(F.linear(inputs, codes.to(inputs.dtype)) * step)
+            parts = [F.linear(inputs, rows.to(inputs.dtype)) for rows in codes.split(_CODE_ROWS)]
+            blocks.append(torch.cat(parts, dim=1) * step)
     projection = torch.cat(blocks, dim=1)
     return projection if bias is None else projection + bias
 
@@ -84,6 +87,8 @@ def _kernel_forms(forms: StoredForms, dtype: torch.dtype) -> tuple[list[int], li
         kind, values = forms[gate]
         if kind == "round" and values[0].dtype != torch.int8:
             kind, values = "dense", (values[0].to(dtype) * values[1],)
+        if kind == "round":  # the kernel reads codes as (in, H); a transposed view of such storage costs nothing
+            values = (values[0].t().contiguous(), values[1])
         kinds.append(_KINDS[kind])
         tensors.extend(value.detach() for value in values)
     return kinds, tensors
