@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from seeded import mean_sd_cell, paired_row, portable, value_cell, verdict_cell
+
 from g2lstm.benchmark import (
     PairedDifference,
     epoch_pace,
     machine_description,
-    mean_sd,
     paired_verdict,
     run_stages,
     stage_table,
@@ -125,23 +125,6 @@ def _load(path: Path) -> dict:
 def _stages_done(folder: Path) -> bool:
     record = _load(folder / "stages.json")
     return all(record.get(stage, {}).get("done") for stage in ("train", "eval", "sweep", "analyze"))
-
-
-_ABSOLUTE = re.compile(r"(?<![\w.~-])/[^\s\"'`|:,;()]+")
-
-
-def portable(value: Any, roots: dict[str, str]) -> Any:
-    """``value`` (JSON-like) with every machine path made portable: the folders in ``roots`` by their names
-    (e.g. the runs folder as ``RUNS_DIR``), any other absolute path by ``.../`` and its last part."""
-    if isinstance(value, dict):
-        return {key: portable(item, roots) for key, item in value.items()}
-    if isinstance(value, list):
-        return [portable(item, roots) for item in value]
-    if not isinstance(value, str):
-        return value
-    for root, name in sorted(roots.items(), key=lambda item: -len(item[0])):
-        value = value.replace(root, name)
-    return _ABSOLUTE.sub(lambda match: ".../" + Path(match.group()).name, value)
 
 
 def _epochs(folder: Path) -> dict[str, Any]:
@@ -285,33 +268,6 @@ def _first_layer_names(entries: list[dict]) -> list[str]:
     return [name for name in names if name.split()[0] == "0"]
 
 
-def _cell(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _mean_sd(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "–"
-    mean, sd = mean_sd(values)
-    return f"{mean:.{digits}f}" + ("" if len(values) < 2 else f" ± {sd:.{digits}f}")
-
-
-def _verdict(record: dict) -> str:
-    if "verdict" not in record:
-        return "not run yet (fewer than two pairs)"
-    return record["verdict"] + ("" if record["complete"] else f" (PARTIAL: {len(record['seeds'])} pairs)")
-
-
-def _paired_row(label: str, record: dict, scale: float = 1.0, digits: int = 2) -> str:
-    """A table row: the differences per seed, their mean, sd and se (times ``scale``) and the verdict."""
-    differences = " / ".join(f"{scale * d:+.{digits}f}" for d in record["differences"]) or "–"
-    if "mean" not in record:
-        return f"| {label} | {differences} | – | – | – | {_verdict(record)} |"
-    mean, sd, se = (scale * record[key] for key in ("mean", "sd", "se"))
-    statistics = f"{mean:+.{digits}f} | {sd:.{digits}f} | {se:.{digits}f}"
-    return f"| {label} | {differences} | {statistics} | {_verdict(record)} |"
-
-
 def _sharpened(entries: list[dict]) -> list[str]:
     """DECISION.md rule 4: the sharpened run against the LSTM seeds' range, and whether it plateaued."""
     sharpened = next((e for e in entries if e["gate"] == "sharpened"), None)
@@ -367,20 +323,20 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
               "|---|---:|---:|---:|---:|---|---|"]
     for e in entries:
         best = "–" if e["best_epoch"] is None else f"{e['best_epoch']} ({e['best_valid_bleu']:.2f})"
-        lines.append(f"| {e['name']} | {_cell(e['bleu'])} | {_cell(e['sacrebleu'])} "
-                     f"| {_cell(e['test_loss'], 3)} | {e['epochs']} | {best} | {e['stopped']} |")
+        lines.append(f"| {e['name']} | {value_cell(e['bleu'])} | {value_cell(e['sacrebleu'])} "
+                     f"| {value_cell(e['test_loss'], 3)} | {e['epochs']} | {best} | {e['stopped']} |")
     old = _load(ATTENTION_ON_TOP).get("runs", {})
     lines += ["", "| gate | BLEU, mean ± sd | sacreBLEU, mean ± sd | attention-on-top decoder, one seed "
               "([multi30k-cpu](../multi30k-cpu/REPORT.md)) |", "|---|---:|---:|---:|"]
     for gate in ("lstm", "g2", "sharpened"):
         mine = [e for e in entries if e["gate"] == gate]
         reference = old.get(gate, {}).get("eval", {}).get("metrics", {}).get("bleu")
-        lines.append(f"| {gate} | {_mean_sd([e['bleu'] for e in mine if e['bleu'] is not None])} "
-                     f"| {_mean_sd([e['sacrebleu'] for e in mine if e['sacrebleu'] is not None])} "
-                     f"| {_cell(reference)} |")
+        lines.append(f"| {gate} | {mean_sd_cell([e['bleu'] for e in mine if e['bleu'] is not None])} "
+                     f"| {mean_sd_cell([e['sacrebleu'] for e in mine if e['sacrebleu'] is not None])} "
+                     f"| {value_cell(reference)} |")
     lines += ["", "Paired differences G2 − LSTM (seeds " + ", ".join(map(str, SEEDS)) + "):", "",
               "| measure | d per seed | mean | sd | se | verdict |", "|---|---|---:|---:|---:|---|",
-              _paired_row("test BLEU", stats["bleu"]), _paired_row("test sacreBLEU", stats["sacrebleu"]),
+              paired_row("test BLEU", stats["bleu"]), paired_row("test sacreBLEU", stats["sacrebleu"]),
               "", f"![validation BLEU]({figure.name})", ""]
     lines += _compression_lines(entries, stats)
     lines += _gate_lines(entries, stats, runs, results)
@@ -402,10 +358,10 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
 def _verdict_lines(stats: dict, capped: list[str]) -> list[str]:
     budget = (f" At the preset's 20-epoch budget: {', '.join(capped)} had its best epoch at the cap (rule 5)."
               if capped else "")
-    lines = [f"- Rule 1 (quality, test BLEU): **{_verdict(stats['bleu'])}**.{budget}"]
+    lines = [f"- Rule 1 (quality, test BLEU): **{verdict_cell(stats['bleu'])}**.{budget}"]
     for key, record in stats.items():
         if key.startswith("lost: ") and not key.startswith(f"lost: {INPUT_PREFIX}"):
-            lines.append(f"- Rule 2 (compression, {key.removeprefix('lost: ')}): **{_verdict(record)}**.")
+            lines.append(f"- Rule 2 (compression, {key.removeprefix('lost: ')}): **{verdict_cell(record)}**.")
     outer = {key.removeprefix("outer: "): record for key, record in stats.items()
              if key.startswith("outer: ")}
     holds = [name for name, record in outer.items()
@@ -428,15 +384,15 @@ def _compression_lines(entries: list[dict], stats: dict) -> list[str]:
         lines += [f"Test BLEU after compressing {title}, no retraining:", "",
                   "| run | " + " | ".join(chosen) + " |", "|---|" + "---:|" * len(chosen)]
         for e in entries:
-            lines.append(f"| {e['name']} | " + " | ".join(_cell(e["compression"].get(c, {}).get("bleu"))
+            lines.append(f"| {e['name']} | " + " | ".join(value_cell(e["compression"].get(c, {}).get("bleu"))
                                                           for c in chosen) + " |")
         for gate in ("lstm", "g2"):
             tables = [e["compression"] for e in entries if e["gate"] == gate and e["compression"]]
-            cells = [_mean_sd([table[c]["bleu"] for table in tables if c in table]) for c in chosen]
+            cells = [mean_sd_cell([table[c]["bleu"] for table in tables if c in table]) for c in chosen]
             lines.append(f"| {gate}, mean ± sd | " + " | ".join(cells) + " |")
         lines += ["", "BLEU lost (original − compressed), paired e = lost by G2 − lost by the LSTM:", "",
                   "| setting | e per seed | mean | sd | se | verdict |", "|---|---|---:|---:|---:|---|"]
-        lines += [_paired_row(column, stats[f"lost: {column}"]) for column in chosen[1:]]
+        lines += [paired_row(column, stats[f"lost: {column}"]) for column in chosen[1:]]
         lines.append("")
     lines += ["The paper's Table 4 (IWSLT'14 De→En, hidden 256): LSTM 31.00 → 28.65 / 21.97 / 30.52 / "
               "29.56, G2-LSTM 31.95 → 31.44 / 31.44 / 31.62 / 31.28 (round, round & clip, rank 32, "
@@ -458,11 +414,11 @@ def _gate_lines(entries: list[dict], stats: dict, runs: Path, results: Path) -> 
               "|---|" + "---:|" * len(keys)]
     for e in entries:
         lines.append(f"| {e['name']} | " + " | ".join(
-            _cell(None if e["outer_share"].get(n, {}).get(g) is None else 100 * e["outer_share"][n][g], 1)
+            value_cell(None if e["outer_share"].get(n, {}).get(g) is None else 100 * e["outer_share"][n][g], 1)
             for n, g in keys) + " |")
     lines += ["", "Paired differences G2 − LSTM of the outer-bin share (percentage points):", "",
               "| update, gate | d per seed | mean | sd | se | rule 3 |", "|---|---|---:|---:|---:|---|"]
-    lines += [_paired_row(f"{name}, {gate}", stats[f"outer: {name}: {gate}"], scale=100, digits=1)
+    lines += [paired_row(f"{name}, {gate}", stats[f"outer: {name}: {gate}"], scale=100, digits=1)
               for name, gate in keys]
     lines += ["", "The paper's shares (its first decoder layer, IWSLT'14): LSTM input 22.1 %, forget 13.0 %; "
               "G2-LSTM input 74.7 %, forget 61.9 %.", ""]
