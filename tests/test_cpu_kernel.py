@@ -245,7 +245,7 @@ def test_module_compiled_matches_python_loop(name, packed, with_state, dtype, mo
 # ---------------------------------------------------------------------------------------- finite differences
 
 
-def test_gradcheck_module_with_fixed_noise(monkeypatch):
+def test_gradcheck_module_with_fixed_noise(monkeypatch, variant):
     monkeypatch.setenv(compiled.KERNEL_ENV, "compiled")
     module = G2LSTM(3, 4, 2, bidirectional=True, dtype=torch.float64, noise_p=0.5).train()
     names = [name for name, _ in module.named_parameters()]
