@@ -18,7 +18,7 @@ import torch
 from killing import assert_killed_runs_resume_bit_identical
 
 from g2lstm.cli import main
-from g2lstm.lm.train import TrainingInterrupted
+from g2lstm.train import TrainingInterrupted
 from g2lstm.mt import train as mt_train
 from g2lstm.mt.config import PRESET_DIR, MTConfig
 from g2lstm.mt.evaluate import load_model
@@ -92,11 +92,11 @@ def test_cli_train_then_eval_prints_bleu_as_json(trained: tuple[Path, dict[str, 
 
 def test_translate_reads_standard_input(trained: tuple[Path, dict[str, Path]], capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("ein hund läuft im park .\nein kind schläft .\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("ein hund läuft im park .\nein kind schläft .\n".encode())))
     code, out, err = run_main(capsys, "mt", "translate", str(trained[1]["g2"]), "--beam", "2")
     assert code == 0, err
     assert len(out.splitlines()) == 2
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Ein Hund läuft im Park.\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("Ein Hund läuft im Park.\n".encode())))
     code, out, err = run_main(capsys, "mt", "translate", str(trained[1]["g2"]), "--raw")
     assert code == 0 and len(out.splitlines()) == 1
 
@@ -115,7 +115,8 @@ def test_training_lowers_the_validation_loss_and_keeps_the_best_model(tmp_path: 
 
 @contextmanager
 def stop_after(checks: int) -> Iterator[StopRequest]:
-    """Stands in for stop_on_signals: as if SIGTERM arrived after ``checks`` training steps."""
+    """Stands in for stop_on_signals: as if SIGTERM arrived before the ``checks``-th check (one after each
+    training step and one after each epoch's validation)."""
 
     class Request(StopRequest):
         count = 0
@@ -140,7 +141,7 @@ def test_resume_after_a_stop_continues_bit_identically(trained: tuple[Path, dict
     config = {"gate": "g2", "epochs": 2, "max_steps": 14}  # an epoch is 10 batches: the stop is mid-epoch 2
     mt_train.train_translation_model(tiny_config(**config), tmp_path / "straight", corpus, show_progress=False)
     with monkeypatch.context() as patch:
-        patch.setattr(mt_train, "stop_on_signals", lambda: stop_after(12))
+        patch.setattr(mt_train, "stop_on_signals", lambda: stop_after(13))  # step 12: 10 + validation + 2
         with pytest.raises(TrainingInterrupted, match="run the same command again"):
             mt_train.train_translation_model(tiny_config(**config), tmp_path / "stopped", corpus, show_progress=False)
     assert load_checkpoint(tmp_path / "stopped" / "last.pt")["progress"]["step"] == 12

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 
+from g2lstm.errors import ConfigError, G2LSTMError, KernelBuildError, OutOfMemory
+
 __all__ = ["main"]
-
-# Mistakes a user can make (bad options, files, data): one line on stderr and exit code 2.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
-
 
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, object]:
     """Options given on the command line, plus ``--set key=value`` pairs, as preset overrides."""
@@ -19,7 +18,7 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, obje
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         values[key.strip().replace("-", "_")] = value.strip()
     return values
 
@@ -76,7 +75,7 @@ def _compress(args: argparse.Namespace) -> None:
         return
     if args.targets[0] == "sweep":
         if len(args.targets) < 2:
-            raise ValueError("compress sweep needs at least one checkpoint: g2lstm compress sweep CKPT... --data DIR")
+            raise ConfigError("compress sweep needs at least one checkpoint: g2lstm compress sweep CKPT... --data DIR")
         cache = CachePointer(args.window, args.theta, args.lambdah) if args.cache_pointer else None
         results = compression_sweep(args.targets[1:], args.out or "compression", args.data,
                                     round_step=args.round or 0.2, clip=args.clip or 0.4, ranks=args.ranks,
@@ -86,9 +85,9 @@ def _compress(args: argparse.Namespace) -> None:
             print(f"\nfigure: {results['figure']}")
         return
     if len(args.targets) != 1:
-        raise ValueError(f"compress takes one checkpoint (or 'sweep' and several), got {len(args.targets)}")
+        raise ConfigError(f"compress takes one checkpoint (or 'sweep' and several), got {len(args.targets)}")
     if args.out is None:
-        raise ValueError("compress needs --out FILE for the compressed checkpoint")
+        raise ConfigError("compress needs --out FILE for the compressed checkpoint")
     report = compress_checkpoint(args.targets[0], args.out, round=args.round, clip=args.clip, rank=args.rank,
                                  gates=args.gates)
     print(report.summary())
@@ -115,7 +114,7 @@ def _translation_checkpoints(paths: Sequence[str]) -> bool:
 
     kinds = {is_translation_checkpoint(load_checkpoint(path)) for path in paths}
     if len(kinds) > 1:
-        raise ValueError("the checkpoints mix translation and language models; give one kind at a time")
+        raise ConfigError("the checkpoints mix translation and language models; give one kind at a time")
     return kinds == {True}
 
 
@@ -130,13 +129,14 @@ def _mt_train(args: argparse.Namespace) -> None:
 
 
 def _mt_translate(args: argparse.Namespace) -> None:
+    from g2lstm.mt.data import split_lines
     from g2lstm.mt.evaluate import load_model, translate_lines
     from g2lstm.train import load_checkpoint
 
-    model, config, vocab = load_model(load_checkpoint(args.checkpoint), args.device)
+    model, config, vocab = load_model(load_checkpoint(args.checkpoint), args.device, source=args.checkpoint)
     if args.eval_gate:
         model.set_eval_gate(args.eval_gate)
-    lines = sys.stdin.read().splitlines()
+    lines = split_lines(sys.stdin.buffer.read(), "standard input")
     for line in translate_lines(model, config, vocab, lines, beam_size=args.beam, raw=args.raw, device=args.device):
         print(line)
 
@@ -159,9 +159,9 @@ def _mt_compress(args: argparse.Namespace) -> None:
         print(results["table_markdown"])
         return
     if len(args.targets) != 1:
-        raise ValueError(f"compress takes one checkpoint (or 'sweep' and several), got {len(args.targets)}")
+        raise ConfigError(f"compress takes one checkpoint (or 'sweep' and several), got {len(args.targets)}")
     if args.out is None:
-        raise ValueError("compress needs --out FILE for the compressed checkpoint")
+        raise ConfigError("compress needs --out FILE for the compressed checkpoint")
     report = compress_translation_checkpoint(args.targets[0], args.out, round=args.round, clip=args.clip,
                                              rank=args.rank, gates=args.gates)
     print(report.summary())
@@ -184,12 +184,16 @@ def _bench_speed(args: argparse.Namespace) -> None:
     print(f"machine: {machine_description()}; device {args.device}; medians of {args.repeats} repeats")
     print(format_speed_table(rows))
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"machine": machine_description(), "rows": [row.as_dict() for row in rows]}, out, indent=2)
+        from g2lstm.train import write_file
+
+        write_file(args.json, json.dumps({"machine": machine_description(), "rows": [row.as_dict() for row in rows]},
+                                         indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g2lstm", description="G2-LSTM: LSTMs with nearly binary gates.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of every error, not only of bugs")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -329,37 +333,85 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``g2lstm`` command; the exit code: 0, 2 for a :class:`~g2lstm.errors.G2LSTMError` (1 for a
+    diverged run), 130/143 after Ctrl-C/SIGTERM, 1 for a bug (its traceback is shown)."""
     args = build_parser().parse_args(argv)
-    from g2lstm.lm.train import TrainingDiverged, TrainingInterrupted
+    from g2lstm.train.signals import TrainingInterrupted
 
     try:
-        args.run(args)
-    except USER_ERRORS as error:
-        print(f"g2lstm: error: {error}", file=sys.stderr)
-        return 2
+        _check_cpu_kernel()
+        _run(args)
+    except G2LSTMError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"g2lstm: error: {_one_line(error)}", file=sys.stderr)
+        return error.exit_code
     except TrainingInterrupted as stopped:
         print(f"g2lstm: {stopped}", file=sys.stderr)
         return 143 if stopped.signal_name == "SIGTERM" else 130
-    except TrainingDiverged as error:
-        print(f"g2lstm: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
         print("g2lstm: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # anything else is a bug in g2lstm, not a mistake of the user
+        traceback.print_exc()
+        print(f"g2lstm: internal error: this is a bug in g2lstm {_version()}; please report it with the "
+              f"command and the traceback above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The command, with an allocation the machine cannot satisfy turned into :class:`OutOfMemory`."""
+    try:
+        args.run(args)
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"g2lstm: error: out of memory ({reason}); lower the model or batch size with --set", file=sys.stderr)
-        return 2
-    return 0
+        raise OutOfMemory(f"out of memory ({reason}); lower the model or batch size with --set") from error
+
+
+def _check_cpu_kernel() -> None:
+    """Refuse a bad ``G2LSTM_CPU_KERNEL`` before any work, and build the kernel now when it is required, so
+    that a failed build is one clear error instead of a failure in the middle of a run."""
+    from g2lstm.kernels.compiled import KERNEL_ENV, compiled_module, kernel_choice
+
+    try:
+        choice = kernel_choice()
+    except ValueError as error:
+        raise ConfigError(f"{error}; fix or unset the environment variable {KERNEL_ENV}") from None
+    if choice != "compiled":
+        return
+    try:
+        compiled_module(required=True)
+    except RuntimeError as error:
+        lines = str(error.__cause__ or error).strip().splitlines() or [type(error.__cause__ or error).__name__]
+        raise KernelBuildError(
+            f"{KERNEL_ENV}=compiled, but g2lstm's CPU kernel cannot be built here ({lines[0]}); install a C++ "
+            f"compiler and ninja, or set {KERNEL_ENV}=auto (or python) for the Python loop"
+        ) from error
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (a compiler's or a file's multi-line text joined)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _version() -> str:
+    from g2lstm import __version__
+
+    return __version__
 
 
 def _out_of_memory(error: BaseException) -> bool:
     """An allocation that failed because the sizes asked for more memory than the machine has."""
     import torch
 
-    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error)
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or any(
+        text in str(error) for text in ("can't allocate memory", "std::bad_alloc")
+    )
 
 
 if __name__ == "__main__":

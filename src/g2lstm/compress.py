@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from g2lstm.errors import ConfigError
 from g2lstm.lstm import G2LSTM
 
 __all__ = [
@@ -326,7 +327,7 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
     for path, entry in config.items():
         settings = _check_entry(path, entry)
         if path not in available:
-            raise ValueError(
+            raise ConfigError(
                 f"the compression config names the layer {path!r}, which the module lacks; "
                 f"its LSTM layers are {available}"
             )
@@ -335,7 +336,7 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
             lstm = G2LSTM.from_lstm(layer, gate="lstm")
         elif isinstance(layer, G2LSTM):
             if isinstance(getattr(layer, "compressed", None), CompressedLSTMWeights):
-                raise ValueError(f"layer {path!r} is already compressed; restore into a freshly built model")
+                raise ConfigError(f"layer {path!r} is already compressed; restore into a freshly built model")
             lstm = layer
         else:
             raise TypeError(
@@ -372,7 +373,7 @@ def _check_positive(name: str, value: Any, integer: bool) -> None:
         expected = "an int" if integer else "a number"
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        raise ConfigError(f"{name} must be positive and finite, got {value!r}")
 
 
 def _check_gates(gates: Any) -> list[str]:
@@ -382,11 +383,11 @@ def _check_gates(gates: Any) -> list[str]:
     names = list(gates)
     unknown = [name for name in names if name not in GATES]
     if unknown:
-        raise ValueError(f"gates must be names from {GATES}, got {unknown} among {names}")
+        raise ConfigError(f"gates must be names from {GATES}, got {unknown} among {names}")
     if not names:
-        raise ValueError(f"gates must name at least one of {GATES}, got an empty sequence")
+        raise ConfigError(f"gates must name at least one of {GATES}, got an empty sequence")
     if len(set(names)) != len(names):
-        raise ValueError(f"gates must name each gate once, got {names}")
+        raise ConfigError(f"gates must name each gate once, got {names}")
     return [gate for gate in GATES if gate in names]
 
 
@@ -394,13 +395,13 @@ def _check_settings(round_: Any, clip: Any, rank: Any, gates: Any) -> dict[str, 
     """Validated settings as plain values: ``round``, ``clip``, ``rank`` and ``gates``."""
     if (round_ is None) == (rank is None):
         given = "neither" if round_ is None else f"both (round={round_!r}, rank={rank!r})"
-        raise ValueError(f"give exactly one of round= (low precision) and rank= (low rank), got {given}")
+        raise ConfigError(f"give exactly one of round= (low precision) and rank= (low rank), got {given}")
     if round_ is not None:
         _check_positive("round", round_, integer=False)
         round_ = float(round_)
     if clip is not None:
         if round_ is None:
-            raise ValueError(
+            raise ConfigError(
                 f"clip= applies to low precision only: give it with round=, "
                 f"got clip={clip!r} with rank={rank!r}"
             )
@@ -408,7 +409,7 @@ def _check_settings(round_: Any, clip: Any, rank: Any, gates: Any) -> dict[str, 
         clip = float(clip)
         levels = clip / round_
         if levels < 1 or abs(levels - round(levels)) > 1e-9 * levels:
-            raise ValueError(
+            raise ConfigError(
                 f"clip must be a whole multiple of round (at least 1x), so that clipped values stay on the "
                 f"grid k * round; got clip={clip!r}, round={round_!r} (ratio {levels:g})"
             )
@@ -425,7 +426,7 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
     if set(entry) != set(_SETTING_KEYS):
-        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)}, got {list(entry)}")
+        raise ConfigError(f"{where} must have the keys {list(_SETTING_KEYS)}, got {list(entry)}")
     try:
         settings = _check_settings(entry["round"], entry["clip"], entry["rank"], entry["gates"])
     except (TypeError, ValueError) as error:
@@ -433,7 +434,7 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     codes, converted = entry["codes"], entry["converted"]
     expected_codes = list(_CODE_DTYPES) if settings["round"] is not None else [None]
     if codes not in expected_codes:
-        raise ValueError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
+        raise ConfigError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
     if not isinstance(converted, bool):
         raise TypeError(f"{where}: converted must be a bool, got {converted!r}")
     return {**settings, "codes": codes, "converted": converted}
@@ -446,14 +447,14 @@ def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
         (path, layer) for path, layer in module.named_modules() if isinstance(layer, (G2LSTM, nn.LSTM))
     ]
     if not targets:
-        raise ValueError(f"module ({type(module).__name__}) holds no G2LSTM or nn.LSTM layer to compress")
+        raise ConfigError(f"module ({type(module).__name__}) holds no G2LSTM or nn.LSTM layer to compress")
     done = [
         path or "<module>"
         for path, layer in targets
         if isinstance(getattr(layer, "compressed", None), CompressedLSTMWeights)
     ]
     if done:
-        raise ValueError(f"layers {done} are already compressed; compress a copy of the uncompressed model")
+        raise ConfigError(f"layers {done} are already compressed; compress a copy of the uncompressed model")
     return targets
 
 
@@ -475,7 +476,7 @@ def _check_rank(path: str, lstm: G2LSTM, rank: int) -> None:
         columns = getattr(lstm, name).shape[1]
         smaller = min(lstm.hidden_size, columns)
         if rank > smaller:
-            raise ValueError(
+            raise ConfigError(
                 f"rank={rank} exceeds the smaller side of the {lstm.hidden_size}x{columns} gate blocks of "
                 f"{_qualified(path, name)}; use rank <= {smaller}"
             )
@@ -497,7 +498,7 @@ def _compress_layer(
         for name in _matrix_names(lstm):
             weight = getattr(lstm, name)
             if not torch.isfinite(weight).all():
-                raise ValueError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
+                raise ConfigError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
             blocks = nn.ModuleDict()
             for gate, rows in zip(GATES, weight.split(lstm.hidden_size)):
                 if gate not in gates:
@@ -530,7 +531,7 @@ def _narrow_codes(path: str, store: CompressedLSTMWeights) -> str:
     largest = max(int(block.codes.abs().max().item()) for block in quantized)
     name = next((name for name, dtype in _CODE_DTYPES.items() if largest <= torch.iinfo(dtype).max), None)
     if name is None:
-        raise ValueError(
+        raise ConfigError(
             f"round={store.settings['round']!r} is too fine for the weights of {path or 'the module'}: codes "
             f"reach {largest}, beyond int16 ({torch.iinfo(torch.int16).max}); use a larger round or a clip"
         )

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from g2lstm.gates import check_temperature
+
 __all__ = [
     "bits_dtype",
     "gumbel_sigmoid",
@@ -126,8 +128,7 @@ def gumbel_sigmoid(
         raise TypeError(f"logits must be a Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must have a floating-point dtype, got {logits.dtype}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature)
     noise = logistic_noise(
         logits.shape, noise_p=noise_p, noise_eps=noise_eps, dtype=logits.dtype, device=logits.device
     )

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from g2lstm.data.locate import cache_dir
+from g2lstm.errors import DataError
 
 __all__ = ["EOS", "UNK", "UNITS", "Corpus", "CorpusError", "Vocabulary", "batchify"]
 
@@ -36,7 +37,7 @@ _LAYOUTS = (
 _CACHE_FORMAT = 1
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A corpus file that is missing, empty or not UTF-8; the message names the file."""
 
 

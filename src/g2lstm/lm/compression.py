@@ -17,7 +17,7 @@ from g2lstm.compress import (
 )
 from g2lstm.lm.evaluate import CachePointer
 from g2lstm.lm.train import evaluate_language_model, load_corpus, load_model
-from g2lstm.train import load_checkpoint, run_names, save_checkpoint
+from g2lstm.train import load_checkpoint, make_output_folder, run_names, save_checkpoint, write_file
 
 __all__ = ["compress_checkpoint", "compression_sweep"]
 
@@ -35,7 +35,7 @@ def compress_checkpoint(
 ) -> CompressionReport:
     """Compress the gate blocks of a saved language model and save the smaller model to ``out``."""
     state = load_checkpoint(checkpoint)
-    model, _, vocab = load_model(state)
+    model, _, vocab = load_model(state, source=checkpoint)
     report = compress(model, round=round, clip=clip, rank=rank, gates=tuple(gates))
     save_checkpoint(out, {
         "config": state["config"],
@@ -67,11 +67,11 @@ def compression_sweep(
     from g2lstm.plots import plot_compression_curves
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     names = list(names) if names is not None else run_names(checkpoints)
     results: dict[str, Any] = {"settings": {"round": round_step, "clip": clip, "cache": cache is not None}, "runs": {}}
     for name, checkpoint in zip(names, checkpoints):
-        model, config, vocab = load_model(load_checkpoint(checkpoint))
+        model, config, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
         corpus = load_corpus(data, config.unit, vocab)
         largest = min(min(layer.input_size, layer.hidden_size) for layer in model.layers)  # the highest usable rank
         chosen = list(ranks) if ranks else [max(1, round(config.hidden_size / 9)), max(1, round(config.hidden_size / 18))]
@@ -110,11 +110,12 @@ def compression_sweep(
         sizes.append(f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |")
     results["table_markdown"] = "\n".join(lines)
     results["sizes_markdown"] = "\n".join(sizes)
-    (out / "sweep.md").write_text(
+    write_file(
+        out / "sweep.md",
         f"Perplexity ({' / '.join(splits)})" + (" with the cache pointer" if cache else "") + "\n\n" + results["table_markdown"]
         + "\n\nModel size (state dict)\n\n" + results["sizes_markdown"] + "\n"
     )
-    (out / "sweep.json").write_text(json.dumps(results, indent=2))
+    write_file(out / "sweep.json", json.dumps(results, indent=2))
     if curves:
         results["figure"] = str(plot_compression_curves(
             {name: run for name, run in results["runs"].items()}, out / "sweep.png",

@@ -13,7 +13,7 @@ from g2lstm.lm.compression import compression_sweep
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.train import load_corpus, load_model, train_language_model
-from g2lstm.train import CheckpointPaths, load_checkpoint, load_config
+from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, write_file
 
 __all__ = ["format_demo_table", "run_demo", "lm_gate_histograms"]
 
@@ -45,7 +45,8 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
     for gate in ("lstm", "g2"):
         config = load_config(LMConfig, preset, {**(overrides or {}), "gate": gate}, preset_dir=PRESET_DIR)
         metrics = train_language_model(config, out / gate, data, show_progress=show_progress)
-        model, config, vocab = load_model(load_checkpoint(CheckpointPaths(out / gate).best))
+        best = CheckpointPaths(out / gate).best
+        model, config, vocab = load_model(load_checkpoint(best), source=best)
         corpus = load_corpus(data, config.unit, vocab)
         histograms[gate] = lm_gate_histograms(model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000)
         results[gate] = {**metrics, "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]}}
@@ -61,7 +62,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
         f"Gate values on PTB validation ({preset} preset, eval mode)",
     )
     results["figure"] = str(figure)
-    (out / "summary.json").write_text(json.dumps(results, indent=2))
+    write_file(out / "summary.json", json.dumps(results, indent=2))
     return results
 
 

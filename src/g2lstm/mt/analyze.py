@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from g2lstm.analysis import GateHistogram, gate_histogram_table, gate_histograms
+from g2lstm.errors import ConfigError
 from g2lstm.gates import EVAL_GATES
 from g2lstm.mt.data import Batch, ParallelSplit, collate, find_corpus_folder, load_split
 from g2lstm.mt.evaluate import load_model
 from g2lstm.mt.model import AttentionSeq2Seq
 from g2lstm.recording import GATE_NAMES, record_gates
-from g2lstm.train import describe_environment, load_checkpoint, run_names
+from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
 __all__ = ["analyze_translation_models"]
 
@@ -85,16 +86,16 @@ def analyze_translation_models(
     """
     paths = [Path(c) for c in checkpoints]
     if not paths:
-        raise ValueError("checkpoints must name at least one checkpoint file, got none")
+        raise ConfigError("checkpoints must name at least one checkpoint file, got none")
     names = list(names) if names is not None else run_names(paths)
     if max_pairs < 1:
-        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+        raise ConfigError(f"max_pairs must be >= 1, got {max_pairs}")
     if eval_gate is not None and eval_gate not in EVAL_GATES:
-        raise ValueError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
-    loaded = [load_model(load_checkpoint(path)) for path in paths]
+        raise ConfigError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
+    loaded = [load_model(load_checkpoint(path), source=path) for path in paths]
     pieces = {vocab.model_proto for _, _, vocab in loaded}
     if len(pieces) > 1:
-        raise ValueError("the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
+        raise ConfigError("the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
                          "line up; analyze runs of one preset on one corpus together")
 
     histograms: dict[str, list[GateHistogram]] = {}
@@ -109,7 +110,7 @@ def analyze_translation_models(
         test = load_split(folder, "test", config.src, config.tgt, vocab)
         for index in pairs:
             if not 0 <= index < len(test):
-                raise ValueError(f"pairs: {index} is not a line of the test split ({len(test)} pairs)")
+                raise ConfigError(f"pairs: {index} is not a line of the test split ({len(test)} pairs)")
         batches = _same_length_batches(train, max_pairs)
         histograms[name] = gate_histograms(model.decoder, batches, _teacher_forced(model))
         words[name] = [_word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs]
@@ -122,14 +123,15 @@ def analyze_translation_models(
                  "layers": "decoder (layer 0 = first decoder layer)", **describe_environment()}
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     from g2lstm.plots import plot_gate_histograms, plot_gate_words
 
     plot_gate_histograms(histograms, out / "gate_histograms.png",
                          f"Decoder gate values over {signature['pairs']:,} training pairs, eval mode\n"
                          "legend: share in the outer bins [0, 0.1) and [0.9, 1]")
     table = gate_histogram_table(histograms, {name: info["gate"] for name, info in models.items()})
-    (out / "gate_histograms.md").write_text(
+    write_file(
+        out / "gate_histograms.md",
         f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, read "
         f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}"
     )
@@ -143,7 +145,7 @@ def analyze_translation_models(
                               for sentence, label, per_word in zip(sentences, labels, per_sentence)]
                        for name, per_sentence in words.items()},
     }
-    (out / "gate_histograms.json").write_text(json.dumps(results, indent=2))
+    write_file(out / "gate_histograms.json", json.dumps(results, indent=2))
     first_layer = {name: [{key: values for key, values in per_word.items() if key[0] == 0} for per_word in per_sentence]
                    for name, per_sentence in words.items()}
     plot_gate_words(labels, first_layer, out / "gate_words.png",

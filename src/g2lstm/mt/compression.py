@@ -17,7 +17,7 @@ from g2lstm.compress import (
 )
 from g2lstm.mt.data import find_corpus_folder, load_split
 from g2lstm.mt.evaluate import evaluate_split, load_model
-from g2lstm.train import load_checkpoint, run_names, save_checkpoint
+from g2lstm.train import load_checkpoint, make_output_folder, run_names, save_checkpoint, write_file
 
 __all__ = ["compress_translation_checkpoint", "translation_compression_sweep"]
 
@@ -33,7 +33,7 @@ def compress_translation_checkpoint(
 ) -> CompressionReport:
     """Compress the gate blocks of a saved translation model (every G2LSTM layer) and save it to ``out``."""
     state = load_checkpoint(checkpoint)
-    model, _, _ = load_model(state)
+    model, _, _ = load_model(state, source=checkpoint)
     report = compress(model, round=round, clip=clip, rank=rank, gates=tuple(gates))
     save_checkpoint(out, {
         "recipe": state["recipe"],
@@ -62,11 +62,11 @@ def translation_compression_sweep(
     hidden/16: the paper's 256 -> 32 and 16) and with hard 0/1 gates, on ``split`` with beam search; writes
     ``sweep.md`` (the paper's Table 4 layout, tokenized BLEU and sacreBLEU) and ``sweep.json``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     names = list(names) if names is not None else run_names(checkpoints)
     results: dict[str, Any] = {"settings": {"round": round_step, "clip": clip, "split": split}, "runs": {}}
     for name, checkpoint in zip(names, checkpoints):
-        model, config, vocab = load_model(load_checkpoint(checkpoint))
+        model, config, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
         corpus = load_split(find_corpus_folder(data, config.dataset), split, config.src, config.tgt, vocab)
         chosen = list(ranks) if ranks else [max(1, config.hidden_size // 8), max(1, config.hidden_size // 16)]
         columns = {
@@ -96,11 +96,12 @@ def translation_compression_sweep(
     results["sacrebleu_markdown"] = tables["sacrebleu"]
     results["sizes_markdown"] = "\n".join(header + sizes)
     signature = next(iter(results["runs"].values()))["table"]["original"] if results["runs"] else {}
-    (out / "sweep.md").write_text(
+    write_file(
+        out / "sweep.md",
         f"Tokenized case-insensitive BLEU on the {split} split ({signature.get('bleu_signature', '')})\n\n"
         + tables["bleu"]
         + f"\n\nsacreBLEU on detokenized output ({signature.get('sacrebleu_signature', '')})\n\n" + tables["sacrebleu"]
         + "\n\nModel size (state dict)\n\n" + results["sizes_markdown"] + "\n"
     )
-    (out / "sweep.json").write_text(json.dumps(results, indent=2))
+    write_file(out / "sweep.json", json.dumps(results, indent=2))
     return results

@@ -6,15 +6,22 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from g2lstm.gates import check_temperature
 from g2lstm.mt.model import TranslationModelSpec
 
-__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS"]
+__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "MAX_BEAM_SIZE", "RESUMABLE_KEYS"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "mt"
 
 # Keys that define the model and its vocabulary: on resume and at evaluation they come from the checkpoint.
 ARCHITECTURE_KEYS = ("src", "tgt", "bpe_size", "emb_size", "hidden_size", "encoder_layers", "decoder_layers",
                      "tie_embeddings")
+# Keys a resumed run may change: how long it goes on, how often it logs and saves, and where it computes.
+# Any other difference from the run's config stops the resume (g2lstm.train.check_resume).
+RESUMABLE_KEYS = ("epochs", "max_steps", "log_interval", "checkpoint_minutes", "device")
+# Beam search keeps batch x beam hypotheses and scores each over the whole vocabulary; wider beams than
+# this need gigabytes and rarely translate better.
+MAX_BEAM_SIZE = 256
 
 
 @dataclass
@@ -80,8 +87,11 @@ class MTConfig:
         for name in ("lr", "clip", "max_output_ratio", "checkpoint_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature is not None:
+            check_temperature(self.temperature)
+        for name in ("beam_size", "valid_beam_size"):
+            if getattr(self, name) > MAX_BEAM_SIZE:
+                raise ValueError(f"{name} must be <= {MAX_BEAM_SIZE}, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 when given, got {self.max_steps}")
         if self.tie_embeddings and self.emb_size != self.hidden_size:

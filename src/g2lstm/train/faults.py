@@ -8,11 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from g2lstm.errors import TrainingDiverged
+
 __all__ = ["TrainingDiverged", "skip_non_finite_step"]
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
 
 
 def skip_non_finite_step(
@@ -27,8 +25,10 @@ def skip_non_finite_step(
     progress.bad_steps += 1
     log.message(f"step {progress.step}: non-finite loss or gradient, skipped ({progress.bad_steps} in a row)")
     if progress.bad_steps >= max_bad_steps:
+        saved = (f"{last_checkpoint} holds the last finite weights saved" if last_checkpoint.exists()
+                 else "no checkpoint was saved before")
         raise TrainingDiverged(
-            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient; the weights of "
-            f"{last_checkpoint} are the last finite ones. Lower lr or clip and resume."
+            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient (step {progress.step}); "
+            f"{saved}. Train again with a lower lr or clip, in a new output folder"
         )
     return True
