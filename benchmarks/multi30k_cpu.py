@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import epoch_pace, machine_description, run_stages, stage_table
+from stages import epoch_pace, run_stages, stage_table
+
+from g2lstm.benchmark import machine_description
 from g2lstm.train import read_metrics
 
 RUNS = {"lstm": ["--gate", "lstm"], "sharpened": ["--gate", "sharpened"], "g2": ["--gate", "g2"]}

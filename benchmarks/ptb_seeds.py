@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from g2lstm.benchmark import run_stages
+from stages import run_stages
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "ptb-seeds"
 SEEDS = (141, 142, 143)

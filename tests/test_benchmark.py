@@ -1,5 +1,5 @@
 """`g2lstm bench` and benchmarks/speed.py on a tiny shape: they run, print the table and write ratios measured
-in the same run."""
+in the same run; and the stage runner of the results drivers (benchmarks/stages.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from g2lstm.benchmark import epoch_pace, run_stages, stage_table
 from g2lstm.cli import main
 from g2lstm.kernels.compiled import KERNEL_ENV
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+stages = runpy.run_path(str(BENCHMARKS / "stages.py"), run_name="stages")
+run_stages, stage_table, epoch_pace = stages["run_stages"], stages["stage_table"], stages["epoch_pace"]
 
 
 def test_bench_measures_a_tiny_shape_against_nn_lstm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,7 +36,7 @@ def test_speed_script_records_which_loop_ran(cpu_kernel: str, tmp_path: Path, mo
     """benchmarks/speed.py: `g2lstm bench` plus --cpu-kernel, with the loop that ran added to the JSON."""
     monkeypatch.setattr(sys, "argv", ["speed.py"])
     monkeypatch.delenv(KERNEL_ENV, raising=False)
-    speed = runpy.run_path(str(Path(__file__).parent.parent / "benchmarks" / "speed.py"), run_name="speed")
+    speed = runpy.run_path(str(BENCHMARKS / "speed.py"), run_name="speed")
     out = tmp_path / "speed.json"
     code = speed["run"](["--cpu-kernel", cpu_kernel, "--shape", "4", "2", "3", "5", "--repeats", "1",
                          "--reference-repeats", "0", "--json", str(out)])
