@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from g2lstm.errors import ConfigError
+from g2lstm.gates import set_eval_gate
 from g2lstm.lstm import G2LSTM
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "compression_config",
     "count_parameters_and_bytes",
     "restore_compressed",
+    "table_settings",
 ]
 
 GATES = ("input", "forget", "cell", "output")  # torch's row order i, f, g, o
@@ -269,14 +271,24 @@ def compress(
     )
 
 
+def table_settings(round_step: float, clip: float, ranks: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """The columns of the paper's compression tables (Table 3, language model; Table 4, translation), each
+    a setting for :func:`compressed_copy`: as trained, Round, Round & clip, each rank, hard 0/1 gates."""
+    return {
+        "original": {},
+        f"round {round_step:g}": {"round": round_step},
+        f"round {round_step:g} & clip {clip:g}": {"round": round_step, "clip": clip},
+        **{f"rank {rank}": {"rank": rank} for rank in ranks},
+        "hard gates": {"eval_gate": "hard"},
+    }
+
+
 def compressed_copy(module: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
     """A deep copy of ``module`` for a sweep: ``{}`` leaves it as it is, ``{"eval_gate": "hard"}`` gives every
     G2LSTM layer that inference gate, other settings are the keyword arguments of :func:`compress`."""
     variant = copy.deepcopy(module)
     if "eval_gate" in settings:
-        for layer in variant.modules():
-            if isinstance(layer, G2LSTM):
-                layer.eval_gate = settings["eval_gate"]
+        set_eval_gate(variant, settings["eval_gate"])
     elif settings:
         compress(variant, **settings)
     return variant

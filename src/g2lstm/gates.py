@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 __all__ = ["GATE_MODES", "EVAL_GATES", "DEFAULT_TEMPERATURE", "MIN_TEMPERATURE", "GateConfig", "GatePlan",
-           "check_temperature"]
+           "check_temperature", "set_eval_gate"]
 
 GATE_MODES = ("g2", "sharpened", "lstm")
 EVAL_GATES = ("sigmoid", "tempered", "hard")
@@ -50,6 +51,16 @@ class GatePlan(NamedTuple):
     @property
     def is_plain_lstm(self) -> bool:
         return self.scale == 1.0 and not self.noise and not self.hard
+
+
+def set_eval_gate(module: nn.Module, eval_gate: str | None) -> None:
+    """Give every G2LSTM and G2LSTMCell in ``module`` the evaluation-mode input/forget gate ``eval_gate``
+    (``None``: each layer's mode's default), e.g. ``"hard"`` for 0/1 gates at inference."""
+    from g2lstm.lstm import G2LSTM, G2LSTMCell  # here: g2lstm.lstm imports this module
+
+    for layer in module.modules():
+        if isinstance(layer, (G2LSTM, G2LSTMCell)):
+            layer.eval_gate = eval_gate
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from g2lstm.analysis import (
 from g2lstm.data import UNK, Corpus, Vocabulary, batchify
 from g2lstm.data.corpus import SPLITS
 from g2lstm.errors import ConfigError, MissingFileError
-from g2lstm.gates import EVAL_GATES
+from g2lstm.gates import EVAL_GATES, set_eval_gate
+from g2lstm.lm.evaluate import load_corpus, load_model
 from g2lstm.lm.model import AWDLSTM
-from g2lstm.lm.train import load_corpus, load_model
 from g2lstm.recording import GATE_NAMES, record_gates
 from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
@@ -109,7 +109,7 @@ def analyze_language_models(
         state = load_checkpoint(path)
         model, config, vocab = load_model(state, source=path)
         if eval_gate is not None:
-            model.set_eval_gate(eval_gate)
+            set_eval_gate(model, eval_gate)
         loaded.append((state, model.eval(), config, vocab))
     units = {name: config.unit for name, (_, _, config, _) in zip(names, loaded)}
     if len(set(units.values())) > 1:

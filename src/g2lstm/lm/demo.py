@@ -11,8 +11,9 @@ from g2lstm.analysis import GateHistogram, gate_histograms
 from g2lstm.data import batchify
 from g2lstm.lm.compression import compression_sweep
 from g2lstm.lm.config import PRESET_DIR, LMConfig
+from g2lstm.lm.evaluate import load_corpus, load_model
 from g2lstm.lm.model import AWDLSTM
-from g2lstm.lm.train import load_corpus, load_model, train_language_model
+from g2lstm.lm.train import train_language_model
 from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, write_file
 
 __all__ = ["format_demo_table", "run_demo", "lm_gate_histograms"]

@@ -93,11 +93,6 @@ class AWDLSTM(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
 
-    def set_eval_gate(self, eval_gate: str | None) -> None:
-        """Choose the evaluation-mode input/forget gate of every layer (``None``: each mode's default)."""
-        for layer in self.layers:
-            layer.eval_gate = eval_gate
-
     def init_hidden(self, batch_size: int) -> State:
         weight = self.embedding.weight
         return [

@@ -23,16 +23,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from g2lstm.compress import restore_compressed
-from g2lstm.data import Corpus, CorpusError, Vocabulary, batchify, find_dataset
-from g2lstm.errors import CheckpointError, ConfigError, DataError, MissingFileError
-from g2lstm.lm.config import LMConfig, RESUMABLE_KEYS
-from g2lstm.lm.evaluate import CachePointer, EvalResult, evaluate
+from g2lstm.data import Corpus, CorpusError
+from g2lstm.errors import CheckpointError, ConfigError, MissingFileError
+from g2lstm.lm.config import RESUMABLE_KEYS, LMConfig
+from g2lstm.lm.evaluate import (
+    MODEL_ENTRIES,
+    check_layers,
+    checkpoint_vocab,
+    evaluate,
+    load_corpus,
+    split_streams,
+)
 from g2lstm.lm.model import AWDLSTM, State
 from g2lstm.train import (
     CheckpointPaths,
     DistributedContext,
-    check_layer_count,
     RunLog,
     any_rank,
     check_resume,
@@ -55,11 +60,9 @@ from g2lstm.train import (
 from g2lstm.train.faults import skip_non_finite_step
 from g2lstm.train.signals import stop_if_requested
 
-__all__ = ["checkpoint_vocab", "corpus_fingerprint", "evaluate_checkpoint", "evaluate_language_model", "finetune",
-           "load_corpus", "load_model", "split_streams", "train_language_model"]
+__all__ = ["corpus_fingerprint", "finetune", "train_language_model"]
 
-MODEL_ENTRIES = ("config", "vocab", "model")  # what evaluating a saved language model needs
-RESUME_ENTRIES = (*MODEL_ENTRIES, "optimizer", "progress", "hidden", "rng", "lengths_rng")  # and resuming it
+RESUME_ENTRIES = (*MODEL_ENTRIES, "optimizer", "progress", "hidden", "rng", "lengths_rng")  # what resuming needs
 
 
 @dataclass
@@ -74,49 +77,6 @@ class Progress:
     valid_history: list[float] | None = None
     bad_steps: int = 0
     done: bool = False
-
-
-def load_corpus(data: str | Path | None, unit: str, vocab: list[str] | None = None) -> Corpus:
-    """The corpus at ``data`` (a folder of splits, or one raw text file for ``unit="char"``); Penn
-    Treebank from ``$G2LSTM_DATA``, the cache or its public address when ``data`` is None."""
-    known = Vocabulary.from_list(vocab) if vocab is not None else None
-    if data is not None and Path(data).is_file():
-        return Corpus.from_text_file(data, unit=unit, vocab=known)
-    folder = Path(data) if data is not None else find_dataset("ptb")
-    return Corpus.from_folder(folder, unit=unit, vocab=known)
-
-
-def checkpoint_vocab(checkpoint: dict[str, Any], source: str | Path) -> list[str]:
-    """The vocabulary stored in a language-model checkpoint, checked (distinct strings with ``<eos>``)."""
-    try:
-        return Vocabulary.from_list(checkpoint["vocab"]).to_list()
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {source} holds no usable vocabulary: {error}") from None
-
-
-def load_model(
-    checkpoint: dict[str, Any], device: str = "cpu", *, source: str | Path = "(in memory)"
-) -> tuple[AWDLSTM, LMConfig, list[str]]:
-    """Rebuild the model of a checkpoint read from ``source`` (its config, vocabulary and any compression
-    travel with it), every part checked before the model is allocated."""
-    if "recipe" in checkpoint:
-        raise CheckpointError(f"checkpoint {source} holds a {checkpoint['recipe']} model, not a language model; "
-                              f"read it with the g2lstm command of its recipe (e.g. g2lstm mt eval)")
-    require_entries(checkpoint, MODEL_ENTRIES, source, "a language model")
-    config = checkpoint_config(LMConfig, checkpoint, source)
-    vocab = checkpoint_vocab(checkpoint, source)
-    _check_layers(config, checkpoint["model"], source)
-
-    def build() -> AWDLSTM:
-        model = AWDLSTM(config.model_spec(len(vocab)))
-        restore_compressed(model, checkpoint.get("compression"))
-        return model
-
-    return restore_model(build, checkpoint["model"], source, device), config, vocab
-
-
-def _check_layers(config: LMConfig, weights: Any, source: str | Path) -> None:
-    check_layer_count(weights, r"layers\.(\d+)\..+", config.num_layers, "LSTM", source)
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
@@ -160,17 +120,6 @@ def _make_optimizer(model: nn.Module, config: LMConfig, averaging: bool) -> torc
 
 def _detach(hidden: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
     return [(h.detach(), c.detach()) for h, c in hidden]
-
-
-def split_streams(corpus: Corpus, split: str, streams: int) -> Tensor:
-    """``batchify`` of one split, refusing a split too short to give every stream a word and its successor."""
-    tokens = getattr(corpus, split)
-    if len(tokens) < 2 * streams:
-        raise DataError(
-            f"the {split} split of {corpus.source or 'the corpus'} has {len(tokens)} tokens, too few for {streams} "
-            f"parallel streams (at least {2 * streams}); add text to it or lower the batch size with --set"
-        )
-    return batchify(tokens, streams)
 
 
 def train_language_model(
@@ -252,7 +201,7 @@ def _train(
         return AWDLSTM(config.model_spec(len(corpus.vocab)))
 
     if start is not None:
-        _check_layers(config, start["model"], start_path)
+        check_layers(config, start["model"], start_path)
     model = restore_model(build, start["model"], start_path, device) if start is not None else build().to(device)
     trainable: nn.Module = model
     if dist.enabled:
@@ -440,47 +389,3 @@ def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int
         config.finetune_epochs = epochs
     return train_language_model(config, run_dir / "finetune", data, phase="finetune", init_checkpoint=best,
                                 show_progress=show_progress)
-
-
-def evaluate_language_model(
-    model: AWDLSTM,
-    config: LMConfig,
-    corpus: Corpus,
-    *,
-    cache: CachePointer | None = None,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    splits: Sequence[str] = ("valid", "test"),
-) -> dict[str, float]:
-    """Perplexity on each split (and bits per token for characters) of a model in memory.
-
-    Streams per split: ``batch_size``, else 1 with the cache pointer (as the authors' pointer.py), else the
-    config's evaluation batch sizes."""
-    results: dict[str, float] = {}
-    default_batches = {"train": config.eval_batch_size, "valid": config.eval_batch_size, "test": config.test_batch_size}
-    for split in splits:
-        default_batch = default_batches[split]
-        streams = batch_size or (1 if cache is not None else default_batch)
-        result: EvalResult = evaluate(model, split_streams(corpus, split, streams).to(device), config.bptt, cache)
-        results[f"{split}_loss"] = result.loss
-        results[f"{split}_ppl"] = result.perplexity
-        if config.unit == "char":
-            results[f"{split}_bpc"] = result.bits_per_token
-    return results
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data: str | Path | None = None,
-    *,
-    cache: CachePointer | None = None,
-    eval_gate: str | None = None,
-    batch_size: int | None = None,
-    device: str = "cpu",
-) -> dict[str, float]:
-    """:func:`evaluate_language_model` of a saved (possibly compressed) model."""
-    model, config, vocab = load_model(load_checkpoint(checkpoint), device, source=checkpoint)
-    if eval_gate is not None:
-        model.set_eval_gate(eval_gate)
-    corpus = load_corpus(data, config.unit, vocab)
-    return evaluate_language_model(model, config, corpus, cache=cache, batch_size=batch_size, device=device)

@@ -22,7 +22,7 @@ from torch import nn
 
 from g2lstm.analysis import GateHistogram, gate_histogram_table, gate_histograms
 from g2lstm.errors import ConfigError
-from g2lstm.gates import EVAL_GATES
+from g2lstm.gates import EVAL_GATES, set_eval_gate
 from g2lstm.mt.data import Batch, ParallelSplit, collate, find_corpus_folder, load_split
 from g2lstm.mt.evaluate import load_model
 from g2lstm.mt.model import AttentionSeq2Seq
@@ -104,7 +104,7 @@ def analyze_translation_models(
     labels: list[list[str]] = []
     for name, path, (model, config, vocab) in zip(names, paths, loaded):
         if eval_gate is not None:
-            model.set_eval_gate(eval_gate)
+            set_eval_gate(model, eval_gate)
         folder = find_corpus_folder(data, config.dataset)
         train = load_split(folder, "train", config.src, config.tgt, vocab)
         test = load_split(folder, "test", config.src, config.tgt, vocab)

@@ -1,4 +1,6 @@
-"""Compressing trained translation models: one checkpoint at a time, or the paper's Table 4 sweep in BLEU."""
+"""The paper's Table 4 for trained translation models: BLEU after each compression setting.
+
+Compressing one checkpoint is :func:`g2lstm.train.compression.compress_checkpoint` with this recipe's loader."""
 
 from __future__ import annotations
 
@@ -7,43 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from g2lstm.compress import (
-    PAPER_GATES,
-    CompressionReport,
-    compress,
-    compressed_copy,
-    compression_config,
-    count_parameters_and_bytes,
-)
+from g2lstm.compress import compressed_copy, count_parameters_and_bytes, table_settings
 from g2lstm.mt.data import find_corpus_folder, load_split
 from g2lstm.mt.evaluate import evaluate_split, load_model
-from g2lstm.train import load_checkpoint, make_output_folder, run_names, save_checkpoint, write_file
+from g2lstm.train import load_checkpoint, make_output_folder, run_names, write_file
 
-__all__ = ["compress_translation_checkpoint", "translation_compression_sweep"]
-
-
-def compress_translation_checkpoint(
-    checkpoint: str | Path,
-    out: str | Path,
-    *,
-    round: float | None = None,
-    clip: float | None = None,
-    rank: int | None = None,
-    gates: Sequence[str] = PAPER_GATES,
-) -> CompressionReport:
-    """Compress the gate blocks of a saved translation model (every G2LSTM layer) and save it to ``out``."""
-    state = load_checkpoint(checkpoint)
-    model, _, _ = load_model(state, source=checkpoint)
-    report = compress(model, round=round, clip=clip, rank=rank, gates=tuple(gates))
-    save_checkpoint(out, {
-        "recipe": state["recipe"],
-        "config": state["config"],
-        "bpe": state["bpe"],
-        "model": model.state_dict(),
-        "compression": compression_config(model),
-        "compressed_from": str(checkpoint),
-    })
-    return report
+__all__ = ["translation_compression_sweep"]
 
 
 def translation_compression_sweep(
@@ -69,13 +40,7 @@ def translation_compression_sweep(
         model, config, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
         corpus = load_split(find_corpus_folder(data, config.dataset), split, config.src, config.tgt, vocab)
         chosen = list(ranks) if ranks else [max(1, config.hidden_size // 8), max(1, config.hidden_size // 16)]
-        columns = {
-            "original": {},
-            f"round {round_step:g}": {"round": round_step},
-            f"round {round_step:g} & clip {clip:g}": {"round": round_step, "clip": clip},
-            **{f"rank {k}": {"rank": k} for k in chosen},
-            "hard gates": {"eval_gate": "hard"},
-        }
+        columns = table_settings(round_step, clip, chosen)
         run: dict[str, Any] = {"checkpoint": str(checkpoint), "gate": config.gate, "table": {}}
         for column, settings in columns.items():
             variant = compressed_copy(model, settings)

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from g2lstm.compress import restore_compressed
+from g2lstm.errors import CheckpointError
+from g2lstm.gates import set_eval_gate
 from g2lstm.mt.beam import beam_search
 from g2lstm.mt.bleu import corpus_bleu, detokenize
 from g2lstm.mt.bpe import EOS, PAD, SubwordVocabulary
 from g2lstm.mt.config import MTConfig
 from g2lstm.mt.data import ParallelSplit, batch_indices, collate, find_corpus_folder, load_split
 from g2lstm.mt.model import AttentionSeq2Seq
-from g2lstm.errors import CheckpointError
 from g2lstm.train import (
     check_layer_count,
     checkpoint_config,
@@ -187,7 +188,7 @@ def evaluate_checkpoint(
     state = load_checkpoint(checkpoint)
     model, config, vocab = load_model(state, device, source=checkpoint)
     if eval_gate is not None:
-        model.set_eval_gate(eval_gate)
+        set_eval_gate(model, eval_gate)
     folder = find_corpus_folder(data, config.dataset)
     loaded = load_split(folder, split, config.src, config.tgt, vocab)
     metrics, hypotheses = evaluate_split(model, config, vocab, loaded, beam_size=beam_size, device=device)

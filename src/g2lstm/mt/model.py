@@ -89,14 +89,6 @@ class AttentionSeq2Seq(nn.Module):
             self.output.weight = self.target_embedding.weight
         nn.init.zeros_(self.output.bias)
 
-    def set_eval_gate(self, eval_gate: str | None) -> None:
-        """Choose the evaluation-mode input/forget gate of every layer (``None``: each mode's default)."""
-        for layer in self.recurrent_layers():
-            layer.eval_gate = eval_gate
-
-    def recurrent_layers(self) -> list[G2LSTM]:
-        return [m for m in self.modules() if isinstance(m, G2LSTM)]
-
     def _dropout(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.spec.dropout, self.training)
 

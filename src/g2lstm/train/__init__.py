@@ -20,6 +20,7 @@ from g2lstm.train.config import (
     list_presets,
     load_config,
     parse_overrides,
+    preset_descriptions,
 )
 from g2lstm.train.distributed import (
     DistributedContext,
@@ -30,8 +31,8 @@ from g2lstm.train.distributed import (
     init_distributed,
     unwrap_model,
 )
-from g2lstm.train.rng import rng_state, seed_all, set_rng_state
 from g2lstm.train.resume import check_resume, check_same_data, data_fingerprint, other_data
+from g2lstm.train.rng import rng_state, seed_all, set_rng_state
 from g2lstm.train.run_dir import (
     RunLog,
     describe_environment,
@@ -39,8 +40,8 @@ from g2lstm.train.run_dir import (
     read_metrics,
     run_names,
 )
-from g2lstm.train.storage import make_output_folder, write_file
 from g2lstm.train.signals import StopRequest, TrainingInterrupted, stop_on_signals
+from g2lstm.train.storage import make_output_folder, write_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -73,6 +74,7 @@ __all__ = [
     "make_output_folder",
     "other_data",
     "parse_overrides",
+    "preset_descriptions",
     "read_metrics",
     "require_entries",
     "restore_model",

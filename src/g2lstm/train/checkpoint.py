@@ -18,8 +18,8 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch

@@ -35,6 +35,7 @@ __all__ = [
     "list_presets",
     "load_config",
     "parse_overrides",
+    "preset_descriptions",
 ]
 
 T = TypeVar("T")
@@ -112,6 +113,22 @@ def list_presets(preset_dir: Path | str) -> list[str]:
     if not directory.is_dir():
         raise MissingFileError(f"preset folder {directory} does not exist")
     return sorted(path.stem for path in directory.glob("*.toml"))
+
+
+def preset_descriptions(preset_dir: Path | str) -> dict[str, str]:
+    """Each preset of ``preset_dir`` with a one-line description: the first sentence of the comment that
+    opens its file (up to a colon, when that sentence is long)."""
+    descriptions = {}
+    for name in list_presets(preset_dir):
+        lines = (Path(preset_dir) / f"{name}.toml").read_text(encoding="utf-8").splitlines()
+        comment = []
+        for line in lines:
+            if not line.startswith("#") or not line.strip("# "):
+                break
+            comment.append(line.lstrip("# ").strip())
+        sentence = " ".join(comment).split(". ")[0].rstrip(".")
+        descriptions[name] = sentence.split(": ")[0] if len(sentence) > 100 else sentence
+    return descriptions
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
