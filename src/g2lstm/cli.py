@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, help="random seed (default: the preset's)")
         sub.add_argument("--device", help="torch device, e.g. cpu or cuda (default: the preset's, cpu)")
         sub.add_argument("--set", action="append", metavar="KEY=VALUE",
-                         help="override any preset key (repeatable); unknown keys list the valid ones")
+                         help="override any preset key (repeatable; default: none); unknown keys list the valid ones")
 
     def eval_gate(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"),
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _preset_option(demo, "lm", "tiny")
     demo.add_argument("--max-steps", type=_positive_int, help="stop each run after this many steps (default: none)")
     demo.add_argument("--epochs", type=_positive_int, help="epochs of each run (default: the preset's)")
-    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any preset key (repeatable)")
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any preset key (repeatable; default: none)")
     data(demo)
     progress(demo)
 

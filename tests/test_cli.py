@@ -1,0 +1,81 @@
+"""The command line as a thin layer: help for every option, presets listed, results printed once."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from g2lstm import cli
+from g2lstm.lm.config import PRESET_DIR, LMConfig
+from g2lstm.lm.evaluate import CachePointer, cache_pointer
+from g2lstm.train import load_config, preset_descriptions
+
+
+def leaf_parsers(parser: argparse.ArgumentParser, path: str = "g2lstm") -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser, by its command line (``g2lstm lm train`` ...)."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.update(leaf_parsers(sub, f"{path} {name}"))
+    return found or {path: parser}
+
+
+def test_every_option_of_every_command_has_a_help_line_with_its_default() -> None:
+    commands = leaf_parsers(cli.build_parser())
+    assert {"g2lstm lm train", "g2lstm mt translate", "g2lstm compress", "g2lstm bench"} <= set(commands)
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings:
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+            takes_value = action.nargs != 0
+            if takes_value and not action.required:
+                assert "default" in action.help, f"{name} {action.option_strings[0]}: {action.help!r}"
+
+
+@pytest.mark.parametrize("command", [["lm", "train"], ["mt", "train"], ["demo"]])
+def test_preset_help_lists_each_preset_with_a_one_line_description(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    listed = capsys.readouterr().out.split("presets:\n")[1].splitlines()
+    recipe = "mt" if command[0] == "mt" else "lm"
+    names = sorted(preset_descriptions(__import__(f"g2lstm.{recipe}.config", fromlist=["x"]).PRESET_DIR))
+    assert [line.split()[0] for line in listed if line.strip()] == names
+    assert all(len(line.split(None, 1)[1]) > 20 for line in listed if line.strip())
+
+
+def test_preset_descriptions_are_the_first_sentence_of_each_preset_comment() -> None:
+    descriptions = preset_descriptions(PRESET_DIR)
+    assert descriptions["tiny"] == ("Seconds to minutes on a laptop CPU: for tests and the demo (`make run`), "
+                                    "not for comparisons")
+    assert descriptions["cpu-reg"].endswith("scaled to its size (results/ptb-seeds/PRESET.md)")
+
+
+def test_only_rank_0_prints_results(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    cli._print_metrics({"test_ppl": 90.0}, as_json=True)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    cli._print_metrics({"test_ppl": 90.0}, as_json=True)
+    assert capsys.readouterr().out == '{"test_ppl": 90.0}\n'
+
+
+def test_the_cache_pointer_takes_the_checkpoints_settings_and_flags_replace_them() -> None:
+    config = load_config(LMConfig, "tiny", {"cache_window": 123, "cache_theta": 0.7, "cache_lambda": 0.3},
+                         preset_dir=PRESET_DIR)
+    assert cache_pointer(config) == CachePointer(window=123, theta=0.7, lambdah=0.3)
+    assert cache_pointer(config, window=5, lambdah=0.5) == CachePointer(window=5, theta=0.7, lambdah=0.5)
+
+
+def test_lm_eval_passes_only_the_cache_flags_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr("g2lstm.lm.evaluate.evaluate_checkpoint",
+                        lambda *args, **kwargs: seen.append(kwargs["cache_pointer_options"]) or {})
+    cli.main(["lm", "eval", "x.pt"])
+    cli.main(["lm", "eval", "x.pt", "--cache-pointer"])
+    cli.main(["lm", "eval", "x.pt", "--cache-pointer", "--theta", "2.5"])
+    assert seen == [None, {}, {"theta": 2.5}]
