@@ -706,7 +706,7 @@ def structure_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Calla
                     "lm finetune": ["lm", "finetune", str(run), "--data", data, "--epochs", "1", "--quiet"],
                     "resume": [*command, "--out", str(run), "--max-steps", "3"],
                     "analyze": ["analyze", str(path), "--data", data, "--out", str(run / "analysis"),
-                                "--max-tokens", "40"],
+                                "--max-tokens", "40", "--sentence", " ".join(WORDS[:6])],
                     "mt eval": ["mt", "eval", str(path), "--data", data, "--beam", "2"],
                     "mt translate": ["mt", "translate", str(path), "--beam", "2"]}[use]
             outcome = run_cli(argv, stdin=b"ein mann und ein hund\n" if use == "mt translate" else None)
@@ -844,7 +844,7 @@ def output_command(recipe: str, kind: str, base: Path, command: list[str], targe
                 *(["--no-curves"] if recipe == "lm" else [])]
     if kind == "analyze":
         return ["analyze", checkpoint, "--data", data, "--out", str(target),
-                *(["--max-tokens", "40"] if recipe == "lm" else ["--max-pairs", "20"])]
+                *(["--max-tokens", "40", "--sentence", " ".join(WORDS[:6])] if recipe == "lm" else ["--max-pairs", "20"])]
     if recipe == "lm":  # the language model has no command writing a text file: a compressed checkpoint instead
         return ["compress", checkpoint, "--rank", "2", "--out", str(target)]
     return ["mt", "eval", checkpoint, "--data", data, "--beam", "2", "--output", str(target)]

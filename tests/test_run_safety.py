@@ -305,14 +305,20 @@ def test_translation_commands_refuse_a_checkpoint_whose_contents_do_not_fit(
     assert str(path) in line and message in line
 
 
+@pytest.mark.parametrize(
+    "change", [{"progress": {"epoch": "x", "bogus": 1}}, {"optimizer": "text"}, {"rng": [1, 2]}],
+    ids=["progress", "optimizer", "rng"],
+)
 def test_an_unusable_training_state_in_last_pt_is_refused(
-    stopped_lm: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+    stopped_lm: tuple[Path, list[str]], mt_run: tuple[Path, list[str]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], change: dict,
 ) -> None:
-    run, command = stopped_lm
-    altered(CheckpointPaths(run).last, CheckpointPaths(run).last, lambda state: state.update(progress={"epoch": "x",
-                                                                                                       "bogus": 1}))
-    code, _, err = cli(capsys, *command)
-    assert code == 2 and "holds a training state this run cannot continue from" in one_line_error(err)
+    mt_copy = tmp_path / "mt-run"
+    shutil.copytree(mt_run[0], mt_copy)
+    for run, command in (stopped_lm, (mt_copy, [*mt_run[1], "--out", str(mt_copy)])):
+        altered(CheckpointPaths(run).last, CheckpointPaths(run).last, lambda state: state.update(change))
+        code, _, err = cli(capsys, *command)
+        assert code == 2 and "holds a training state this run cannot continue from" in one_line_error(err)
 
 
 # --------------------------------------------------------------------------------- environment faults

@@ -219,7 +219,7 @@ def _train(
             hidden = _saved_hidden(resume["hidden"], model.init_hidden(train_data.shape[1]), device)
             set_rng_state(resume["rng"][dist.rank] if dist.rank < len(resume["rng"]) else resume["rng"][0])
             lengths_rng.bit_generator.state = resume["lengths_rng"]
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"checkpoint {paths.last} holds a training state this run cannot continue "
                                   f"from ({error}); resume from another copy or start a new run") from None
     log = RunLog(run_dir, enabled=dist.is_main)

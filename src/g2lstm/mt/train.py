@@ -141,7 +141,7 @@ def _train(config: MTConfig, run_dir: Path, data: str | Path | None, show_progre
             optimizer.load_state_dict(resume["optimizer"])
             progress = Progress(**resume["progress"])
             set_rng_state(resume["rng"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"checkpoint {paths.last} holds a training state this run cannot continue "
                                   f"from ({error}); resume from another copy or start a new run") from None
     log = RunLog(run_dir)
