@@ -21,7 +21,7 @@ from g2lstm.lstm import G2LSTM, G2LSTMCell
 from g2lstm.recording import GATE_NAMES, GateRecording, record_gates
 
 __all__ = [
-    "BIN_EDGES",
+    "BINS",
     "PAPER_SHARES",
     "SENSITIVITY_TARGETS",
     "GateHistogram",
@@ -32,7 +32,7 @@ __all__ = [
     "gate_sensitivity",
 ]
 
-BIN_EDGES = torch.linspace(0.0, 1.0, 11)  # 10 bins of width 0.1, as the paper's Figures 1 and 3
+BINS = 10  # gate values are counted in bins of width 1/BINS = 0.1, as the paper's Figures 1 and 3
 
 # SPEC §3.3: shares (%) in the first bin, the last bin and both, per gate mode and gate, measured by the
 # paper on the first decoder layer of its translation model over 10,000 training sentence pairs.
@@ -50,7 +50,7 @@ Forward = Callable[[nn.Module, Any], Any]
 
 @dataclass
 class GateHistogram:
-    """Shares (summing to 1) of gate values in the 10 bins of width 0.1, for one layer and gate."""
+    """Shares (summing to 1) of gate values in the :data:`BINS` bins of width 0.1, for one layer and gate."""
 
     layer: int
     gate: str
@@ -65,8 +65,8 @@ class GateHistogram:
 
 def _bin_counts(values: Tensor) -> Tensor:
     # The last bin is closed, [0.9, 1], as in the paper's tables.
-    index = torch.clamp((values.double() * 10).floor().long(), 0, 9)
-    return torch.bincount(index.flatten(), minlength=10)
+    index = torch.clamp((values.double() * BINS).floor().long(), 0, BINS - 1)
+    return torch.bincount(index.flatten(), minlength=BINS)
 
 
 def _recorded(recording: GateRecording) -> Iterator[tuple[tuple[int, str], Tensor]]:
@@ -118,7 +118,7 @@ def gate_histogram_table(
         raise ValueError(
             f"gate_modes names models that histograms lacks: {unknown}; models are {list(histograms)}"
         )
-    bins = [f"[{k / 10:.1f},{(k + 1) / 10:.1f})" for k in range(9)] + ["[0.9,1.0]"]
+    bins = [f"[{k / BINS:.1f},{(k + 1) / BINS:.1f})" for k in range(BINS - 1)] + [f"[{1 - 1 / BINS:.1f},1.0]"]
     header = ["model", "layer", "gate", *bins, "outer bins", "values", "paper: first / last / outer bin"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
     for name, hists in histograms.items():

@@ -48,10 +48,6 @@ class GatePlan(NamedTuple):
     noise: bool
     hard: bool
 
-    @property
-    def is_plain_lstm(self) -> bool:
-        return self.scale == 1.0 and not self.noise and not self.hard
-
 
 def set_eval_gate(module: nn.Module, eval_gate: str | None) -> None:
     """Give every G2LSTM and G2LSTMCell in ``module`` the evaluation-mode input/forget gate ``eval_gate``

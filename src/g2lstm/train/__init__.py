@@ -29,7 +29,6 @@ from g2lstm.train.distributed import (
     broadcast_module,
     cleanup,
     init_distributed,
-    unwrap_model,
 )
 from g2lstm.train.resume import check_resume, check_same_data, data_fingerprint, other_data
 from g2lstm.train.rng import rng_state, seed_all, set_rng_state
@@ -84,6 +83,5 @@ __all__ = [
     "seed_all",
     "set_rng_state",
     "stop_on_signals",
-    "unwrap_model",
     "write_file",
 ]

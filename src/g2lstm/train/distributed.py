@@ -35,7 +35,6 @@ __all__ = [
     "broadcast_module",
     "cleanup",
     "init_distributed",
-    "unwrap_model",
 ]
 
 
@@ -124,13 +123,6 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(tensor.data, src=src)
-
-
-def unwrap_model(module: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel`` (whose state_dict checkpoints store), else ``module``."""
-    if isinstance(module, nn.parallel.DistributedDataParallel):
-        return module.module
-    return module
 
 
 def _distributed() -> bool:
