@@ -67,7 +67,9 @@ def test_one_training_step_of_each_gate_type_lowers_nothing_to_nan(gate: str) ->
 
 
 def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
-    model = AWDLSTM(LanguageModelSpec(vocab_size=20, emb_size=8, hidden_size=8, num_layers=2))
+    """With every dropout off, the only randomness in training is the gates' noise."""
+    no_dropout = dict(dropout=0.0, dropout_hidden=0.0, dropout_input=0.0, dropout_embedding=0.0, weight_dropout=0.0)
+    model = AWDLSTM(LanguageModelSpec(vocab_size=20, emb_size=8, hidden_size=8, num_layers=2, **no_dropout))
     words = torch.randint(0, 20, (5, 2))
     model.eval()
     first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
@@ -75,6 +77,10 @@ def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
     model.train()
     first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
     assert not torch.equal(first, second)
+    for layer in model.layers:
+        layer.gate = "lstm"  # no gate noise left: training mode is deterministic too
+    first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
+    assert torch.equal(first, second)
 
 
 def test_training_writes_metrics_checkpoints_and_resolved_config(corpus_dir: Path, tmp_path: Path) -> None:
@@ -141,19 +147,19 @@ def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(corpus_dir
 def test_cache_pointer_matches_a_hand_computation() -> None:
     cache = CachePointer(window=2, theta=0.5, lambdah=0.25)
     vocab_probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
-    targets = torch.tensor([2, 1])
-    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    targets = torch.tensor([1, 2])
+    hidden = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
     history_hidden = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
     history_words = torch.tensor([1, 2])
     p = cache_pointer_probability(vocab_probs, targets, hidden, history_hidden, history_words, cache)
-    # position 0: M + 0 = 2 is not > window 2 -> plain softmax probability of word 2
-    assert p[0].item() == pytest.approx(0.2)
-    # position 1 attends over the previous two positions: history row 1 (word 2) and chunk row 0 (word 2)
-    scores = torch.tensor([0.5 * (0 * 2 + 2 * 0), 0.5 * (0 * 1 + 2 * 0)])
-    attention = torch.softmax(scores, 0)
-    pointer = 0.0  # neither of those positions was followed by word 1
-    assert attention.sum().item() == pytest.approx(1.0)
-    assert p[1].item() == pytest.approx(0.25 * pointer + 0.75 * 0.6)
+    # position 0: M + 0 = 2 is not > window 2 -> the plain softmax probability of its target, word 1
+    assert p[0].item() == pytest.approx(0.3)
+    # position 1 attends over the two positions before it: history row 1 (followed by word 2, its target)
+    # and chunk row 0 (followed by word 1); the pointer's mass on word 2 is the first one's attention
+    scores = torch.tensor([0.5 * (1 * 2 + 2 * 0), 0.5 * (1 * 1 + 2 * 0)])
+    pointer = torch.softmax(scores, 0)[0].item()
+    assert 0.5 < pointer < 1.0
+    assert p[1].item() == pytest.approx(0.25 * pointer + 0.75 * 0.3)
 
 
 def test_cache_pointer_helps_on_repetitive_text() -> None:
@@ -166,20 +172,23 @@ def test_cache_pointer_helps_on_repetitive_text() -> None:
     assert cached.loss < plain.loss
 
 
+class StopAfter:
+    """Stands in for the StopRequest of stop_on_signals: as if SIGINT arrived after ``checks`` checks."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks, self.signal_name = checks, "SIGINT"
+
+    @property
+    def requested(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
 def test_resume_after_a_stop_continues_bit_identically(
     corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tiny_config(epochs=2, checkpoint_minutes=1000.0)
     lm_train.train_language_model(config, tmp_path / "straight", corpus_dir, show_progress=False)
-
-    class StopAfter:
-        def __init__(self, checks: int) -> None:
-            self.checks, self.signal_name = checks, "SIGINT"
-
-        @property
-        def requested(self) -> bool:
-            self.checks -= 1
-            return self.checks < 0
 
     @contextmanager
     def stop_after_seven():
@@ -327,3 +336,92 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(
     with pytest.raises(TrainingDiverged, match="3 consecutive steps .* no checkpoint was saved before"):
         lm_train.train_language_model(tiny_config(epochs=1, max_bad_steps=3), tmp_path / "all", corpus_dir,
                                       show_progress=False)
+
+
+def test_validation_uses_the_averaged_weights_and_training_goes_on_from_the_raw_ones(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    real = lm_train.evaluate
+
+    def recording_evaluate(model, data, bptt, cache=None):
+        seen.append({name: value.detach().clone() for name, value in model.named_parameters()})
+        return real(model, data, bptt, cache)
+
+    monkeypatch.setattr(lm_train, "evaluate", recording_evaluate)
+    config = tiny_config(epochs=1, asgd_epoch=1)  # averaged SGD from the first step
+    lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
+    last = load_checkpoint(CheckpointPaths(tmp_path).last)
+    order = [name for name, _ in AWDLSTM(config.model_spec(len(last["vocab"]))).named_parameters()]
+    averages = {order[index]: entry["ax"] for index, entry in last["optimizer"]["state"].items()}
+    validated = seen[0]  # the end-of-epoch validation (the final test reloads best.pt)
+    assert all(torch.equal(validated[name], averages[name]) for name in order)
+    assert not all(torch.equal(last["model"][name], averages[name]) for name in order)  # raw weights restored
+
+
+def test_the_learning_rate_of_each_step_is_scaled_to_its_length_and_logged_as_applied(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(epochs=1, log_interval=1)
+    lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
+    ratios = [line["lr"] * config.bptt / config.lr for line in read_metrics(tmp_path) if "train_loss" in line]
+    assert all(ratio == pytest.approx(round(ratio)) and round(ratio) >= 1 for ratio in ratios)  # whole lengths
+    assert len({round(ratio) for ratio in ratios}) > 1  # random lengths, so several learning rates
+
+
+def test_the_run_log_is_closed_however_the_run_ends(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from g2lstm.train import run_dir
+
+    writers = []
+
+    class Writer:
+        closed = False
+
+        def add_scalar(self, *args) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(run_dir, "_open_tensorboard", lambda *args: writers.append(Writer()) or writers[-1])
+    lm_train.train_language_model(tiny_config(epochs=1), tmp_path / "ends", corpus_dir, show_progress=False)
+    monkeypatch.setattr(lm_train, "stop_on_signals", lambda: contextmanager(lambda: (yield StopAfter(3)))())
+    with pytest.raises(TrainingInterrupted):
+        lm_train.train_language_model(tiny_config(epochs=1, log_interval=1), tmp_path / "stops", corpus_dir,
+                                      show_progress=False)
+    assert len(writers) == 2 and all(writer.closed for writer in writers)
+
+
+def test_a_rank_the_checkpoint_did_not_have_draws_its_own_noise() -> None:
+    from g2lstm.train import rng_state
+
+    torch.manual_seed(5)
+    saved = [rng_state()]
+    draws = []
+    for rank in (0, 1, 2, 1):
+        lm_train._restore_rank_rng(saved, rank, seed=141, step=30)
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    assert torch.equal(draws[1], draws[3])  # the same rank, seed and step: the same draws
+
+
+def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Without random gates and dropout, DDP's averaged gradient of two halves is the whole batch's."""
+    options = ["--data", str(corpus_dir), "--preset", "tiny", "--gate", "lstm", "--max-steps", "6", "--quiet",
+               "--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12",
+               *(f"--set={name}=0" for name in ("dropout", "dropout_hidden", "dropout_input", "dropout_embedding",
+                                                 "weight_dropout"))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "g2lstm", "lm", "train", *options, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "g2lstm", "lm", "train", *options, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, both = parameters_of(tmp_path / "one"), parameters_of(tmp_path / "two")
+    assert all(torch.allclose(one[name], both[name], atol=1e-5) for name in one)

@@ -9,10 +9,11 @@ the same non-monotone criterion, as the authors' finetune.py.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from g2lstm.train import (
     CheckpointPaths,
     DistributedContext,
     RunLog,
-    any_rank,
+    any_ranks,
     check_resume,
     check_same_data,
     checkpoint_config,
@@ -63,6 +64,9 @@ from g2lstm.train.signals import stop_if_requested
 __all__ = ["corpus_fingerprint", "finetune", "train_language_model"]
 
 RESUME_ENTRIES = (*MODEL_ENTRIES, "optimizer", "progress", "hidden", "rng", "lengths_rng")  # what resuming needs
+# Under torchrun the ranks agree on a stop or a time-based checkpoint every CHECK_IN_STEPS steps (one
+# all_reduce), not at every step: a signal is honoured within that many steps.
+CHECK_IN_STEPS = 10
 
 
 @dataclass
@@ -144,11 +148,11 @@ def train_language_model(
         CheckpointError: ``last.pt`` or ``init_checkpoint`` cannot be continued from.
     """
     dist = init_distributed(config.device)
-    try:
-        with lock_run_folder(run_dir) if dist.is_main else nullcontext():
-            return _train(config, Path(run_dir), data, dist, phase, init_checkpoint, show_progress)
-    finally:
-        cleanup()
+    with ExitStack() as resources:  # closed in reverse, however the run ends: run log, lock, process group
+        resources.callback(cleanup)
+        if dist.is_main:
+            resources.enter_context(lock_run_folder(run_dir))
+        return _train(config, Path(run_dir), data, dist, phase, init_checkpoint, show_progress, resources)
 
 
 def _train(
@@ -159,6 +163,7 @@ def _train(
     phase: str,
     init_checkpoint: str | Path | None,
     show_progress: bool,
+    resources: ExitStack,
 ) -> dict[str, float]:
     # ---- setup: the checkpoints to start from, checked before anything is written
     paths = CheckpointPaths(run_dir)
@@ -217,12 +222,12 @@ def _train(
             optimizer = _make_optimizer(model, config, progress.averaging)
             optimizer.load_state_dict(resume["optimizer"])
             hidden = _saved_hidden(resume["hidden"], model.init_hidden(train_data.shape[1]), device)
-            set_rng_state(resume["rng"][dist.rank] if dist.rank < len(resume["rng"]) else resume["rng"][0])
+            _restore_rank_rng(resume["rng"], dist.rank, config.seed, progress.step)
             lengths_rng.bit_generator.state = resume["lengths_rng"]
         except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"checkpoint {paths.last} holds a training state this run cannot continue "
                                   f"from ({error}); resume from another copy or start a new run") from None
-    log = RunLog(run_dir, enabled=dist.is_main)
+    log = resources.enter_context(RunLog(run_dir, enabled=dist.is_main))
     log.write_config(config_to_dict(config), seed=config.seed, changes=changes,
                      resumed_at_step=progress.step if resume is not None else None)
     if resume is not None:
@@ -266,9 +271,16 @@ def _train(
     last_save = time.monotonic()
     with stop_on_signals() as stop:
 
-        def stop_if_asked() -> None:  # every rank stops at the same step, after saving
-            stop_if_requested(stop, any_rank(stop.requested), save_last, paths.last,
-                              f"epoch {progress.epoch}, step {progress.step}")
+        def check_in(every: int) -> tuple[bool, bool]:
+            """Whether any rank was asked to stop, and whether a checkpoint is due on any (rank 0's clock
+            decides for all): every rank gets the same answers at the same step. Under torchrun that takes an
+            all_reduce, so it is asked at every ``every``-th step only; a single process asks each time."""
+            if dist.enabled and progress.step % every:
+                return False, False
+            return any_ranks(stop.requested, time.monotonic() - last_save > config.checkpoint_minutes * 60)
+
+        def where() -> str:
+            return f"epoch {progress.epoch}, step {progress.step}"
 
         # max_steps ends the loop rather than the run (progress.done): a resume may raise it and go on
         while not progress.done and progress.epoch <= epochs and progress.step < (config.max_steps or math.inf):
@@ -309,14 +321,16 @@ def _train(
                     interval_steps += 1
                     if progress.step % config.log_interval == 0:
                         ms = (time.monotonic() - step_start) * 1000 / interval_steps
+                        applied_lr = optimizer.param_groups[0]["lr"]  # this step's, scaled to its length
                         log.log(phase=phase, step=progress.step, epoch=progress.epoch, train_loss=raw_loss.item(),
-                                train_ppl=math.exp(raw_loss.item()), lr=config.lr, ms_per_step=ms)
+                                train_ppl=math.exp(raw_loss.item()), lr=applied_lr, ms_per_step=ms)
                         bar.set_postfix(loss=f"{raw_loss.item():.2f}", ppl=f"{math.exp(raw_loss.item()):.0f}")
                         step_start, interval_steps = time.monotonic(), 0
-                    stop_if_asked()
+                    stop_asked, save_due = check_in(every=CHECK_IN_STEPS)
+                    stop_if_requested(stop, stop_asked, save_last, paths.last, where())
                     if progress.step >= (config.max_steps or math.inf):
                         break
-                    if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+                    if save_due:
                         save_last()
                         last_save = time.monotonic()
 
@@ -345,7 +359,8 @@ def _train(
             hidden = None
             save_last()
             last_save = time.monotonic()
-            stop_if_asked()  # a signal during validation: the run stops here, not after its final test
+            # a signal during validation: the run stops here, not after its final test
+            stop_if_requested(stop, check_in(every=1)[0], lambda: None, paths.last, where())
 
     # ---- final evaluation of the best model
     model.load_state_dict(load_checkpoint(paths.best)["model"])
@@ -354,7 +369,6 @@ def _train(
         "test_ppl": evaluate(model, test_data, config.bptt).perplexity,
     }
     log.log(phase=phase, step=progress.step, final=True, **metrics)
-    log.close()
     return metrics
 
 
@@ -363,6 +377,17 @@ def _checked_state(path: str | Path, entries: Sequence[str], use: str) -> dict[s
     state = load_checkpoint(path)
     require_entries(state, entries, path, use, trains=True)
     return state
+
+
+def _restore_rank_rng(saved: list[dict[str, Any]], rank: int, seed: int, step: int) -> None:
+    """The random generators of ``rank`` from the per-rank states a checkpoint saved. A rank the run did not
+    have before (a resume with more processes) gets rank 0's Python and NumPy states and a torch generator
+    seeded from (seed, rank, step) of its own, so that no two ranks draw the same gate noise and dropout."""
+    if rank < len(saved):
+        set_rng_state(saved[rank])
+        return
+    set_rng_state(saved[0])
+    torch.manual_seed(int.from_bytes(hashlib.sha256(f"{seed}:{rank}:{step}".encode()).digest()[:8], "little"))
 
 
 def _saved_hidden(saved: Any, expected: State, device: torch.device) -> State | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,14 @@ def train_translation_model(
         RunFolderBusy: another process writes ``run_dir``.
         CheckpointError: ``last.pt`` cannot be continued from.
     """
-    with lock_run_folder(run_dir):
-        return _train(config, Path(run_dir), data, show_progress)
+    with ExitStack() as resources:  # closed in reverse, however the run ends: run log, lock
+        resources.enter_context(lock_run_folder(run_dir))
+        return _train(config, Path(run_dir), data, show_progress, resources)
 
 
-def _train(config: MTConfig, run_dir: Path, data: str | Path | None, show_progress: bool) -> dict[str, Any]:
+def _train(
+    config: MTConfig, run_dir: Path, data: str | Path | None, show_progress: bool, resources: ExitStack
+) -> dict[str, Any]:
     # ---- setup: the checkpoint to resume from, checked before anything is written
     paths = CheckpointPaths(run_dir)
     resume = None
@@ -144,7 +148,7 @@ def _train(config: MTConfig, run_dir: Path, data: str | Path | None, show_progre
         except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"checkpoint {paths.last} holds a training state this run cannot continue "
                                   f"from ({error}); resume from another copy or start a new run") from None
-    log = RunLog(run_dir)
+    log = resources.enter_context(RunLog(run_dir))
     log.write_config(config_to_dict(config), seed=config.seed, changes=changes,
                      resumed_at_step=progress.step if resume is not None else None)
     vocab.save(run_dir / "bpe.model")
@@ -250,7 +254,6 @@ def _train(config: MTConfig, run_dir: Path, data: str | Path | None, show_progre
                         if key in ("loss", "bleu", "sacrebleu")})
     results["sacrebleu_signature"] = metrics["sacrebleu_signature"]
     log.log(step=progress.step, final=True, **results)
-    log.close()
     return results
 
 

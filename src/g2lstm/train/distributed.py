@@ -32,6 +32,7 @@ __all__ = [
     "DistributedContext",
     "all_reduce_mean",
     "any_rank",
+    "any_ranks",
     "broadcast_module",
     "cleanup",
     "init_distributed",
@@ -106,12 +107,17 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
 
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is set on any rank; e.g. a stop request, so that every rank stops at the same step."""
+    return any_ranks(flag)[0]
+
+
+def any_ranks(*flags: bool) -> tuple[bool, ...]:
+    """For each of ``flags``, whether it is set on any rank, in one collective call."""
     if not _distributed():
-        return bool(flag)
+        return tuple(bool(flag) for flag in flags)
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    values = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return tuple(bool(value) for value in values.tolist())
 
 
 @torch.no_grad()

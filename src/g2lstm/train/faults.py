@@ -18,8 +18,11 @@ def skip_non_finite_step(
 ) -> bool:
     """Whether this step must be skipped (its loss or gradient norm is not finite), counted in
     ``progress.bad_steps``; a finite step resets the count. Raises :class:`TrainingDiverged` after
-    ``max_bad_steps`` skipped steps in a row, before any non-finite value reaches the weights."""
-    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+    ``max_bad_steps`` skipped steps in a row, before any non-finite value reaches the weights.
+
+    The answer is needed before the optimizer step (an exact skip leaves weights and optimizer state as
+    they were), so it is read at every step, as one value: a single device sync on a GPU, none on the CPU."""
+    if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
         progress.bad_steps = 0
         return False
     progress.bad_steps += 1
