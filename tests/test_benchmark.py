@@ -45,6 +45,7 @@ def test_speed_script_records_which_loop_ran(cpu_kernel: str, tmp_path: Path, mo
     assert recorded["rows"][0]["shape"] == [4, 2, 3, 5]
 
 
+@pytest.mark.slow
 def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Path) -> None:
     """The results drivers' stage runner: a done stage is skipped on the next invocation, its minutes and
     threads are recorded, and a failing stage records its error and stops the rest."""

@@ -20,6 +20,7 @@ def peak_growth_mib(kind: str, steps: int, batch: int, inputs: int, hidden: int)
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps, batch", [(10_000, 1), (35, 2048)], ids=["long-sequence", "large-batch"])
 def test_training_step_memory_is_linear_in_the_sequence_and_near_nn_lstm(steps: int, batch: int) -> None:
     inputs, hidden = 16, 32

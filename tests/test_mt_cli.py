@@ -69,6 +69,7 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_cli_train_then_eval_prints_bleu_as_json(trained: tuple[Path, dict[str, Path]], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     corpus, _ = trained
@@ -260,6 +261,7 @@ def test_presets_load_and_iwslt14_is_the_papers_setting() -> None:
     assert configs["multi30k-cpu"].dataset == "multi30k" and configs["multi30k-cpu"].clip == 2.0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_ends_bit_identical(tmp_path: Path) -> None:
     """A real `g2lstm mt train` process killed without warning, twice, resumes to the uninterrupted run's end."""
     corpus = write_corpus(tmp_path / "corpus", sizes=(80, 6, 6))

@@ -28,6 +28,7 @@ def load_harness():
 INPUT_CLASSES = 5  # the first classes of the harness: bad input files, options and module arguments
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12])
 def test_random_bad_input_of_every_class_ends_in_a_run_or_a_clear_error(
     seed: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -43,6 +44,7 @@ def test_random_bad_input_of_every_class_ends_in_a_run_or_a_clear_error(
     assert sum(tally.clear for tally in tallies.values()) > 0
 
 
+@pytest.mark.slow
 def test_runs_resumes_writers_checkpoints_environment_and_stdin_end_in_a_run_or_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
