@@ -44,7 +44,9 @@ def fused_vs_cudnn(device: str, dtype: torch.dtype, packed: bool, bidirectional:
 
 def noisy_gradcheck(device: str) -> bool:
     torch.manual_seed(0)
-    g2 = g2lstm.G2LSTM(3, 4, num_layers=2, bidirectional=True, gate="g2", noise_p=0.2).to(device, torch.float64)
+    g2 = g2lstm.G2LSTM(3, 4, num_layers=2, bidirectional=True, gate="g2", noise_p=0.2).to(
+        device, torch.float64
+    )
     x = torch.randn(5, 2, 3, device=device, dtype=torch.float64, requires_grad=True)
 
     def run(inputs: torch.Tensor) -> torch.Tensor:

@@ -60,10 +60,39 @@ def stages(run: Run, folder: Path, data: list[str]) -> dict[str, list[str]]:
         "finetune": ["g2lstm", "lm", "finetune", str(folder), "--quiet", *data],
         "eval": ["g2lstm", "lm", "eval", best, "--json", "--quiet", *data],
         "eval_cache": ["g2lstm", "lm", "eval", best, "--cache-pointer", "--json", "--quiet", *data],
-        "eval_tempered": ["g2lstm", "lm", "eval", best, "--eval-gate", "tempered", "--json", "--quiet", *data],
-        "sweep": ["g2lstm", "compress", "sweep", best, "--out", str(folder / "sweep"), "--batch-size", "10",
-                  "--no-curves", *data],
-        "analyze": ["g2lstm", "analyze", best, "--out", str(folder / "analysis"), "--max-tokens", "20000", *data],
+        "eval_tempered": [
+            "g2lstm",
+            "lm",
+            "eval",
+            best,
+            "--eval-gate",
+            "tempered",
+            "--json",
+            "--quiet",
+            *data,
+        ],
+        "sweep": [
+            "g2lstm",
+            "compress",
+            "sweep",
+            best,
+            "--out",
+            str(folder / "sweep"),
+            "--batch-size",
+            "10",
+            "--no-curves",
+            *data,
+        ],
+        "analyze": [
+            "g2lstm",
+            "analyze",
+            best,
+            "--out",
+            str(folder / "analysis"),
+            "--max-tokens",
+            "20000",
+            *data,
+        ],
     }
     if run.gate == "lstm":  # an LSTM's gates have no temperature: tempered is its sigmoid
         del commands["eval_tempered"]
@@ -77,7 +106,9 @@ def run_all_stages(run: Run, runs: Path, data: list[str], threads: int) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="PTB folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; the cores are shared out")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -62,7 +63,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -73,8 +74,23 @@ from g2lstm.mt.config import RESUMABLE_KEYS as MT_RESUMABLE
 from g2lstm.train import load_checkpoint, save_checkpoint
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
-SMALL = ["--quiet", "--set", "emb_size=8", "--set", "hidden_size=8", "--set", "batch_size=2", "--set", "bptt=5",
-         "--set", "eval_batch_size=2", "--set", "test_batch_size=2", "--set", "log_interval=1"]
+SMALL = [
+    "--quiet",
+    "--set",
+    "emb_size=8",
+    "--set",
+    "hidden_size=8",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "bptt=5",
+    "--set",
+    "eval_batch_size=2",
+    "--set",
+    "test_batch_size=2",
+    "--set",
+    "log_interval=1",
+]
 
 
 @dataclass
@@ -157,12 +173,19 @@ def expect(outcome: Outcome, must: str | None = None, mentions: Sequence[str] = 
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """The files directly in ``folder`` and their contents (the lock file aside: it holds the last writer's PID)."""
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file() and path.name != ".lock"}
+    """The files directly in ``folder`` and their contents (but the lock file, which holds the last writer's
+    PID)."""
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != ".lock"
+    }
 
 
 def sentences(rng: random.Random, count: int) -> str:
-    return "".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 10))) + "\n" for _ in range(count))
+    return "".join(
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 10))) + "\n" for _ in range(count)
+    )
 
 
 def write_corpus(folder: Path, rng: random.Random) -> None:
@@ -243,8 +266,23 @@ def corpus_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
 # -------------------------------------------------------------------------------------- parallel corpora
 
 GERMAN = "ein mann hund kind läuft schläft spielt im park haus garten und".split()
-MT_SMALL = ["--quiet", "--set", "emb_size=8", "--set", "hidden_size=8", "--set", "batch_size=4",
-            "--set", "eval_batch_size=8", "--set", "beam_size=2", "--set", "bpe_size=60", "--set", "log_interval=1"]
+MT_SMALL = [
+    "--quiet",
+    "--set",
+    "emb_size=8",
+    "--set",
+    "hidden_size=8",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "eval_batch_size=8",
+    "--set",
+    "beam_size=2",
+    "--set",
+    "bpe_size=60",
+    "--set",
+    "log_interval=1",
+]
 
 
 def write_parallel_corpus(folder: Path, rng: random.Random) -> None:
@@ -279,9 +317,30 @@ def parallel_corpus_cases(rng: random.Random, work: Path) -> Iterator[tuple[str,
 
 BAD_VALUES = ['"text"', "[1, 2]", "{ a = 1 }", "-1", "0", "1e400", "nan", "inf", "-inf", "true", "1.5", '""',
               "99999999999999999999", "1000000000000"]
-KEYS = ["emb_size", "hidden_size", "num_layers", "dropout", "weight_dropout", "batch_size", "bptt", "lr", "clip",
-        "epochs", "nonmono", "gate", "temperature", "noise_p", "eval_gate", "unit", "tie_weights", "seed",
-        "cache_lambda", "stop_on_plateau", "log_interval", "checkpoint_minutes"]
+KEYS = [
+    "emb_size",
+    "hidden_size",
+    "num_layers",
+    "dropout",
+    "weight_dropout",
+    "batch_size",
+    "bptt",
+    "lr",
+    "clip",
+    "epochs",
+    "nonmono",
+    "gate",
+    "temperature",
+    "noise_p",
+    "eval_gate",
+    "unit",
+    "tie_weights",
+    "seed",
+    "cache_lambda",
+    "stop_on_plateau",
+    "log_interval",
+    "checkpoint_minutes",
+]
 
 
 def preset_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable[[], Outcome]]]:
@@ -289,7 +348,9 @@ def preset_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
     write_corpus(data, rng)
     for index in itertools.count():
         run = work / f"preset-run{index}"
-        kind = rng.choice(["toml value", "unknown key", "broken toml", "set value", "set syntax", "preset name"])
+        kind = rng.choice(
+            ["toml value", "unknown key", "broken toml", "set value", "set syntax", "preset name"]
+        )
         extra: list[str] = []
         preset = "tiny"
         if kind in ("toml value", "unknown key", "broken toml"):
@@ -301,14 +362,25 @@ def preset_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
                 key = rng.choice(["hiden_size", "learning_rate", "Emb_size", "epoch", "x"])
                 text, description = f"{key} = 3\n", f"preset file with unknown key {key}"
             else:
-                text = rng.choice(["emb_size = ", "[section\n", "emb_size = 8\nemb_size = 9\n", "= 3", "a b c",
-                                   "\x00\x01", "lr = 1,\n"])
+                text = rng.choice(
+                    [
+                        "emb_size = ",
+                        "[section\n",
+                        "emb_size = 8\nemb_size = 9\n",
+                        "= 3",
+                        "a b c",
+                        "\x00\x01",
+                        "lr = 1,\n",
+                    ]
+                )
                 description = f"broken TOML {text!r}"
             preset_file.write_text(text)
             preset = str(preset_file)
         elif kind == "set value":
-            key, value = rng.choice(KEYS), rng.choice(["abc", "-1", "0", "nan", "inf", "", "1e400", "none", "2.5",
-                                                        "yes", "g3", "[1]"])
+            key, value = (
+                rng.choice(KEYS),
+                rng.choice(["abc", "-1", "0", "nan", "inf", "", "1e400", "none", "2.5", "yes", "g3", "[1]"]),
+            )
             extra, description = ["--set", f"{key}={value}"], f"--set {key}={value}"
         elif kind == "set syntax":
             text = rng.choice(["emb_size", "=8", "emb_size==8", "nokey=1", " emb_size=8", "emb size=8"])
@@ -345,8 +417,19 @@ def checkpoint_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Call
     marker = work / "code-ran"
     for index in itertools.count():
         path = work / f"damaged{index}.pt"
-        kind = rng.choice(["truncated", "bit flips", "garbage", "empty", "foreign", "code", "missing", "folder",
-                           "zip of text"])
+        kind = rng.choice(
+            [
+                "truncated",
+                "bit flips",
+                "garbage",
+                "empty",
+                "foreign",
+                "code",
+                "missing",
+                "folder",
+                "zip of text",
+            ]
+        )
         if kind == "truncated":
             path.write_bytes(good[: rng.randrange(len(good))])
         elif kind == "bit flips":
@@ -359,7 +442,9 @@ def checkpoint_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Call
         elif kind == "empty":
             path.write_bytes(b"")
         elif kind == "foreign":
-            torch.save(rng.choice([{"weights": torch.ones(3)}, [1, 2, 3], torch.zeros(2), {"model": {}}]), path)
+            torch.save(
+                rng.choice([{"weights": torch.ones(3)}, [1, 2, 3], torch.zeros(2), {"model": {}}]), path
+            )
         elif kind == "code":
             with open(path, "wb") as file:
                 pickle.dump({"model": _RunsCode(marker)}, file)
@@ -392,58 +477,83 @@ def checkpoint_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Call
 
 # ------------------------------------------------------------------------------------------- module input
 
+class ModuleCase(NamedTuple):
+    """One random call of a G2LSTM, and of the nn.LSTM it was converted from."""
+
+    input_size: int
+    hidden: int
+    layers: int
+    bidirectional: bool
+    batch_first: bool
+    dtype: torch.dtype
+    input_dtype: torch.dtype
+    steps: int
+    batch: int
+    feature: int
+    unbatched: bool
+    packed: bool
+    state: str  # "none", "good" or "bad shape"
+
+
 def module_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable[[], Outcome]]]:
     del work
     for _ in itertools.count():
-        input_size, hidden, layers = rng.randint(1, 6), rng.randint(1, 6), rng.randint(1, 3)
-        bidirectional, batch_first = rng.random() < 0.5, rng.random() < 0.5
+        input_size = rng.randint(1, 6)
         dtype = rng.choice([torch.float32, torch.float64])
-        input_dtype = rng.choice([dtype, dtype, torch.float16, torch.int64])
-        steps, batch = rng.randint(0, 5), rng.randint(0, 4)
-        feature = input_size if rng.random() < 0.8 else input_size + rng.choice([-1, 1])
         unbatched = rng.random() < 0.2
-        packed = not unbatched and rng.random() < 0.3
-        state = rng.choice(["none", "good", "bad shape"])
-        description = (f"in {input_size} hidden {hidden} layers {layers} bi {bidirectional} batch_first "
-                       f"{batch_first} {dtype} input {input_dtype} T {steps} B {batch} feature {feature} "
-                       f"unbatched {unbatched} packed {packed} state {state}")
+        case = ModuleCase(
+            input_size=input_size, hidden=rng.randint(1, 6), layers=rng.randint(1, 3),
+            bidirectional=rng.random() < 0.5, batch_first=rng.random() < 0.5, dtype=dtype,
+            input_dtype=rng.choice([dtype, dtype, torch.float16, torch.int64]), steps=rng.randint(0, 5),
+            batch=rng.randint(0, 4),
+            feature=input_size if rng.random() < 0.8 else input_size + rng.choice([-1, 1]),
+            unbatched=unbatched, packed=not unbatched and rng.random() < 0.3,
+            state=rng.choice(["none", "good", "bad shape"]),
+        )
+        description = " ".join(f"{name} {value}" for name, value in case._asdict().items())
+        yield description, functools.partial(module_attempt, case, rng)
 
-        def attempt() -> Outcome:
-            torch.manual_seed(0)
-            reference = torch.nn.LSTM(input_size, hidden, layers, batch_first=batch_first,
-                                      bidirectional=bidirectional).to(dtype)
-            module = G2LSTM.from_lstm(reference, gate="g2").eval()
-            shape = (steps, feature) if unbatched else ((batch, steps, feature) if batch_first else
-                                                         (steps, batch, feature))
-            x = torch.randn(shape, dtype=torch.float64).to(input_dtype)
-            directions = 2 if bidirectional else 1
-            hx = None
-            if state != "none":
-                state_shape = (layers * directions, hidden) if unbatched else (layers * directions, batch, hidden)
-                if state == "bad shape":
-                    state_shape = (*state_shape[:-1], hidden + 1)
-                hx = (torch.randn(state_shape, dtype=dtype), torch.randn(state_shape, dtype=dtype))
-            if packed and x.numel() > 0:
-                lengths = sorted((rng.randint(1, steps) for _ in range(batch)), reverse=True)
-                x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=batch_first)
-            try:
-                output, (h, c) = module(x, hx)
-            except (ValueError, TypeError) as error:
-                return Outcome("clear") if str(error) else Outcome("crash", f"{type(error).__name__} without text")
-            except Exception as error:  # noqa: BLE001
-                return Outcome("crash", f"{type(error).__name__}: {error}"[:300])
-            try:
-                expected, (expected_h, expected_c) = reference(x, hx)
-            except Exception as error:  # noqa: BLE001
-                return Outcome("crash", f"G2LSTM accepted what nn.LSTM refuses ({type(error).__name__}: {error})"[:300])
-            is_packed = isinstance(output, torch.nn.utils.rnn.PackedSequence)
-            got, want = (output.data, expected.data) if is_packed else (output, expected)
-            tolerance = 1e-10 if dtype == torch.float64 else 1e-5
-            if not all(torch.allclose(a, b, atol=tolerance) for a, b in ((got, want), (h, expected_h), (c, expected_c))):
-                return Outcome("crash", "differs from nn.LSTM")
-            return Outcome("ran")
 
-        yield description, attempt
+def module_attempt(case: ModuleCase, rng: random.Random) -> Outcome:
+    """Call the G2LSTM of ``case`` and judge it against nn.LSTM (``rng`` draws packed lengths)."""
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(case.input_size, case.hidden, case.layers, batch_first=case.batch_first,
+                              bidirectional=case.bidirectional).to(case.dtype)
+    module = G2LSTM.from_lstm(reference, gate="g2").eval()
+    if case.unbatched:
+        shape = (case.steps, case.feature)
+    else:
+        batch, steps = (case.batch, case.steps) if case.batch_first else (case.steps, case.batch)
+        shape = (batch, steps, case.feature)
+    x = torch.randn(shape, dtype=torch.float64).to(case.input_dtype)
+    directions = 2 if case.bidirectional else 1
+    hx = None
+    if case.state != "none":
+        rows = case.layers * directions
+        state_shape = (rows, case.hidden) if case.unbatched else (rows, case.batch, case.hidden)
+        if case.state == "bad shape":
+            state_shape = (*state_shape[:-1], case.hidden + 1)
+        hx = (torch.randn(state_shape, dtype=case.dtype), torch.randn(state_shape, dtype=case.dtype))
+    if case.packed and x.numel() > 0:
+        lengths = sorted((rng.randint(1, case.steps) for _ in range(case.batch)), reverse=True)
+        x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=case.batch_first)
+    try:
+        output, (h, c) = module(x, hx)
+    except (ValueError, TypeError) as error:
+        return Outcome("clear") if str(error) else crash(f"{type(error).__name__} without text")
+    except Exception as error:  # noqa: BLE001 - anything else is what we count
+        return crash(f"{type(error).__name__}: {error}", "traceback")
+    try:
+        expected, (expected_h, expected_c) = reference(x, hx)
+    except Exception as error:  # noqa: BLE001
+        return crash(f"G2LSTM accepted what nn.LSTM refuses ({type(error).__name__}: {error})", "silent mix")
+    is_packed = isinstance(output, torch.nn.utils.rnn.PackedSequence)
+    got, want = (output.data, expected.data) if is_packed else (output, expected)
+    tolerance = 1e-10 if case.dtype == torch.float64 else 1e-5
+    pairs = ((got, want), (h, expected_h), (c, expected_c))
+    if not all(torch.allclose(a, b, atol=tolerance) for a, b in pairs):
+        return crash("differs from nn.LSTM", "silent mix")
+    return Outcome("ran")
 
 
 # ------------------------------------------------------------------------------- resume with a changed option
@@ -515,7 +625,9 @@ def resume_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
                 if outcome.kind == "ran":
                     recorded = json.loads((run / "environment.json").read_text()).get("changed_on_resume", {})
                     if key not in recorded:
-                        return crash(f"{key} changed on resume but environment.json records {recorded}", "silent mix")
+                        return crash(
+                            f"{key} changed on resume but environment.json records {recorded}", "silent mix"
+                        )
                 return expect(outcome, "ran")
             if outcome.kind == "ran":
                 return crash(f"resumed with {change} although the run was started otherwise", "silent mix")
@@ -528,13 +640,17 @@ def resume_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
 
 # ------------------------------------------------------------------------------------ concurrent writers
 
-HOLD_LOCK = ("import sys, time\nfrom g2lstm.train import lock_run_folder\nwith lock_run_folder(sys.argv[1]):\n"
-             "    print('locked', flush=True)\n    time.sleep(600)\n")
+HOLD_LOCK = (
+    "import sys, time\nfrom g2lstm.train import lock_run_folder\nwith lock_run_folder(sys.argv[1]):\n"
+    "    print('locked', flush=True)\n    time.sleep(600)\n"
+)
 
 
 def hold_lock(folder: Path) -> subprocess.Popen:
     """A process holding the lock of ``folder`` until it is killed."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True
+    )
     if holder.stdout.readline().strip() != "locked":
         raise RuntimeError(f"the lock holder for {folder} did not start")
     return holder
@@ -547,7 +663,9 @@ def writer_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
         kind = rng.choice(["live holder", "live holder", "killed holder", "killed holder", "two trainings"])
         finetune = recipe == "lm" and kind != "two trainings" and rng.random() < 0.3
 
-        def attempt(recipe: str = recipe, kind: str = kind, finetune: bool = finetune, index: int = index) -> Outcome:
+        def attempt(
+            recipe: str = recipe, kind: str = kind, finetune: bool = finetune, index: int = index
+        ) -> Outcome:
             base, command = runs[recipe]
             run = work / f"writers{index}"
             shutil.copytree(base, run)
@@ -555,7 +673,9 @@ def writer_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
             argv = (["lm", "finetune", str(run), "--data", command[command.index("--data") + 1], "--quiet"]
                     if finetune else [*command, "--out", str(run), "--max-steps", "3"])
             if kind == "two trainings":
-                return two_trainings([*command, "--out", str(run), "--max-steps", "40"], run, rng.uniform(0, 1))
+                return two_trainings(
+                    [*command, "--out", str(run), "--max-steps", "40"], run, rng.uniform(0, 1)
+                )
             holder = hold_lock(folder)
             try:
                 if kind == "killed holder":
@@ -579,9 +699,13 @@ def two_trainings(argv: list[str], run: Path, delay: float) -> Outcome:
     naming the other, and the folder must hold one clean run."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "g2lstm", *argv]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
     time.sleep(delay)
-    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    second = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
     outcomes = []
     for process in (first, second):
         out, err = process.communicate(timeout=600)
@@ -611,9 +735,13 @@ def nudge_weight(rng: random.Random, how: str) -> Callable[[dict], None]:
         if how == "missing":
             del weights[name]
         elif how == "shape":
-            weights[name] = torch.zeros(*[size + rng.choice([-1, 1]) if size > 1 else 2 for size in weights[name].shape])
+            weights[name] = torch.zeros(
+                *[size + rng.choice([-1, 1]) if size > 1 else 2 for size in weights[name].shape]
+            )
         elif how == "dtype":
-            weights[name] = weights[name].to(rng.choice([torch.int64, torch.float64, torch.float16, torch.int8]))
+            weights[name] = weights[name].to(
+                rng.choice([torch.int64, torch.float64, torch.float16, torch.int8])
+            )
         else:
             value = weights[name].clone()
             value.view(-1)[rng.randrange(value.numel())] = rng.choice([float("nan"), float("inf")])
@@ -641,12 +769,22 @@ def structure_change(rng: random.Random, recipe: str, use: str) -> tuple[str, Ca
                "missing weight": "missing"}[kind]
         return kind, nudge_weight(rng, how)
     if kind == "huge config":
-        key = rng.choice(["hidden_size", "emb_size"] + (["num_layers"] if recipe == "lm" else ["decoder_layers"]))
+        key = rng.choice(
+            ["hidden_size", "emb_size"] + (["num_layers"] if recipe == "lm" else ["decoder_layers"])
+        )
         size = rng.choice([20_000, 10**6])
         return f"{kind} {key}={size}", lambda state: state["config"].__setitem__(key, size)
     if kind == "config value":
-        key, value = rng.choice([("dropout", 7.0), ("gate", "gumbel"), ("noise_p", -1.0), ("temperature", 1e-300),
-                                 ("bogus_key", 1), ("batch_size", 0)])
+        key, value = rng.choice(
+            [
+                ("dropout", 7.0),
+                ("gate", "gumbel"),
+                ("noise_p", -1.0),
+                ("temperature", 1e-300),
+                ("bogus_key", 1),
+                ("batch_size", 0),
+            ]
+        )
         return f"{kind} {key}={value!r}", lambda state: state["config"].__setitem__(key, value)
     if kind == "config type":
         value = rng.choice([[1, 2], "text", None, 3])
@@ -658,8 +796,14 @@ def structure_change(rng: random.Random, recipe: str, use: str) -> tuple[str, Ca
         value = rng.choice([["a", "a", "<eos>"], ["a", "b"], "text", [1, 2, "<eos>"], []])
         return f"{kind} {value!r}", lambda state: state.__setitem__("vocab", value)
     if kind == "bpe model":
-        value = rng.choice([torch.tensor(list(b"garbage"), dtype=torch.uint8), torch.zeros(0, dtype=torch.uint8),
-                            torch.zeros(5), torch.randint(0, 256, (500,), dtype=torch.uint8)])
+        value = rng.choice(
+            [
+                torch.tensor(list(b"garbage"), dtype=torch.uint8),
+                torch.zeros(0, dtype=torch.uint8),
+                torch.zeros(5),
+                torch.randint(0, 256, (500,), dtype=torch.uint8),
+            ]
+        )
         return f"{kind} {value.dtype} {list(value.shape)}", lambda state: state.__setitem__("bpe", value)
     if kind == "beam":
         value = rng.choice([10**6, 0, -3])
@@ -675,12 +819,14 @@ def structure_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Calla
     compressed = {}
     for recipe, (base, _) in runs.items():
         compressed[recipe] = work / f"{recipe}-compressed.pt"
-        if run_cli(["compress", str(base / "best.pt"), "--rank", "2", "--out", str(compressed[recipe])]).kind != "ran":
+        if (
+            run_cli(["compress", str(base / "best.pt"), "--rank", "2", "--out", str(compressed[recipe])]).kind
+            != "ran"
+        ):
             raise RuntimeError(f"could not compress the {recipe} checkpoint")
     for index in itertools.count():
         recipe = rng.choice(["lm", "mt"])
-        base, command = runs[recipe]
-        data = command[command.index("--data") + 1]
+        base = runs[recipe][0]
         uses = {"lm": ["lm eval", "compress", "lm finetune", "resume", "analyze"],
                 "mt": ["mt translate", "mt eval", "compress", "resume"]}[recipe]
         use = rng.choice(uses)
@@ -720,8 +866,10 @@ def structure_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Calla
 def mount_tmpfs(folder: Path, size: str, read_only: bool = False) -> bool:
     """Mount a tmpfs of ``size`` at ``folder`` (read-only when asked); False when this process may not."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if read_only else ""), "tmpfs",
-                           str(folder)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if read_only else ""), "tmpfs", str(folder)],
+        capture_output=True,
+    )
     return done.returncode == 0
 
 
@@ -776,8 +924,18 @@ def environment_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Cal
         for index in itertools.count():
             recipe = rng.choice(["lm", "lm", "mt"])
             base, command = runs[recipe]
-            kind = rng.choice(["full disk", "full disk", "read-only folder", "read-only folder", "file in the way",
-                               "file in the way", "kernel build", "kernel variable"])
+            kind = rng.choice(
+                [
+                    "full disk",
+                    "full disk",
+                    "read-only folder",
+                    "read-only folder",
+                    "file in the way",
+                    "file in the way",
+                    "kernel build",
+                    "kernel variable",
+                ]
+            )
             command_kind = rng.choice(["train", "resume", "compress", "sweep", "analyze", "eval output"])
 
             def attempt(recipe: str = recipe, kind: str = kind, command_kind: str = command_kind,
@@ -803,8 +961,11 @@ def environment_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Cal
                     if not real_full:
                         target = work / f"env{index}"
                         with simulated_fault(28):
-                            return expect(run_cli(output_command(recipe, command_kind, base, command, target)),
-                                          None, [str(target)])
+                            return expect(
+                                run_cli(output_command(recipe, command_kind, base, command, target)),
+                                None,
+                                [str(target)],
+                            )
                     for leftover in full.iterdir():
                         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
                     free = shutil.disk_usage(full).free
@@ -812,11 +973,16 @@ def environment_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Cal
                     target = full / f"env{index}"
                     return expect(run_cli(output_command(recipe, command_kind, base, command, target)), None,
                                   [str(full)])
-                target = read_only / ("lm-run" if command_kind == "resume" and recipe == "lm" else f"new{index}")
+                target = read_only / (
+                    "lm-run" if command_kind == "resume" and recipe == "lm" else f"new{index}"
+                )
                 if not real_read_only:
                     with simulated_fault(30):
-                        return expect(run_cli(output_command(recipe, command_kind, base, command, target)), "clear",
-                                      [str(target)])
+                        return expect(
+                            run_cli(output_command(recipe, command_kind, base, command, target)),
+                            "clear",
+                            [str(target)],
+                        )
                 return expect(run_cli(output_command(recipe, command_kind, base, command, target)), "clear",
                               [str(read_only)])
 
@@ -843,9 +1009,22 @@ def output_command(recipe: str, kind: str, base: Path, command: list[str], targe
         return ["compress", "sweep", checkpoint, "--data", data, "--out", str(target), "--ranks", "2", "1",
                 *(["--no-curves"] if recipe == "lm" else [])]
     if kind == "analyze":
-        return ["analyze", checkpoint, "--data", data, "--out", str(target),
-                *(["--max-tokens", "40", "--sentence", " ".join(WORDS[:6])] if recipe == "lm" else ["--max-pairs", "20"])]
-    if recipe == "lm":  # the language model has no command writing a text file: a compressed checkpoint instead
+        return [
+            "analyze",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            str(target),
+            *(
+                ["--max-tokens", "40", "--sentence", " ".join(WORDS[:6])]
+                if recipe == "lm"
+                else ["--max-pairs", "20"]
+            ),
+        ]
+    if (
+        recipe == "lm"
+    ):  # the language model has no command writing a text file: a compressed checkpoint instead
         return ["compress", checkpoint, "--rank", "2", "--out", str(target)]
     return ["mt", "eval", checkpoint, "--data", data, "--beam", "2", "--output", str(target)]
 
@@ -856,7 +1035,9 @@ def failing_kernel_build(work: Path, command: list[str], index: int) -> Outcome:
                    "XDG_CACHE_HOME": str(work / f"kernel-cache{index}")}
     done = subprocess.run([sys.executable, "-m", "g2lstm", *command, "--out", str(work / f"kernel{index}")],
                           capture_output=True, text=True, env=environment, timeout=600)
-    return expect(judge_exit(done.returncode, done.stderr, done.stdout), "clear", ["G2LSTM_CPU_KERNEL=compiled"])
+    return expect(
+        judge_exit(done.returncode, done.stderr, done.stdout), "clear", ["G2LSTM_CPU_KERNEL=compiled"]
+    )
 
 
 # ------------------------------------------------------------------------------------- mt translate stdin
@@ -885,7 +1066,9 @@ def translate_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Calla
             data = ending.join(lines) + ending
         expected = len(data.split(b"\n")) - (data.endswith(b"\n"))
 
-        def attempt(data: bytes = data, expected: int = expected, invalid_line: int | None = invalid_line) -> Outcome:
+        def attempt(
+            data: bytes = data, expected: int = expected, invalid_line: int | None = invalid_line
+        ) -> Outcome:
             outcome = run_cli(["mt", "translate", str(checkpoint), "--beam", "2"], stdin=data)
             if invalid_line is not None:
                 return expect(outcome, "clear", [f"line {invalid_line + 1} is not valid UTF-8"])
@@ -894,7 +1077,10 @@ def translate_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Calla
             return expect(outcome, "ran")
 
         described = ", ".join(sorted(kinds)) or "plain lines"
-        yield f"{len(lines)} lines ({described}){', invalid UTF-8' if invalid_line is not None else ''}", attempt
+        yield (
+            f"{len(lines)} lines ({described}){', invalid UTF-8' if invalid_line is not None else ''}",
+            attempt,
+        )
 
 
 CLASSES: dict[str, Callable[[random.Random, Path], Iterator[tuple[str, Callable[[], Outcome]]]]] = {
@@ -939,10 +1125,14 @@ def main() -> None:
     start = time.time()
     tallies = fuzz(args.cases, args.seed, args.classes)
     lines = [
-        "| input class | cases | ran | clear errors | crashes | of which tracebacks | of which silent mixes |",
+        "| input class | cases | ran | clear errors | crashes | of which tracebacks | of which silent "
+        "mixes |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        *(f"| {name} | {t.cases} | {t.ran} | {t.clear} | {len(t.crashes)} | {t.tracebacks} | {t.silent_mixes} |"
-          for name, t in tallies.items()),
+        *(
+            f"| {name} | {t.cases} | {t.ran} | {t.clear} | {len(t.crashes)} | {t.tracebacks} | "
+            f"{t.silent_mixes} |"
+            for name, t in tallies.items()
+        ),
     ]
     print("\n".join(lines))
     for name, tally in tallies.items():
@@ -952,22 +1142,49 @@ def main() -> None:
         from g2lstm.benchmark import machine_description
 
         report = Path(args.markdown)
-        report.write_text("\n".join([
-            "# Robustness: bad input, tried systematically", "",
-            f"Command: `python benchmarks/robustness.py --cases {args.cases} --seed {args.seed} --markdown "
-            f"{args.markdown}`; {time.strftime('%Y-%m-%d')}, {machine_description()}, "
-            f"{(time.time() - start) / 60:.1f} minutes.", "",
-            (__doc__ or "").split("\n\n")[1].strip(), "",
-            (__doc__ or "").split("\n\n")[2].strip(), "",
-            *lines, "",
-            "Environment faults on this machine: " + "; ".join(f"{kind}: {mode}" for kind, mode in
-                                                             ENVIRONMENT_MODES.items()) + ".", "",
-            "The property tests of `tests/test_properties.py` (hypothesis) cover the module's inputs further; "
-            "`tests/test_robustness.py` runs a few cases of every class on each test run.",
-        ]) + "\n")
-        report.with_suffix(".json").write_text(json.dumps(
-            {name: {"cases": t.cases, "ran": t.ran, "clear": t.clear, "tracebacks": t.tracebacks,
-                    "silent_mixes": t.silent_mixes, "crashes": t.crashes} for name, t in tallies.items()}, indent=1))
+        report.write_text(
+            "\n".join(
+                [
+                    "# Robustness: bad input, tried systematically",
+                    "",
+                    f"Command: `python benchmarks/robustness.py --cases {args.cases} --seed {args.seed} "
+                    "--markdown "
+                    f"{args.markdown}`; {time.strftime('%Y-%m-%d')}, {machine_description()}, "
+                    f"{(time.time() - start) / 60:.1f} minutes.",
+                    "",
+                    (__doc__ or "").split("\n\n")[1].strip(),
+                    "",
+                    (__doc__ or "").split("\n\n")[2].strip(),
+                    "",
+                    *lines,
+                    "",
+                    "Environment faults on this machine: "
+                    + "; ".join(f"{kind}: {mode}" for kind, mode in ENVIRONMENT_MODES.items())
+                    + ".",
+                    "",
+                    "The property tests of `tests/test_properties.py` (hypothesis) cover the module's "
+                    "inputs further; "
+                    "`tests/test_robustness.py` runs a few cases of every class on each test run.",
+                ]
+            )
+            + "\n"
+        )
+        report.with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    name: {
+                        "cases": t.cases,
+                        "ran": t.ran,
+                        "clear": t.clear,
+                        "tracebacks": t.tracebacks,
+                        "silent_mixes": t.silent_mixes,
+                        "crashes": t.crashes,
+                    }
+                    for name, t in tallies.items()
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ stages = runpy.run_path(str(BENCHMARKS / "stages.py"), run_name="stages")
 run_stages, stage_table, epoch_pace = stages["run_stages"], stages["stage_table"], stages["epoch_pace"]
 
 
-def test_bench_measures_a_tiny_shape_against_nn_lstm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_measures_a_tiny_shape_against_nn_lstm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "speed.json"
     code = main(["bench", "--shape", "4", "2", "3", "5", "--repeats", "1", "--reference-repeats", "1",
                  "--json", str(out)])

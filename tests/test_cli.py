@@ -50,12 +50,15 @@ def test_preset_help_lists_each_preset_with_a_one_line_description(
 
 def test_preset_descriptions_are_the_first_sentence_of_each_preset_comment() -> None:
     descriptions = preset_descriptions(PRESET_DIR)
-    assert descriptions["tiny"] == ("Seconds to minutes on a laptop CPU: for tests and the demo (`make run`), "
-                                    "not for comparisons")
+    assert descriptions["tiny"] == (
+        "Seconds to minutes on a laptop CPU: for tests and the demo (`make run`), not for comparisons"
+    )
     assert descriptions["cpu-reg"].endswith("scaled to its size (results/ptb-seeds/PRESET.md)")
 
 
-def test_only_rank_0_prints_results(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_rank_0_prints_results(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RANK", "1")
     cli._print_metrics({"test_ppl": 90.0}, as_json=True)
     assert capsys.readouterr().out == ""

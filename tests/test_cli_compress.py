@@ -25,13 +25,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, P
     corpus = root / "corpus"
     corpus.mkdir()
     for split, lines in (("train", 200), ("valid", 30), ("test", 30)):
-        text = "\n".join(" ".join(WORDS[(7 * i + j) % len(WORDS)] for j in range(3 + i % 5)) for i in range(lines))
+        text = "\n".join(
+            " ".join(WORDS[(7 * i + j) % len(WORDS)] for j in range(3 + i % 5)) for i in range(lines)
+        )
         (corpus / f"ptb.{split}.txt").write_text(text + "\n")
     checkpoints = {}
     for gate in ("lstm", "g2"):
-        config = load_config(LMConfig, "tiny", {"gate": gate, "emb_size": 16, "hidden_size": 36, "batch_size": 4,
-                                                "bptt": 10, "epochs": 1, "max_steps": 4, "eval_batch_size": 2,
-                                                "test_batch_size": 2}, preset_dir=PRESET_DIR)
+        config = load_config(
+            LMConfig,
+            "tiny",
+            {
+                "gate": gate,
+                "emb_size": 16,
+                "hidden_size": 36,
+                "batch_size": 4,
+                "bptt": 10,
+                "epochs": 1,
+                "max_steps": 4,
+                "eval_batch_size": 2,
+                "test_batch_size": 2,
+            },
+            preset_dir=PRESET_DIR,
+        )
         lm_train.train_language_model(config, root / gate, corpus, show_progress=False)
         checkpoints[gate] = CheckpointPaths(root / gate).best
     return corpus, checkpoints
@@ -64,8 +79,19 @@ def test_compress_sweep_prints_the_table_and_draws_the_curves(
     trained: tuple[Path, dict[str, Path]], tmp_path: Path
 ) -> None:
     corpus, checkpoints = trained
-    done = run_cli("compress", "sweep", str(checkpoints["lstm"]), str(checkpoints["g2"]), "--data", str(corpus),
-                   "--out", str(tmp_path), "--ranks", "4", "2")
+    done = run_cli(
+        "compress",
+        "sweep",
+        str(checkpoints["lstm"]),
+        str(checkpoints["g2"]),
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path),
+        "--ranks",
+        "4",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     header = done.stdout.splitlines()[0]
     for column in ("original", "round 0.2", "round 0.2 & clip 0.4", "rank 4", "rank 2", "hard gates"):
@@ -87,11 +113,16 @@ def test_compress_sweep_prints_the_table_and_draws_the_curves(
     ],
 )
 def test_compress_mistakes_exit_2_with_a_message(
-    trained: tuple[Path, dict[str, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+    trained: tuple[Path, dict[str, Path]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
     message: str,
 ) -> None:
     try:
-        code = main(["compress", str(trained[1]["g2"]), *[a.replace("x.pt", str(tmp_path / "x.pt")) for a in args]])
+        code = main(
+            ["compress", str(trained[1]["g2"]), *[a.replace("x.pt", str(tmp_path / "x.pt")) for a in args]]
+        )
     except SystemExit as usage_error:  # argparse refuses what its types refuse
         code = usage_error.code
     err = capsys.readouterr().err
@@ -122,10 +153,19 @@ def test_demo_prints_both_models_side_by_side(trained: tuple[Path, dict[str, Pat
     corpus, _ = trained
     small = ["--set", "emb_size=16", "--set", "hidden_size=36", "--set", "batch_size=4", "--set", "bptt=10",
              "--set", "eval_batch_size=2", "--set", "test_batch_size=2"]
-    done = run_cli("demo", "--data", str(corpus), "--out", str(tmp_path), "--max-steps", "3", "--quiet", *small)
+    done = run_cli(
+        "demo", "--data", str(corpus), "--out", str(tmp_path), "--max-steps", "3", "--quiet", *small
+    )
     assert done.returncode == 0, done.stderr
-    for label in ("LSTM", "G2-LSTM", "valid perplexity", "test perplexity, round 0.2 & clip 0.4",
-                  "test perplexity, rank 4", "test perplexity, hard gates", "layer0_forget gates in outer bins"):
+    for label in (
+        "LSTM",
+        "G2-LSTM",
+        "valid perplexity",
+        "test perplexity, round 0.2 & clip 0.4",
+        "test perplexity, rank 4",
+        "test perplexity, hard gates",
+        "layer0_forget gates in outer bins",
+    ):
         assert label in done.stdout, label
     assert (tmp_path / "gate_histograms.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from killing import assert_killed_runs_resume_bit_identical
 
+from g2lstm.cli import main
+from g2lstm.errors import TrainingDiverged
 from g2lstm.lm import train as lm_train
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.evaluate import CachePointer, cache_pointer_probability, evaluate
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
-from g2lstm.cli import main
-from g2lstm.errors import TrainingDiverged
 from g2lstm.train import CheckpointPaths, TrainingInterrupted, load_checkpoint, load_config, read_metrics
+
+from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
 
@@ -69,7 +70,9 @@ def test_one_training_step_of_each_gate_type_lowers_nothing_to_nan(gate: str) ->
 
 def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
     """With every dropout off, the only randomness in training is the gates' noise."""
-    no_dropout = dict(dropout=0.0, dropout_hidden=0.0, dropout_input=0.0, dropout_embedding=0.0, weight_dropout=0.0)
+    no_dropout = dict(
+        dropout=0.0, dropout_hidden=0.0, dropout_input=0.0, dropout_embedding=0.0, weight_dropout=0.0
+    )
     model = AWDLSTM(LanguageModelSpec(vocab_size=20, emb_size=8, hidden_size=8, num_layers=2, **no_dropout))
     words = torch.randint(0, 20, (5, 2))
     model.eval()
@@ -135,7 +138,9 @@ def test_stop_on_plateau_ends_training_when_averaged_sgd_stalls(
     assert epochs == list(range(1, epochs_run + 1))
 
 
-def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(corpus_dir: Path, tmp_path: Path) -> None:
+def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
     lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
     start = load_checkpoint(CheckpointPaths(tmp_path).best)["metrics"]["valid_loss"]
     metrics = lm_train.finetune(tmp_path, corpus_dir, epochs=2, show_progress=False)
@@ -204,29 +209,51 @@ def test_resume_after_a_stop_continues_bit_identically(
     lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False)
     straight, resumed = parameters_of(tmp_path / "straight"), parameters_of(interrupted)
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
-    drop_time = lambda lines: [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
+    def drop_time(lines: list[dict]) -> list[dict]:
+        return [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
+
     assert drop_time(read_metrics(tmp_path / "straight")) == drop_time(read_metrics(interrupted))
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "g2lstm", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "g2lstm", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 @pytest.mark.slow
 def test_cli_train_eval_and_finetune_with_json(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12"]
-    done = run_cli("lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--gate", "g2", "--epochs", "1",
-                   "--seed", "3", "--out", str(run), "--quiet", "--json", *small)
+    done = run_cli(
+        "lm",
+        "train",
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        "--gate",
+        "g2",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        str(run),
+        "--quiet",
+        "--json",
+        *small,
+    )
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl"}
     evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--cache-pointer",
                         "--window", "20", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert {"valid_ppl", "test_ppl"} <= set(json.loads(evaluated.stdout.strip().splitlines()[-1]))
-    tuned = run_cli("lm", "finetune", str(run), "--data", str(corpus_dir), "--epochs", "1", "--quiet", "--json")
+    tuned = run_cli(
+        "lm", "finetune", str(run), "--data", str(corpus_dir), "--epochs", "1", "--quiet", "--json"
+    )
     assert tuned.returncode == 0, tuned.stderr
     assert (run / "finetune" / "best.pt").exists()
 
@@ -236,8 +263,27 @@ def test_cli_character_level_reports_bits_per_character(
 ) -> None:
     run = tmp_path / "chars"
     small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=20"]
-    assert main(["lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--unit", "char", "--max-steps",
-                 "5", "--out", str(run), "--quiet", *small]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                "--data",
+                str(corpus_dir),
+                "--preset",
+                "tiny",
+                "--unit",
+                "char",
+                "--max-steps",
+                "5",
+                "--out",
+                str(run),
+                "--quiet",
+                *small,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -257,7 +303,18 @@ def test_cli_user_mistakes_end_in_one_line_and_exit_code_2(
     corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     # a later --data or --preset replaces the earlier one
-    argv = ["lm", "train", "--out", str(tmp_path / "run"), "--quiet", "--data", str(corpus_dir), "--preset", "tiny", *args]
+    argv = [
+        "lm",
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        *args,
+    ]
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -268,9 +325,34 @@ def test_cli_user_mistakes_end_in_one_line_and_exit_code_2(
 def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "g2lstm",
-               "lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--max-steps", "6", "--out", str(run),
-               "--quiet", "--json", "--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "g2lstm",
+        "lm",
+        "train",
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "6",
+        "--out",
+        str(run),
+        "--quiet",
+        "--json",
+        "--set",
+        "emb_size=16",
+        "--set",
+        "hidden_size=24",
+        "--set",
+        "batch_size=4",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
@@ -309,13 +391,37 @@ def test_sigterm_saves_and_the_same_command_resumes(corpus_dir: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Path, tmp_path: Path) -> None:
-    """A real `g2lstm lm train` process killed without warning, twice, resumes to the uninterrupted run's end."""
+    """A real `g2lstm lm train` process killed without warning, twice, resumes to an unbroken run's end."""
 
     def argv(run: Path) -> list[str]:
-        return [sys.executable, "-m", "g2lstm", "lm", "train", "--data", str(corpus_dir), "--preset", "tiny",
-                "--epochs", "3", "--out", str(run), "--quiet", "--set", "emb_size=16", "--set", "hidden_size=24",
-                "--set", "batch_size=4", "--set", "bptt=12", "--set", "log_interval=1",
-                "--set", "checkpoint_minutes=1e-9"]
+        return [
+            sys.executable,
+            "-m",
+            "g2lstm",
+            "lm",
+            "train",
+            "--data",
+            str(corpus_dir),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "3",
+            "--out",
+            str(run),
+            "--quiet",
+            "--set",
+            "emb_size=16",
+            "--set",
+            "hidden_size=24",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "bptt=12",
+            "--set",
+            "log_interval=1",
+            "--set",
+            "checkpoint_minutes=1e-9",
+        ]
 
     assert_killed_runs_resume_bit_identical(argv, tmp_path)
 
@@ -340,7 +446,9 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(
     taken = load_checkpoint(CheckpointPaths(tmp_path / "two").last)["progress"]
     assert taken["bad_steps"] == 0 and taken["step"] == calls["n"] - 2  # two steps skipped, not counted
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda parameters, max_norm: torch.tensor(float("inf")))
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda parameters, max_norm: torch.tensor(float("inf"))
+    )
     with pytest.raises(TrainingDiverged, match="3 consecutive steps .* no checkpoint was saved before"):
         lm_train.train_language_model(tiny_config(epochs=1, max_bad_steps=3), tmp_path / "all", corpus_dir,
                                       show_progress=False)
@@ -373,7 +481,9 @@ def test_the_learning_rate_of_each_step_is_scaled_to_its_length_and_logged_as_ap
     config = tiny_config(epochs=1, log_interval=1)
     lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
     ratios = [line["lr"] * config.bptt / config.lr for line in read_metrics(tmp_path) if "train_loss" in line]
-    assert all(ratio == pytest.approx(round(ratio)) and round(ratio) >= 1 for ratio in ratios)  # whole lengths
+    assert all(
+        ratio == pytest.approx(round(ratio)) and round(ratio) >= 1 for ratio in ratios
+    )  # whole lengths
     assert len({round(ratio) for ratio in ratios}) > 1  # random lengths, so several learning rates
 
 
@@ -420,17 +530,59 @@ def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
     corpus_dir: Path, tmp_path: Path
 ) -> None:
     """Without random gates and dropout, DDP's averaged gradient of two halves is the whole batch's."""
-    options = ["--data", str(corpus_dir), "--preset", "tiny", "--gate", "lstm", "--max-steps", "6", "--quiet",
-               "--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12",
-               *(f"--set={name}=0" for name in ("dropout", "dropout_hidden", "dropout_input", "dropout_embedding",
-                                                 "weight_dropout"))]
+    options = [
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        "--gate",
+        "lstm",
+        "--max-steps",
+        "6",
+        "--quiet",
+        "--set",
+        "emb_size=16",
+        "--set",
+        "hidden_size=24",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "bptt=12",
+        *(
+            f"--set={name}=0"
+            for name in ("dropout", "dropout_hidden", "dropout_input", "dropout_embedding", "weight_dropout")
+        ),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "g2lstm", "lm", "train", *options, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "g2lstm", "lm", "train", *options, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "g2lstm", "lm", "train", *options, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "g2lstm",
+            "lm",
+            "train",
+            *options,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     one, both = parameters_of(tmp_path / "one"), parameters_of(tmp_path / "two")
     assert all(torch.allclose(one[name], both[name], atol=1e-5) for name in one)

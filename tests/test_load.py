@@ -14,7 +14,16 @@ MEMORY_BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "memo
 
 def peak_growth_mib(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> float:
     """Peak-RSS growth of one training step, measured in a fresh process by benchmarks/memory.py."""
-    child = [sys.executable, str(MEMORY_BENCHMARK), "--child", kind, str(steps), str(batch), str(inputs), str(hidden)]
+    child = [
+        sys.executable,
+        str(MEMORY_BENCHMARK),
+        "--child",
+        kind,
+        str(steps),
+        str(batch),
+        str(inputs),
+        str(hidden),
+    ]
     done = subprocess.run(child, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

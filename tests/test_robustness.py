@@ -1,4 +1,4 @@
-"""A few cases of every class of bad input from benchmarks/robustness.py, on every test run: none may crash."""
+"""A few cases of every class of bad input from benchmarks/robustness.py: none may crash."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ def test_the_harness_counts_a_crash_as_a_crash(monkeypatch: pytest.MonkeyPatch) 
     assert harness.run_cli(["lm", "train"]).kind == "crash"
 
 
-def test_the_harness_counts_an_error_outside_g2lstms_hierarchy_as_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_harness_counts_an_error_outside_g2lstms_hierarchy_as_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A ValueError from inside the library is a bug, however user-like its message, not a clear error."""
     import g2lstm.cli as command_line
 
@@ -113,6 +115,21 @@ def test_sizes_beyond_the_machines_memory_end_in_a_clear_error(tmp_path: Path) -
     harness = load_harness()
     folder = tmp_path / "corpus"
     harness.write_corpus(folder, random.Random(0))
-    outcome = harness.run_cli(["lm", "train", "--preset", "tiny", "--data", str(folder), "--max-steps", "1",
-                               "--out", str(tmp_path / "run"), *harness.SMALL, "--set", "hidden_size=1000000000000"])
+    outcome = harness.run_cli(
+        [
+            "lm",
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(folder),
+            "--max-steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            *harness.SMALL,
+            "--set",
+            "hidden_size=1000000000000",
+        ]
+    )
     assert outcome.kind == "clear" and "out of memory" in outcome.detail

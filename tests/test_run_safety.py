@@ -1,5 +1,5 @@
-"""Runs that cannot be silently corrupted: resume checks, one writer per run folder, checkpoints checked before
-use, environment faults and bad stdin as one-line errors, and the error boundary of the command line."""
+"""Runs that cannot be silently corrupted: resume checks, one writer per run folder, checkpoints checked
+before use, environment faults and bad stdin as one-line errors, and the command line's error boundary."""
 
 from __future__ import annotations
 
@@ -26,8 +26,25 @@ from g2lstm.mt import train as mt_train
 from g2lstm.train import CheckpointPaths, TrainingInterrupted, load_checkpoint, save_checkpoint
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
-LM_SMALL = ["--preset", "tiny", "--quiet", "--set", "emb_size=8", "--set", "hidden_size=8", "--set", "batch_size=2",
-            "--set", "bptt=5", "--set", "eval_batch_size=2", "--set", "test_batch_size=2", "--set", "log_interval=1"]
+LM_SMALL = [
+    "--preset",
+    "tiny",
+    "--quiet",
+    "--set",
+    "emb_size=8",
+    "--set",
+    "hidden_size=8",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "bptt=5",
+    "--set",
+    "eval_batch_size=2",
+    "--set",
+    "test_batch_size=2",
+    "--set",
+    "log_interval=1",
+]
 MT_OPTIONS = ["--preset", "tiny", "--quiet", "--src", "de", "--tgt", "en",
               *(f"--set={key}={value}" for key, value in MT_SMALL.items())]
 
@@ -35,7 +52,9 @@ MT_OPTIONS = ["--preset", "tiny", "--quiet", "--src", "de", "--tgt", "en",
 def write_lm_corpus(folder: Path, shift: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split, lines in (("train", 60), ("valid", 12), ("test", 12)):
-        text = "\n".join(" ".join(WORDS[(5 * i + j + shift) % len(WORDS)] for j in range(3 + i % 4)) for i in range(lines))
+        text = "\n".join(
+            " ".join(WORDS[(5 * i + j + shift) % len(WORDS)] for j in range(3 + i % 4)) for i in range(lines)
+        )
         (folder / f"ptb.{split}.txt").write_text(text + "\n")
     return folder
 
@@ -54,7 +73,11 @@ def one_line_error(err: str) -> str:
 
 def snapshot(run: Path) -> dict[str, bytes]:
     """The files of a run folder (but its lock file, which holds the PID of the last process to lock it)."""
-    return {path.name: path.read_bytes() for path in sorted(run.iterdir()) if path.is_file() and path.name != ".lock"}
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(run.iterdir())
+        if path.is_file() and path.name != ".lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +121,10 @@ def stopped_lm(lm_run: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, li
     ids=["gate", "lr-bptt", "noise", "seed", "hidden_size", "unit", "batch_size", "preset"],
 )
 def test_a_resume_with_other_settings_is_refused_listing_each_and_writes_nothing(
-    stopped_lm: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str], options: list[str], differences: list[str]
+    stopped_lm: tuple[Path, list[str]],
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    differences: list[str],
 ) -> None:
     run, command = stopped_lm
     before = snapshot(run)
@@ -172,8 +198,10 @@ def test_a_translation_resume_with_other_settings_is_refused(
 
 # ------------------------------------------------------------------------------- one writer per folder
 
-HOLD_LOCK = "import sys, time\nfrom g2lstm.train import lock_run_folder\nwith lock_run_folder(sys.argv[1]):\n" \
-            "    print('locked', flush=True)\n    time.sleep(120)\n"
+HOLD_LOCK = (
+    "import sys, time\nfrom g2lstm.train import lock_run_folder\nwith lock_run_folder(sys.argv[1]):\n"
+    "    print('locked', flush=True)\n    time.sleep(120)\n"
+)
 
 
 def test_a_second_writer_stops_at_once_naming_the_holder_and_a_killed_holder_never_blocks(
@@ -206,12 +234,19 @@ def translate(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize(
     "data",
-    [b"ein mann\x0cfrau\nzwei hunde\x1crennen\nende\n", "a\u2028b\nc\u0085d\ne\x1d\x1ef\n".encode(),
-     b"ein hund\r\n\r\nein kind .", b"\n\n\n"],
+    [
+        b"ein mann\x0cfrau\nzwei hunde\x1crennen\nende\n",
+        "a\u2028b\nc\u0085d\ne\x1d\x1ef\n".encode(),
+        b"ein hund\r\n\r\nein kind .",
+        b"\n\n\n",
+    ],
     ids=["form-feed-and-separators", "unicode-line-separators", "crlf-and-empty-lines", "empty-lines"],
 )
 def test_translate_gives_one_line_out_per_line_in(
-    mt_run: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, data: bytes
+    mt_run: tuple[Path, list[str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    data: bytes,
 ) -> None:
     code, out, err = translate(capsys, monkeypatch, CheckpointPaths(mt_run[0]).best, data)
     assert code == 0, err
@@ -221,7 +256,9 @@ def test_translate_gives_one_line_out_per_line_in(
 def test_translate_refuses_invalid_utf8_naming_the_line(
     mt_run: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code, out, err = translate(capsys, monkeypatch, CheckpointPaths(mt_run[0]).best, b"ein hund\nein \xff kind\n")
+    code, out, err = translate(
+        capsys, monkeypatch, CheckpointPaths(mt_run[0]).best, b"ein hund\nein \xff kind\n"
+    )
     assert code == 2 and out == ""
     assert "standard input line 2 is not valid UTF-8" in one_line_error(err)
 
@@ -244,8 +281,14 @@ def set_weight(name: str, value) -> object:
     ("change", "message"),
     [
         (lambda state: state.pop("vocab"), "lacks vocab"),
-        (set_weight("layers.0.weight_hh_l0", lambda w: w[:, :4].clone()), "layers.0.weight_hh_l0 is torch.float32 [32, 4]"),
-        (lambda state: state["config"].update(hidden_size=100_000), "weight layers.0.weight_ih_l0 is torch.float32"),
+        (
+            set_weight("layers.0.weight_hh_l0", lambda w: w[:, :4].clone()),
+            "layers.0.weight_hh_l0 is torch.float32 [32, 4]",
+        ),
+        (
+            lambda state: state["config"].update(hidden_size=100_000),
+            "weight layers.0.weight_ih_l0 is torch.float32",
+        ),
         (set_weight("decoder.bias", lambda w: torch.full_like(w, float("nan"))), "decoder.bias holds NaN"),
         (set_weight("layers.1.bias_ih_l0", lambda w: w.long()), "layers.1.bias_ih_l0 is torch.int64"),
         (lambda state: state["model"].pop("embedding.weight"), "missing embedding.weight"),
@@ -255,7 +298,11 @@ def set_weight(name: str, value) -> object:
     ids=["missing-key", "shape", "huge-config", "nan", "int64", "missing-weight", "config-type", "vocab"],
 )
 def test_lm_eval_refuses_a_checkpoint_whose_contents_do_not_fit(
-    lm_run: tuple[Path, list[str]], lm_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change,
+    lm_run: tuple[Path, list[str]],
+    lm_corpus: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change,
     message: str,
 ) -> None:
     path = altered(CheckpointPaths(lm_run[0]).best, tmp_path / "odd.pt", change)
@@ -270,7 +317,10 @@ def test_compressed_checkpoints_are_refused_where_training_continues(
 ) -> None:
     run, command = lm_run
     compressed = tmp_path / "compressed.pt"
-    assert cli(capsys, "compress", str(CheckpointPaths(run).best), "--rank", "2", "--out", str(compressed))[0] == 0
+    assert (
+        cli(capsys, "compress", str(CheckpointPaths(run).best), "--rank", "2", "--out", str(compressed))[0]
+        == 0
+    )
     finetune = tmp_path / "finetune-run"
     finetune.mkdir()
     shutil.copy(compressed, CheckpointPaths(finetune).best)
@@ -328,8 +378,9 @@ def test_out_naming_an_existing_file_is_one_line(lm_corpus: Path, tmp_path: Path
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "a-file"
     target.write_text("keep me")
-    code, _, err = cli(capsys, "lm", "train", "--data", str(lm_corpus), "--max-steps", "1", "--out", str(target),
-                       *LM_SMALL)
+    code, _, err = cli(
+        capsys, "lm", "train", "--data", str(lm_corpus), "--max-steps", "1", "--out", str(target), *LM_SMALL
+    )
     assert code == 2 and f"output folder {target} is an existing file" in one_line_error(err)
     assert target.read_text() == "keep me"
 
@@ -337,8 +388,8 @@ def test_out_naming_an_existing_file_is_one_line(lm_corpus: Path, tmp_path: Path
 def test_a_read_only_folder_is_one_line_naming_the_path(
     lm_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Permissions do not stop root, so the read-only file system is simulated (benchmarks/robustness.py mounts a
-    # real one where the machine allows it).
+    # Permissions do not stop root, so the read-only file system is simulated (benchmarks/robustness.py
+    # mounts a real one where the machine allows it).
     from g2lstm.train import run_dir
 
     def read_only(path, *args, **kwargs):
@@ -383,8 +434,10 @@ def test_a_failed_kernel_build_under_g2lstm_cpu_kernel_compiled_is_one_line(
     monkeypatch.setattr(compiled, "_build", OSError("c++: command not found"))
     code, _, err = cli(capsys, "lm", "eval", str(tmp_path / "any.pt"))
     assert code == 2
-    assert "G2LSTM_CPU_KERNEL=compiled, but g2lstm's CPU kernel cannot be built here (c++: command not found)" \
+    assert (
+        "G2LSTM_CPU_KERNEL=compiled, but g2lstm's CPU kernel cannot be built here (c++: command not found)"
         in one_line_error(err)
+    )
     monkeypatch.setenv(compiled.KERNEL_ENV, "fast")
     code, _, err = cli(capsys, "lm", "eval", str(tmp_path / "any.pt"))
     assert code == 2 and "G2LSTM_CPU_KERNEL must be one of" in one_line_error(err)
@@ -471,9 +524,13 @@ def test_any_other_exception_is_a_bug_shown_with_its_traceback(
     assert err.strip().splitlines()[-1].startswith("g2lstm: internal error: this is a bug in g2lstm")
 
 
-def test_debug_shows_the_traceback_of_a_user_error_too(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_debug_shows_the_traceback_of_a_user_error_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, _, err = cli(capsys, "lm", "eval", str(tmp_path / "missing.pt"))
     assert code == 2 and "Traceback" not in err
     code, _, err = cli(capsys, "--debug", "lm", "eval", str(tmp_path / "missing.pt"))
     assert code == 2 and "Traceback (most recent call last)" in err
-    assert err.strip().splitlines()[-1] == f"g2lstm: error: checkpoint {tmp_path / 'missing.pt'} does not exist"
+    assert (
+        err.strip().splitlines()[-1] == f"g2lstm: error: checkpoint {tmp_path / 'missing.pt'} does not exist"
+    )

@@ -89,65 +89,67 @@ def measure_speed(
     slow per-step loop, 0 to skip it) after one warm-up.
     """
     device = torch.device(device)
-    rows = []
-    for shape in shapes:
-        steps, batch, input_size, hidden = shape
-        torch.manual_seed(seed)
-        lstm = nn.LSTM(input_size, hidden, device=device)
-        g2 = G2LSTM.from_lstm(lstm, gate="g2")
-        cell = G2LSTMCell(input_size, hidden, gate="g2", device=device)
-        with torch.no_grad():
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(cell, name).copy_(getattr(lstm, f"{name}_l0"))
-        inputs = torch.randn(steps, batch, input_size, device=device, requires_grad=True)
+    return [_time_shape(shape, repeats, reference_repeats, device, seed) for shape in shapes]
 
-        def train(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                forward(inputs).sum().backward()
 
-            return run
+def _time_shape(
+    shape: tuple[int, int, int, int], repeats: int, reference_repeats: int, device: torch.device, seed: int
+) -> SpeedRow:
+    """The medians of :func:`measure_speed` for one shape."""
+    steps, batch, input_size, hidden = shape
+    torch.manual_seed(seed)
+    lstm = nn.LSTM(input_size, hidden, device=device)
+    g2 = G2LSTM.from_lstm(lstm, gate="g2")
+    cell = G2LSTMCell(input_size, hidden, gate="g2", device=device)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(lstm, f"{name}_l0"))
+    inputs = torch.randn(steps, batch, input_size, device=device, requires_grad=True)
 
-        def evaluate(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                with torch.no_grad():
-                    forward(inputs)
+    def train(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            forward(inputs).sum().backward()
 
-            return run
+        return run
 
-        implementations = {
-            "train_g2": (g2, train(lambda x: g2(x)[0])),
-            "train_lstm": (lstm, train(lambda x: lstm(x)[0])),
-            "eval_g2": (g2, evaluate(lambda x: g2(x)[0])),
-            "eval_lstm": (lstm, evaluate(lambda x: lstm(x)[0])),
-        }
-        slow = {
-            "train_reference": (cell, train(lambda x: _cell_loop(cell, x))),
-            "eval_reference": (cell, evaluate(lambda x: _cell_loop(cell, x))),
-        }
-        if reference_repeats > 0:
-            implementations.update(slow)
-        times: dict[str, list[float]] = {name: [] for name in implementations}
-        for repeat in range(max(repeats, reference_repeats) + 1):
-            for name, (module, run) in implementations.items():
-                if repeat > (reference_repeats if name in slow else repeats):
-                    continue
-                module.train(name.startswith("train"))
-                elapsed = _timed(run, device)
-                if repeat > 0:  # the first round is the warm-up
-                    times[name].append(elapsed)
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        rows.append(
-            SpeedRow(
-                shape=shape,
-                train_g2=medians["train_g2"],
-                train_lstm=medians["train_lstm"],
-                train_reference=medians.get("train_reference"),
-                eval_g2=medians["eval_g2"],
-                eval_lstm=medians["eval_lstm"],
-                eval_reference=medians.get("eval_reference"),
-            )
-        )
-    return rows
+    def evaluate(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                forward(inputs)
+
+        return run
+
+    implementations = {
+        "train_g2": (g2, train(lambda x: g2(x)[0])),
+        "train_lstm": (lstm, train(lambda x: lstm(x)[0])),
+        "eval_g2": (g2, evaluate(lambda x: g2(x)[0])),
+        "eval_lstm": (lstm, evaluate(lambda x: lstm(x)[0])),
+    }
+    slow = {
+        "train_reference": (cell, train(lambda x: _cell_loop(cell, x))),
+        "eval_reference": (cell, evaluate(lambda x: _cell_loop(cell, x))),
+    }
+    if reference_repeats > 0:
+        implementations.update(slow)
+    times: dict[str, list[float]] = {name: [] for name in implementations}
+    for repeat in range(max(repeats, reference_repeats) + 1):
+        for name, (module, run) in implementations.items():
+            if repeat > (reference_repeats if name in slow else repeats):
+                continue
+            module.train(name.startswith("train"))
+            elapsed = _timed(run, device)
+            if repeat > 0:  # the first round is the warm-up
+                times[name].append(elapsed)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return SpeedRow(
+        shape=shape,
+        train_g2=medians["train_g2"],
+        train_lstm=medians["train_lstm"],
+        train_reference=medians.get("train_reference"),
+        eval_g2=medians["eval_g2"],
+        eval_lstm=medians["eval_lstm"],
+        eval_reference=medians.get("eval_reference"),
+    )
 
 
 def format_speed_table(rows: Sequence[SpeedRow]) -> str:
@@ -166,7 +168,8 @@ def format_speed_table(rows: Sequence[SpeedRow]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.shape} | {ms(row.train_lstm)} | {ms(row.train_g2)} | {ratio(row.train_g2, row.train_lstm)} "
+            f"| {row.shape} | {ms(row.train_lstm)} | {ms(row.train_g2)} | "
+            f"{ratio(row.train_g2, row.train_lstm)} "
             f"| {ms(row.train_reference)} | {ratio(row.train_reference, row.train_lstm)} "
             f"| {ms(row.eval_lstm)} | {ms(row.eval_g2)} | {ratio(row.eval_g2, row.eval_lstm)} "
             f"| {ms(row.eval_reference)} | {ratio(row.eval_reference, row.eval_lstm)} |"

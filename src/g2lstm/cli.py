@@ -49,14 +49,22 @@ def _lm_train(args: argparse.Namespace) -> None:
 def _lm_finetune(args: argparse.Namespace) -> None:
     from g2lstm.lm.train import finetune
 
-    _print_metrics(finetune(args.run_dir, args.data, epochs=args.epochs, show_progress=not args.quiet), args.json)
+    _print_metrics(
+        finetune(args.run_dir, args.data, epochs=args.epochs, show_progress=not args.quiet), args.json
+    )
 
 
 def _lm_eval(args: argparse.Namespace) -> None:
     from g2lstm.lm.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, cache_pointer_options=_cache_pointer_options(args),
-                                  eval_gate=args.eval_gate, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        cache_pointer_options=_cache_pointer_options(args),
+        eval_gate=args.eval_gate,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     _print_metrics(metrics, args.json)
 
 
@@ -83,7 +91,9 @@ def _compress(args: argparse.Namespace) -> None:
     sweep = args.targets[0] == "sweep"
     checkpoints = args.targets[1:] if sweep else args.targets
     if not checkpoints:
-        raise ConfigError("compress sweep needs at least one checkpoint: g2lstm compress sweep CKPT... --data DIR")
+        raise ConfigError(
+            "compress sweep needs at least one checkpoint: g2lstm compress sweep CKPT... --data DIR"
+        )
     translation = _translation_checkpoints(checkpoints)
     if sweep:
         _compression_sweep(args, checkpoints, translation)
@@ -103,7 +113,7 @@ def _compress(args: argparse.Namespace) -> None:
 
 
 def _compression_sweep(args: argparse.Namespace, checkpoints: Sequence[str], translation: bool) -> None:
-    """The paper's Table 3 (language models: perplexity) or Table 4 (translation: BLEU) for ``checkpoints``."""
+    """The paper's Table 3 (language models: perplexity) or Table 4 (translation: BLEU) of ``checkpoints``."""
     out = args.out or "compression"
     if translation:
         from g2lstm.mt.compression import translation_compression_sweep
@@ -114,9 +124,17 @@ def _compression_sweep(args: argparse.Namespace, checkpoints: Sequence[str], tra
         return
     from g2lstm.lm.compression import compression_sweep
 
-    results = compression_sweep(checkpoints, out, args.data, round_step=args.round or 0.2, clip=args.clip or 0.4,
-                                ranks=args.ranks, cache_pointer_options=_cache_pointer_options(args),
-                                batch_size=args.batch_size, curves=not args.no_curves)
+    results = compression_sweep(
+        checkpoints,
+        out,
+        args.data,
+        round_step=args.round or 0.2,
+        clip=args.clip or 0.4,
+        ranks=args.ranks,
+        cache_pointer_options=_cache_pointer_options(args),
+        batch_size=args.batch_size,
+        curves=not args.no_curves,
+    )
     print(results["table_markdown"])
     if not args.no_curves:
         print(f"\nfigure: {results['figure']}")
@@ -153,7 +171,9 @@ def _mt_train(args: argparse.Namespace) -> None:
 
     names = ("src", "tgt", "gate", "epochs", "max_steps", "seed", "noise_p", "temperature", "device")
     config = load_config(MTConfig, args.preset, _overrides(args, names), preset_dir=PRESET_DIR)
-    _print_metrics(train_translation_model(config, args.out, args.data, show_progress=not args.quiet), args.json)
+    _print_metrics(
+        train_translation_model(config, args.out, args.data, show_progress=not args.quiet), args.json
+    )
 
 
 def _mt_translate(args: argparse.Namespace) -> None:
@@ -166,7 +186,9 @@ def _mt_translate(args: argparse.Namespace) -> None:
     if args.eval_gate:
         set_eval_gate(model, args.eval_gate)
     lines = split_lines(sys.stdin.buffer.read(), "standard input")
-    for line in translate_lines(model, config, vocab, lines, beam_size=args.beam, raw=args.raw, device=args.device):
+    for line in translate_lines(
+        model, config, vocab, lines, beam_size=args.beam, raw=args.raw, device=args.device
+    ):
         print(line)
 
 
@@ -196,8 +218,10 @@ def _bench_speed(args: argparse.Namespace) -> None:
     if args.json:
         from g2lstm.train import write_file
 
-        write_file(args.json, json.dumps({"machine": machine_description(), "rows": [row.as_dict() for row in rows]},
-                                         indent=2))
+        write_file(
+            args.json,
+            json.dumps({"machine": machine_description(), "rows": [row.as_dict() for row in rows]}, indent=2),
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -218,14 +242,18 @@ def _preset_option(sub: argparse.ArgumentParser, recipe: str, default: str) -> N
     module = __import__(f"g2lstm.{recipe}.config", fromlist=["PRESET_DIR"])
     descriptions = preset_descriptions(module.PRESET_DIR)
     width = max(map(len, descriptions))
-    sub.add_argument("--preset", default=default, help=f"a preset (listed below) or a .toml file (default: {default})")
+    sub.add_argument(
+        "--preset", default=default, help=f"a preset (listed below) or a .toml file (default: {default})"
+    )
     sub.epilog = "presets:\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in descriptions.items())
     sub.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g2lstm", description="G2-LSTM: LSTMs with nearly binary gates.")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of every error, not only of bugs")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of every error, not only of bugs"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(parent: Any, name: str, help: str, run: Any) -> argparse.ArgumentParser:
@@ -236,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def data(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then a download)")
+        sub.add_argument(
+            "--data", help="data folder or file (default: $G2LSTM_DATA, the cache, then a download)"
+        )
 
     def progress(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
@@ -246,17 +276,28 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--gate", choices=("g2", "lstm", "sharpened"),
                          help="input/forget gates: G2 (Gumbel noise), the plain LSTM, or a sharpened sigmoid "
                               "(default: the preset's, g2)")
-        sub.add_argument("--noise-p", type=float, help="share of gate elements given noise (default: the preset's)")
-        sub.add_argument("--temperature", type=float,
-                         help="gate temperature tau (default: the preset's, else 0.9 for g2, 0.2 for sharpened)")
+        sub.add_argument(
+            "--noise-p", type=float, help="share of gate elements given noise (default: the preset's)"
+        )
+        sub.add_argument(
+            "--temperature",
+            type=float,
+            help="gate temperature tau (default: the preset's, else 0.9 for g2, 0.2 for sharpened)",
+        )
 
     def run_length(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--epochs", type=_positive_int, help="most epochs (default: the preset's)")
-        sub.add_argument("--max-steps", type=_positive_int, help="stop after this many steps (default: no limit)")
+        sub.add_argument(
+            "--max-steps", type=_positive_int, help="stop after this many steps (default: no limit)"
+        )
         sub.add_argument("--seed", type=int, help="random seed (default: the preset's)")
         sub.add_argument("--device", help="torch device, e.g. cpu or cuda (default: the preset's, cpu)")
-        sub.add_argument("--set", action="append", metavar="KEY=VALUE",
-                         help="override any preset key (repeatable; default: none); unknown keys list the valid ones")
+        sub.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override any preset key (repeatable; default: none); unknown keys list the valid ones",
+        )
 
     def eval_gate(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--eval-gate", choices=("sigmoid", "tempered", "hard"),
@@ -268,9 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(commands, "demo", "short LSTM vs G2-LSTM run on PTB with gate histograms", _demo)
     demo.add_argument("--out", required=True, help="output folder (one run folder per gate inside)")
     _preset_option(demo, "lm", "tiny")
-    demo.add_argument("--max-steps", type=_positive_int, help="stop each run after this many steps (default: none)")
+    demo.add_argument(
+        "--max-steps", type=_positive_int, help="stop each run after this many steps (default: none)"
+    )
     demo.add_argument("--epochs", type=_positive_int, help="epochs of each run (default: the preset's)")
-    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any preset key (repeatable; default: none)")
+    demo.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any preset key (repeatable; default: none)",
+    )
     data(demo)
     progress(demo)
 
@@ -286,9 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     data(train)
     progress(train)
 
-    tune = command(lm, "finetune", "finetune a trained run with averaged SGD (into RUN_DIR/finetune)", _lm_finetune)
+    tune = command(
+        lm, "finetune", "finetune a trained run with averaged SGD (into RUN_DIR/finetune)", _lm_finetune
+    )
     tune.add_argument("run_dir", help="the training run's folder (its best.pt is the start)")
-    tune.add_argument("--epochs", type=_positive_int, help="most finetune epochs (default: the run's preset's)")
+    tune.add_argument(
+        "--epochs", type=_positive_int, help="most finetune epochs (default: the run's preset's)"
+    )
     data(tune)
     progress(tune)
 
@@ -296,17 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a checkpoint file (best.pt, last.pt or a compressed one)")
     cache_pointer(evaluate)
     eval_gate(evaluate)
-    evaluate.add_argument("--batch-size", type=_positive_int,
-                          help="streams evaluated in parallel (default: the config's; 1 with the cache pointer)")
+    evaluate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="streams evaluated in parallel (default: the config's; 1 with the cache pointer)",
+    )
     device(evaluate)
     data(evaluate)
     progress(evaluate)
 
-    mt = commands.add_parser("mt", help="machine translation (attention encoder-decoder recipe)").add_subparsers(
-        dest="mt_command", required=True
-    )
+    mt = commands.add_parser(
+        "mt", help="machine translation (attention encoder-decoder recipe)"
+    ).add_subparsers(dest="mt_command", required=True)
     mt_train = command(mt, "train", "train a translation model (best.pt in the run folder)", _mt_train)
-    mt_train.add_argument("--out", required=True, help="run folder (the same command resumes it from last.pt)")
+    mt_train.add_argument(
+        "--out", required=True, help="run folder (the same command resumes it from last.pt)"
+    )
     _preset_option(mt_train, "mt", "multi30k-cpu")
     mt_train.add_argument("--src", help="source language suffix of the files (default: the preset's, de)")
     mt_train.add_argument("--tgt", help="target language suffix of the files (default: the preset's, en)")
@@ -317,16 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     mt_translate = command(mt, "translate", "translate standard input, one sentence per line", _mt_translate)
     mt_translate.add_argument("checkpoint", help="a translation checkpoint file")
-    mt_translate.add_argument("--raw", action="store_true",
-                              help="plain text in and out: tokenize and lowercase the input, detokenize the output "
-                                   "(default: tokenized text, as the training files)")
+    mt_translate.add_argument(
+        "--raw",
+        action="store_true",
+        help="plain text in and out: tokenize and lowercase the input, detokenize the output "
+        "(default: tokenized text, as the training files)",
+    )
     mt_translate.add_argument("--beam", type=_positive_int, help="beam size (default: the checkpoint's, 5)")
     eval_gate(mt_translate)
     device(mt_translate)
 
     mt_eval = command(mt, "eval", "BLEU (tokenized) and sacreBLEU of a checkpoint on a split", _mt_eval)
     mt_eval.add_argument("checkpoint", help="a translation checkpoint file")
-    mt_eval.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(default: test)")
+    mt_eval.add_argument(
+        "--split", default="test", choices=("train", "valid", "test"), help="(default: test)"
+    )
     mt_eval.add_argument("--beam", type=_positive_int, help="beam size (default: the checkpoint's, 5)")
     eval_gate(mt_eval)
     mt_eval.add_argument("--output", help="also write the translations to this file (default: not written)")
@@ -341,21 +403,31 @@ def build_parser() -> argparse.ArgumentParser:
     squeeze.description = ("g2lstm compress CKPT (--round R [--clip C] | --rank K) --out OUT\n"
                            "g2lstm compress sweep CKPT... [--data DIR] [--out DIR]")
     squeeze.formatter_class = argparse.RawDescriptionHelpFormatter
-    squeeze.add_argument("targets", nargs="+", metavar="CHECKPOINT", help="a checkpoint, or 'sweep' and checkpoints")
+    squeeze.add_argument(
+        "targets", nargs="+", metavar="CHECKPOINT", help="a checkpoint, or 'sweep' and checkpoints"
+    )
     squeeze.add_argument("--round", type=float, help="rounding step r (sweep default 0.2; translation 0.5)")
     squeeze.add_argument("--clip", type=float,
                          help="clip to [-c, c] after rounding (default: none; sweep 0.4, translation 1.0)")
     squeeze.add_argument("--rank", type=_positive_int, help="truncated-SVD rank k (default: none)")
-    squeeze.add_argument("--ranks", type=_positive_int, nargs=2,
-                         help="sweep: the two ranks (default hidden/9, hidden/18; translation: hidden/8, hidden/16)")
+    squeeze.add_argument(
+        "--ranks",
+        type=_positive_int,
+        nargs=2,
+        help="sweep: the two ranks (default hidden/9, hidden/18; translation: hidden/8, hidden/16)",
+    )
     squeeze.add_argument("--gates", nargs="+", default=["input", "forget"],
                          choices=("input", "forget", "cell", "output"),
                          help="gate blocks to compress (default: input forget)")
-    squeeze.add_argument("--out", help="compressed checkpoint file, or the sweep's output folder (default: compression)")
+    squeeze.add_argument(
+        "--out", help="compressed checkpoint file, or the sweep's output folder (default: compression)"
+    )
     cache_pointer(squeeze, "sweep: ")
     squeeze.add_argument("--batch-size", type=_positive_int,
                          help="sweep: streams evaluated in parallel (default: as lm eval)")
-    squeeze.add_argument("--no-curves", action="store_true", help="sweep: skip the perplexity curves (default: drawn)")
+    squeeze.add_argument(
+        "--no-curves", action="store_true", help="sweep: skip the perplexity curves (default: drawn)"
+    )
     data(squeeze)
 
     analyze = command(commands, "analyze", "gate histograms, per-word gate maps, sensitivity", _analyze)
@@ -365,19 +437,27 @@ def build_parser() -> argparse.ArgumentParser:
                          help="language models: the split read (default: valid)")
     analyze.add_argument("--max-tokens", type=_positive_int, default=20000,
                          help="language models: tokens read for the histograms (default: 20000)")
-    analyze.add_argument("--sentence", action="append",
-                         help="language models: a sentence for the per-word gate map (repeatable; default: two "
-                              "built-in ones)")
+    analyze.add_argument(
+        "--sentence",
+        action="append",
+        help="language models: a sentence for the per-word gate map (repeatable; default: two built-in ones)",
+    )
     eval_gate(analyze)
     analyze.add_argument("--max-pairs", type=_positive_int, default=10_000,
                          help="translation: training pairs read for the decoder histograms (default: 10000)")
-    analyze.add_argument("--pair", type=int, action="append",
-                         help="translation: a test pair (line number from 0) for the per-word gate map (default 0, 1)")
+    analyze.add_argument(
+        "--pair",
+        type=int,
+        action="append",
+        help="translation: a test pair (line number from 0) for the per-word gate map (default 0, 1)",
+    )
     data(analyze)
 
     bench = command(commands, "bench", "speed against torch.nn.LSTM", _bench_speed)
     device(bench)
-    bench.add_argument("--repeats", type=_positive_int, default=7, help="timed repeats per shape (default: 7)")
+    bench.add_argument(
+        "--repeats", type=_positive_int, default=7, help="timed repeats per shape (default: 7)"
+    )
     bench.add_argument("--reference-repeats", type=int, default=2,
                        help="repeats of the slow per-step loop, 0 to skip it (default: 2)")
     bench.add_argument("--shape", type=_positive_int, nargs=4, action="append", metavar=("T", "B", "IN", "H"),
@@ -392,7 +472,11 @@ def cache_pointer(sub: argparse.ArgumentParser, prefix: str = "") -> None:
                      help=f"{prefix}add the continuous cache pointer (default: off)")
     sub.add_argument("--window", type=_positive_int,
                      help="cache pointer: positions remembered (default: the checkpoint's cache_window)")
-    sub.add_argument("--theta", type=float, help="cache pointer: attention sharpness (default: the checkpoint's cache_theta)")
+    sub.add_argument(
+        "--theta",
+        type=float,
+        help="cache pointer: attention sharpness (default: the checkpoint's cache_theta)",
+    )
     sub.add_argument("--lambda", dest="lambdah", type=float,
                      help="cache pointer: weight of the cache (default: the checkpoint's cache_lambda)")
 
@@ -452,9 +536,12 @@ def _check_cpu_kernel() -> None:
     try:
         compiled_module(required=True)
     except RuntimeError as error:
-        lines = str(error.__cause__ or error).strip().splitlines() or [type(error.__cause__ or error).__name__]
+        lines = str(error.__cause__ or error).strip().splitlines() or [
+            type(error.__cause__ or error).__name__
+        ]
         raise KernelBuildError(
-            f"{KERNEL_ENV}=compiled, but g2lstm's CPU kernel cannot be built here ({lines[0]}); install a C++ "
+            f"{KERNEL_ENV}=compiled, but g2lstm's CPU kernel cannot be built here ({lines[0]}); install a "
+            "C++ "
             f"compiler and ninja, or set {KERNEL_ENV}=auto (or python) for the Python loop"
         ) from error
 

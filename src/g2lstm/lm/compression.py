@@ -1,6 +1,7 @@
 """The paper's Table 3 for trained language models: perplexity after each compression setting, and curves.
 
-Compressing one checkpoint is :func:`g2lstm.train.compression.compress_checkpoint` with this recipe's loader."""
+Compressing one checkpoint is :func:`g2lstm.train.compression.compress_checkpoint` with this recipe's
+loader."""
 
 from __future__ import annotations
 
@@ -44,15 +45,29 @@ def compression_sweep(
     make_output_folder(out)
     names = list(names) if names is not None else run_names(checkpoints)
     with_cache = cache_pointer_options is not None
-    results: dict[str, Any] = {"settings": {"round": round_step, "clip": clip, "cache": with_cache}, "runs": {}}
+    results: dict[str, Any] = {
+        "settings": {"round": round_step, "clip": clip, "cache": with_cache},
+        "runs": {},
+    }
     for name, checkpoint in zip(names, checkpoints):
         model, config, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
         corpus = load_corpus(data, config.unit, vocab)
         cache = cache_pointer(config, **cache_pointer_options) if with_cache else None
-        largest = min(min(layer.input_size, layer.hidden_size) for layer in model.layers)  # the highest usable rank
-        chosen = list(ranks) if ranks else [max(1, round(config.hidden_size / 9)), max(1, round(config.hidden_size / 18))]
+        largest = min(
+            min(layer.input_size, layer.hidden_size) for layer in model.layers
+        )  # the highest usable rank
+        chosen = (
+            list(ranks)
+            if ranks
+            else [max(1, round(config.hidden_size / 9)), max(1, round(config.hidden_size / 18))]
+        )
         columns = table_settings(round_step, clip, chosen)
-        run: dict[str, Any] = {"checkpoint": str(checkpoint), "table": {}, "rank_curve": [], "round_curve": []}
+        run: dict[str, Any] = {
+            "checkpoint": str(checkpoint),
+            "table": {},
+            "rank_curve": [],
+            "round_curve": [],
+        }
         for column, settings in columns.items():
             variant = compressed_copy(model, settings)
             metrics = evaluate_language_model(variant, config, corpus, cache=cache, batch_size=batch_size,
@@ -62,10 +77,14 @@ def compression_sweep(
         if curves:
             rank_points = {config.hidden_size // d for d in (2, 4, 9, 18, 36)} | set(chosen)
             curve_points = [("rank_curve", "rank", k) for k in sorted(rank_points) if 1 <= k <= largest]
-            curve_points += [("round_curve", "round", step) for step in sorted(set(ROUND_STEPS) | {round_step})]
+            curve_points += [
+                ("round_curve", "round", step) for step in sorted(set(ROUND_STEPS) | {round_step})
+            ]
             for key, option, value in curve_points:
                 variant = compressed_copy(model, {option: value})
-                metrics = evaluate_language_model(variant, config, corpus, batch_size=batch_size, splits=("valid",))
+                metrics = evaluate_language_model(
+                    variant, config, corpus, batch_size=batch_size, splits=("valid",)
+                )
                 run[key].append((value, metrics["valid_ppl"]))
         results["runs"][name] = run
     columns = list(next(iter(results["runs"].values()))["table"]) if results["runs"] else []
@@ -78,7 +97,9 @@ def compression_sweep(
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     sizes = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, run in results["runs"].items():
-        sizes.append(f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |")
+        sizes.append(
+            f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |"
+        )
     results["table_markdown"] = "\n".join(lines)
     results["sizes_markdown"] = "\n".join(sizes)
     write_file(

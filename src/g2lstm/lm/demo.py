@@ -19,7 +19,9 @@ from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, write_fi
 __all__ = ["format_demo_table", "run_demo", "lm_gate_histograms"]
 
 
-def lm_gate_histograms(model: AWDLSTM, stream: torch.Tensor, bptt: int, max_tokens: int) -> list[GateHistogram]:
+def lm_gate_histograms(
+    model: AWDLSTM, stream: torch.Tensor, bptt: int, max_tokens: int
+) -> list[GateHistogram]:
     """Gate histograms of a language model over the first ``max_tokens`` of a (T, B) stream, in eval mode."""
     model.eval()
     rows = max(2, min(stream.shape[0], max_tokens // max(stream.shape[1], 1)))
@@ -49,11 +51,23 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
         best = CheckpointPaths(out / gate).best
         model, config, vocab = load_model(load_checkpoint(best), source=best)
         corpus = load_corpus(data, config.unit, vocab)
-        histograms[gate] = lm_gate_histograms(model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000)
-        results[gate] = {**metrics, "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]}}
+        histograms[gate] = lm_gate_histograms(
+            model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000
+        )
+        results[gate] = {
+            **metrics,
+            "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]},
+        }
     hidden = config.hidden_size  # the same for both models
-    sweep = compression_sweep([CheckpointPaths(out / gate).best for gate in ("lstm", "g2")], out / "compression", data,
-                              names=["lstm", "g2"], ranks=[max(1, round(hidden / 9))], curves=False, splits=("test",))
+    sweep = compression_sweep(
+        [CheckpointPaths(out / gate).best for gate in ("lstm", "g2")],
+        out / "compression",
+        data,
+        names=["lstm", "g2"],
+        ranks=[max(1, round(hidden / 9))],
+        curves=False,
+        splits=("test",),
+    )
     for gate in ("lstm", "g2"):
         results[gate]["compressed_test_ppl"] = {
             column: metrics["test_ppl"] for column, metrics in sweep["runs"][gate]["table"].items()

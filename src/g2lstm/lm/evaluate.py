@@ -21,9 +21,21 @@ from g2lstm.lm.config import LMConfig
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.train import check_layer_count, checkpoint_config, load_checkpoint, require_entries, restore_model
 
-__all__ = ["MODEL_ENTRIES", "CachePointer", "EvalResult", "cache_pointer", "cache_pointer_probability", "check_layers",
-           "checkpoint_vocab", "evaluate", "evaluate_checkpoint", "evaluate_language_model", "load_corpus",
-           "load_model", "split_streams"]
+__all__ = [
+    "MODEL_ENTRIES",
+    "CachePointer",
+    "EvalResult",
+    "cache_pointer",
+    "cache_pointer_probability",
+    "check_layers",
+    "checkpoint_vocab",
+    "evaluate",
+    "evaluate_checkpoint",
+    "evaluate_language_model",
+    "load_corpus",
+    "load_model",
+    "split_streams",
+]
 
 MODEL_ENTRIES = ("config", "vocab", "model")  # what evaluating a saved language model needs
 
@@ -87,7 +99,9 @@ def cache_pointer_probability(
     positions = torch.arange(chunk, device=hidden.device)
     key_index = torch.arange(keys.shape[0], device=hidden.device)
     query_index = start + positions
-    in_window = (key_index[None, :] < query_index[:, None]) & (key_index[None, :] >= query_index[:, None] - cache.window)
+    in_window = (key_index[None, :] < query_index[:, None]) & (
+        key_index[None, :] >= query_index[:, None] - cache.window
+    )
     logits = (cache.theta * hidden @ keys.t()).masked_fill(~in_window, float("-inf"))
     use_cache = start + positions > cache.window
     attention = torch.softmax(logits.masked_fill(~use_cache[:, None], 0.0), dim=1)
@@ -119,7 +133,9 @@ def evaluate(
         hidden = result.hidden
         logits = model.decode(result.output)
         if cache is None:
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+            ).item()
         else:
             probs = torch.softmax(logits, dim=-1)
             for stream in range(streams):
@@ -130,7 +146,9 @@ def evaluate(
                 )
                 total -= torch.log(p).sum().item()
                 history_hidden[stream] = torch.cat([history_hidden[stream], hidden_states])[-cache.window :]
-                history_words[stream] = torch.cat([history_words[stream], targets[:, stream]])[-cache.window :]
+                history_words[stream] = torch.cat([history_words[stream], targets[:, stream]])[
+                    -cache.window :
+                ]
         count += targets.numel()
     model.train(was_training)
     return EvalResult(loss=total / count, tokens=count)
@@ -151,7 +169,8 @@ def split_streams(corpus: Corpus, split: str, streams: int) -> Tensor:
     tokens = getattr(corpus, split)
     if len(tokens) < 2 * streams:
         raise DataError(
-            f"the {split} split of {corpus.source or 'the corpus'} has {len(tokens)} tokens, too few for {streams} "
+            f"the {split} split of {corpus.source or 'the corpus'} has {len(tokens)} tokens, too few for "
+            f"{streams} "
             f"parallel streams (at least {2 * streams}); add text to it or lower the batch size with --set"
         )
     return batchify(tokens, streams)
@@ -171,8 +190,10 @@ def load_model(
     """Rebuild the model of a checkpoint read from ``source`` (its config, vocabulary and any compression
     travel with it), every part checked before the model is allocated."""
     if "recipe" in checkpoint:
-        raise CheckpointError(f"checkpoint {source} holds a {checkpoint['recipe']} model, not a language model; "
-                              f"read it with the g2lstm command of its recipe (e.g. g2lstm mt eval)")
+        raise CheckpointError(
+            f"checkpoint {source} holds a {checkpoint['recipe']} model, not a language model; "
+            f"read it with the g2lstm command of its recipe (e.g. g2lstm mt eval)"
+        )
     require_entries(checkpoint, MODEL_ENTRIES, source, "a language model")
     config = checkpoint_config(LMConfig, checkpoint, source)
     vocab = checkpoint_vocab(checkpoint, source)
@@ -206,11 +227,17 @@ def evaluate_language_model(
     Streams per split: ``batch_size``, else 1 with the cache pointer (as the authors' pointer.py), else the
     config's evaluation batch sizes."""
     results: dict[str, float] = {}
-    default_batches = {"train": config.eval_batch_size, "valid": config.eval_batch_size, "test": config.test_batch_size}
+    default_batches = {
+        "train": config.eval_batch_size,
+        "valid": config.eval_batch_size,
+        "test": config.test_batch_size,
+    }
     for split in splits:
         default_batch = default_batches[split]
         streams = batch_size or (1 if cache is not None else default_batch)
-        result: EvalResult = evaluate(model, split_streams(corpus, split, streams).to(device), config.bptt, cache)
+        result: EvalResult = evaluate(
+            model, split_streams(corpus, split, streams).to(device), config.bptt, cache
+        )
         results[f"{split}_loss"] = result.loss
         results[f"{split}_ppl"] = result.perplexity
         if config.unit == "char":

@@ -96,7 +96,10 @@ class AWDLSTM(nn.Module):
     def init_hidden(self, batch_size: int) -> State:
         weight = self.embedding.weight
         return [
-            (weight.new_zeros(1, batch_size, layer.hidden_size), weight.new_zeros(1, batch_size, layer.hidden_size))
+            (
+                weight.new_zeros(1, batch_size, layer.hidden_size),
+                weight.new_zeros(1, batch_size, layer.hidden_size),
+            )
             for layer in self.layers
         ]
 

@@ -63,7 +63,14 @@ from g2lstm.train.signals import stop_if_requested
 
 __all__ = ["corpus_fingerprint", "finetune", "train_language_model"]
 
-RESUME_ENTRIES = (*MODEL_ENTRIES, "optimizer", "progress", "hidden", "rng", "lengths_rng")  # what resuming needs
+RESUME_ENTRIES = (
+    *MODEL_ENTRIES,
+    "optimizer",
+    "progress",
+    "hidden",
+    "rng",
+    "lengths_rng",
+)  # what resuming needs
 # Under torchrun the ranks agree on a stop or a time-based checkpoint every CHECK_IN_STEPS steps (one
 # all_reduce), not at every step: a signal is honoured within that many steps.
 CHECK_IN_STEPS = 10
@@ -87,7 +94,9 @@ def corpus_fingerprint(corpus: Corpus) -> str:
     """The fingerprint of the corpus a run trains on: its vocabulary and token ids (so where the files lie
     does not matter, what they hold does)."""
     parts = ["\n".join(corpus.vocab.to_list()).encode()]
-    return data_fingerprint(parts + [getattr(corpus, split).numpy().tobytes() for split in ("train", "valid", "test")])
+    return data_fingerprint(
+        parts + [getattr(corpus, split).numpy().tobytes() for split in ("train", "valid", "test")]
+    )
 
 
 def _cross_entropy(model: AWDLSTM, output: Tensor, targets: Tensor) -> Tensor:
@@ -118,7 +127,9 @@ def _averaged_weights(optimizer: torch.optim.Optimizer, active: bool) -> Iterato
 
 def _make_optimizer(model: nn.Module, config: LMConfig, averaging: bool) -> torch.optim.Optimizer:
     if averaging:
-        return torch.optim.ASGD(model.parameters(), lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)
+        return torch.optim.ASGD(
+            model.parameters(), lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay
+        )
     return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -167,7 +178,11 @@ def _train(
 ) -> dict[str, float]:
     # ---- setup: the checkpoints to start from, checked before anything is written
     paths = CheckpointPaths(run_dir)
-    resume = _checked_state(paths.last, RESUME_ENTRIES, "resuming a language-model run") if paths.last.exists() else None
+    resume = (
+        _checked_state(paths.last, RESUME_ENTRIES, "resuming a language-model run")
+        if paths.last.exists()
+        else None
+    )
     init = (_checked_state(init_checkpoint, MODEL_ENTRIES, f"{phase} from a checkpoint")
             if init_checkpoint is not None and resume is None else None)
     changes = {}
@@ -182,7 +197,9 @@ def _train(
     start = resume or init  # the checkpoint whose weights (and vocabulary) the run starts from
     start_path = paths.last if resume is not None else init_checkpoint
     try:
-        corpus = load_corpus(data, config.unit, checkpoint_vocab(start, start_path) if start is not None else None)
+        corpus = load_corpus(
+            data, config.unit, checkpoint_vocab(start, start_path) if start is not None else None
+        )
     except CorpusError as error:
         if resume is None:
             raise
@@ -194,7 +211,9 @@ def _train(
     train_data = split_streams(corpus, "train", config.batch_size)
     if dist.enabled:
         if config.batch_size % dist.world_size:
-            raise ConfigError(f"batch_size {config.batch_size} must divide by the {dist.world_size} processes")
+            raise ConfigError(
+                f"batch_size {config.batch_size} must divide by the {dist.world_size} processes"
+            )
         share = config.batch_size // dist.world_size
         train_data = train_data[:, dist.rank * share : (dist.rank + 1) * share]
     train_data = train_data.to(device)
@@ -207,7 +226,9 @@ def _train(
 
     if start is not None:
         check_layers(config, start["model"], start_path)
-    model = restore_model(build, start["model"], start_path, device) if start is not None else build().to(device)
+    model = (
+        restore_model(build, start["model"], start_path, device) if start is not None else build().to(device)
+    )
     trainable: nn.Module = model
     if dist.enabled:
         trainable = nn.parallel.DistributedDataParallel(model)
@@ -283,7 +304,9 @@ def _train(
             return f"epoch {progress.epoch}, step {progress.step}"
 
         # max_steps ends the loop rather than the run (progress.done): a resume may raise it and go on
-        while not progress.done and progress.epoch <= epochs and progress.step < (config.max_steps or math.inf):
+        while (
+            not progress.done and progress.epoch <= epochs and progress.step < (config.max_steps or math.inf)
+        ):
             trainable.train()
             if hidden is None:
                 hidden = model.init_hidden(train_data.shape[1])
@@ -322,8 +345,15 @@ def _train(
                     if progress.step % config.log_interval == 0:
                         ms = (time.monotonic() - step_start) * 1000 / interval_steps
                         applied_lr = optimizer.param_groups[0]["lr"]  # this step's, scaled to its length
-                        log.log(phase=phase, step=progress.step, epoch=progress.epoch, train_loss=raw_loss.item(),
-                                train_ppl=math.exp(raw_loss.item()), lr=applied_lr, ms_per_step=ms)
+                        log.log(
+                            phase=phase,
+                            step=progress.step,
+                            epoch=progress.epoch,
+                            train_loss=raw_loss.item(),
+                            train_ppl=math.exp(raw_loss.item()),
+                            lr=applied_lr,
+                            ms_per_step=ms,
+                        )
                         bar.set_postfix(loss=f"{raw_loss.item():.2f}", ppl=f"{math.exp(raw_loss.item()):.0f}")
                         step_start, interval_steps = time.monotonic(), 0
                     stop_asked, save_due = check_in(every=CHECK_IN_STEPS)
@@ -341,8 +371,10 @@ def _train(
                     save_best(valid.loss)
             log.log(phase=phase, step=progress.step, epoch=progress.epoch, valid_loss=valid.loss,
                     valid_ppl=valid.perplexity, averaging=progress.averaging)
-            log.message(f"{phase} epoch {progress.epoch}: valid ppl {valid.perplexity:.2f} "
-                        f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}")
+            log.message(
+                f"{phase} epoch {progress.epoch}: valid ppl {valid.perplexity:.2f} "
+                f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}"
+            )
             history = progress.valid_history
             stalled = len(history) > config.nonmono and valid.loss > min(history[: -config.nonmono])
             switch = stalled if config.asgd_epoch is None else progress.epoch + 1 >= config.asgd_epoch
@@ -408,7 +440,9 @@ def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int
     run_dir = Path(run_dir)
     best = CheckpointPaths(run_dir).best
     if not best.exists():
-        raise MissingFileError(f"{best} does not exist: finetune needs a finished (or validated) training run")
+        raise MissingFileError(
+            f"{best} does not exist: finetune needs a finished (or validated) training run"
+        )
     config = checkpoint_config(LMConfig, load_checkpoint(best), best)
     if epochs is not None:
         config.finetune_epochs = epochs

@@ -45,7 +45,7 @@ def _same_length_batches(split: ParallelSplit, count: int) -> list[Batch]:
 
 
 def _teacher_forced(model: AttentionSeq2Seq) -> Callable[[nn.Module, Batch], None]:
-    """``forward(decoder, batch)`` for :func:`gate_histograms`, which records the gates of ``decoder`` only."""
+    """``forward(decoder, batch)`` for :func:`gate_histograms`, which records ``decoder``'s gates only."""
 
     def forward(decoder: nn.Module, batch: Batch) -> None:
         model(batch.source, batch.source_lengths, batch.target_input)
@@ -95,8 +95,10 @@ def analyze_translation_models(
     loaded = [load_model(load_checkpoint(path), source=path) for path in paths]
     pieces = {vocab.model_proto for _, _, vocab in loaded}
     if len(pieces) > 1:
-        raise ConfigError("the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
-                         "line up; analyze runs of one preset on one corpus together")
+        raise ConfigError(
+            "the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
+            "line up; analyze runs of one preset on one corpus together"
+        )
 
     histograms: dict[str, list[GateHistogram]] = {}
     words: dict[str, list[dict[tuple[int, str], list[float]]]] = {}
@@ -113,7 +115,9 @@ def analyze_translation_models(
                 raise ConfigError(f"pairs: {index} is not a line of the test split ({len(test)} pairs)")
         batches = _same_length_batches(train, max_pairs)
         histograms[name] = gate_histograms(model.decoder, batches, _teacher_forced(model))
-        words[name] = [_word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs]
+        words[name] = [
+            _word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs
+        ]
         labels = [["<s>", *vocab.pieces(test.target_ids[index])] for index in pairs]
         models[name] = {"checkpoint": str(path), "gate": config.gate, "eval_gate": model.decoder.eval_gate,
                         "temperature": model.decoder.temperature, "hidden_size": config.hidden_size,
@@ -132,25 +136,50 @@ def analyze_translation_models(
     table = gate_histogram_table(histograms, {name: info["gate"] for name, info in models.items()})
     write_file(
         out / "gate_histograms.md",
-        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, read "
-        f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}"
+        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of "
+        f"{signature['data']}, read "
+        f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}",
     )
     results = {
         "signature": signature,
         "models": models,
-        "histograms": {name: [{"layer": h.layer, "gate": h.gate, "shares": h.shares, "outer_share": h.outer_share,
-                               "count": h.count} for h in hists] for name, hists in histograms.items()},
-        "gate_words": {name: [{"sentence": sentence, "tokens": label,
-                               **{f"layer{layer}_{gate}": values for (layer, gate), values in per_word.items()}}
-                              for sentence, label, per_word in zip(sentences, labels, per_sentence)]
-                       for name, per_sentence in words.items()},
+        "histograms": {
+            name: [
+                {
+                    "layer": h.layer,
+                    "gate": h.gate,
+                    "shares": h.shares,
+                    "outer_share": h.outer_share,
+                    "count": h.count,
+                }
+                for h in hists
+            ]
+            for name, hists in histograms.items()
+        },
+        "gate_words": {
+            name: [
+                {
+                    "sentence": sentence,
+                    "tokens": label,
+                    **{f"layer{layer}_{gate}": values for (layer, gate), values in per_word.items()},
+                }
+                for sentence, label, per_word in zip(sentences, labels, per_sentence)
+            ]
+            for name, per_sentence in words.items()
+        },
     }
     write_file(out / "gate_histograms.json", json.dumps(results, indent=2))
-    first_layer = {name: [{key: values for key, values in per_word.items() if key[0] == 0} for per_word in per_sentence]
-                   for name, per_sentence in words.items()}
-    plot_gate_words(labels, first_layer, out / "gate_words.png",
-                    "First decoder layer: per-word average gate value while reading the reference translation "
-                    "(<s> = start), eval mode")
+    first_layer = {
+        name: [{key: values for key, values in per_word.items() if key[0] == 0} for per_word in per_sentence]
+        for name, per_sentence in words.items()
+    }
+    plot_gate_words(
+        labels,
+        first_layer,
+        out / "gate_words.png",
+        "First decoder layer: per-word average gate value while reading the reference translation "
+        "(<s> = start), eval mode",
+    )
     results["files"] = [str(out / name) for name in ("gate_histograms.png", "gate_histograms.md",
                                                       "gate_histograms.json", "gate_words.png")]
     return results

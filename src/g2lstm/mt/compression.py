@@ -1,6 +1,7 @@
 """The paper's Table 4 for trained translation models: BLEU after each compression setting.
 
-Compressing one checkpoint is :func:`g2lstm.train.compression.compress_checkpoint` with this recipe's loader."""
+Compressing one checkpoint is :func:`g2lstm.train.compression.compress_checkpoint` with this recipe's
+loader."""
 
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def translation_compression_sweep(
         rows = [f"| {name} | " + " | ".join(f"{m[key]:.2f}" for m in run["table"].values()) + " |"
                 for name, run in results["runs"].items()]
         tables[key] = "\n".join(header + rows)
-    sizes = [f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |"
-             for name, run in results["runs"].items()]
+    sizes = [
+        f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |"
+        for name, run in results["runs"].items()
+    ]
     results["table_markdown"] = tables["bleu"]
     results["sacrebleu_markdown"] = tables["sacrebleu"]
     results["sizes_markdown"] = "\n".join(header + sizes)
@@ -65,8 +68,11 @@ def translation_compression_sweep(
         out / "sweep.md",
         f"Tokenized case-insensitive BLEU on the {split} split ({signature.get('bleu_signature', '')})\n\n"
         + tables["bleu"]
-        + f"\n\nsacreBLEU on detokenized output ({signature.get('sacrebleu_signature', '')})\n\n" + tables["sacrebleu"]
-        + "\n\nModel size (state dict)\n\n" + results["sizes_markdown"] + "\n"
+        + f"\n\nsacreBLEU on detokenized output ({signature.get('sacrebleu_signature', '')})\n\n"
+        + tables["sacrebleu"]
+        + "\n\nModel size (state dict)\n\n"
+        + results["sizes_markdown"]
+        + "\n",
     )
     write_file(out / "sweep.json", json.dumps(results, indent=2))
     return results

@@ -24,9 +24,21 @@ from g2lstm.data import find_dataset
 from g2lstm.errors import ConfigError, DataError, MissingFileError
 from g2lstm.mt.bpe import BOS, EOS, PAD, SubwordVocabulary
 
-__all__ = ["SPLITS", "Batch", "ParallelCorpusError", "ParallelSplit", "SplitFiles", "batch_indices", "collate",
-           "split_lines",
-           "find_corpus_folder", "find_split", "load_split", "read_parallel", "read_references"]
+__all__ = [
+    "SPLITS",
+    "Batch",
+    "ParallelCorpusError",
+    "ParallelSplit",
+    "SplitFiles",
+    "batch_indices",
+    "collate",
+    "split_lines",
+    "find_corpus_folder",
+    "find_split",
+    "load_split",
+    "read_parallel",
+    "read_references",
+]
 
 SPLITS = ("train", "valid", "test")
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val", "dev"), "test": ("test", "test_2016_flickr")}
@@ -116,8 +128,10 @@ def split_lines(data: bytes, source: str) -> list[str]:
         try:
             decoded.append(line.removesuffix(b"\r").decode("utf-8"))
         except UnicodeDecodeError as error:
-            raise DataError(f"{source} line {number} is not valid UTF-8 ({error.reason} at byte {error.start + 1} "
-                            f"of the line); convert the text to UTF-8") from None
+            raise DataError(
+                f"{source} line {number} is not valid UTF-8 ({error.reason} at byte {error.start + 1} "
+                f"of the line); convert the text to UTF-8"
+            ) from None
     return decoded
 
 
@@ -164,7 +178,9 @@ def _pad(sequences: Sequence[list[int]]) -> Tensor:
     return torch.tensor([s + [PAD] * (width - len(s)) for s in sequences], dtype=torch.long).t().contiguous()
 
 
-def collate(sources: Sequence[list[int]], targets: Sequence[list[int]] | None, indices: Sequence[int]) -> Batch:
+def collate(
+    sources: Sequence[list[int]], targets: Sequence[list[int]] | None, indices: Sequence[int]
+) -> Batch:
     """The :class:`Batch` of the pairs at ``indices`` (``targets`` None: source only, empty targets)."""
     source = [sources[i] + [EOS] for i in indices]
     target = [targets[i] for i in indices] if targets is not None else [[] for _ in indices]
@@ -177,7 +193,9 @@ def collate(sources: Sequence[list[int]], targets: Sequence[list[int]] | None, i
     )
 
 
-def batch_indices(lengths: Sequence[tuple[int, int]], batch_size: int, seed: int | None = None) -> list[list[int]]:
+def batch_indices(
+    lengths: Sequence[tuple[int, int]], batch_size: int, seed: int | None = None
+) -> list[list[int]]:
     """Groups of ``batch_size`` pair indices of similar (source, target) length, so little is padding.
 
     With ``seed``, pairs of equal lengths are ordered at random (the same for every epoch of one seed);

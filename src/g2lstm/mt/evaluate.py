@@ -29,8 +29,19 @@ from g2lstm.train import (
     write_file,
 )
 
-__all__ = ["MODEL_ENTRIES", "RECIPE", "check_layers", "checkpoint_bpe", "evaluate_checkpoint", "evaluate_split", "is_translation_checkpoint", "load_model",
-           "translate_ids", "translate_lines", "validation_loss"]
+__all__ = [
+    "MODEL_ENTRIES",
+    "RECIPE",
+    "check_layers",
+    "checkpoint_bpe",
+    "evaluate_checkpoint",
+    "evaluate_split",
+    "is_translation_checkpoint",
+    "load_model",
+    "translate_ids",
+    "translate_lines",
+    "validation_loss",
+]
 
 RECIPE = "translation"  # the "recipe" entry of every translation checkpoint
 MODEL_ENTRIES = ("recipe", "config", "bpe", "model")  # what evaluating a saved translation model needs
@@ -44,13 +55,19 @@ def checkpoint_bpe(checkpoint: dict[str, Any], source: str | Path) -> SubwordVoc
     """The BPE vocabulary stored in a translation checkpoint, refused unless it parses."""
     stored = checkpoint["bpe"]
     if not (isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8 and stored.dim() == 1):
-        raise CheckpointError(f"checkpoint {source}: its BPE model must be a 1-D uint8 tensor, got "
-                              f"{getattr(stored, 'dtype', type(stored).__name__)} {list(getattr(stored, 'shape', []))}")
+        raise CheckpointError(
+            f"checkpoint {source}: its BPE model must be a 1-D uint8 tensor, got "
+            f"{getattr(stored, 'dtype', type(stored).__name__)} {list(getattr(stored, 'shape', []))}"
+        )
     try:
         vocab = SubwordVocabulary.from_tensor(stored)
-    except (RuntimeError, ValueError) as error:  # sentencepiece reports a model it cannot parse as RuntimeError
-        raise CheckpointError(f"checkpoint {source}: its BPE model does not parse ({' '.join(str(error).split())})"
-                              ) from None
+    except (
+        RuntimeError,
+        ValueError,
+    ) as error:  # sentencepiece reports a model it cannot parse as RuntimeError
+        raise CheckpointError(
+            f"checkpoint {source}: its BPE model does not parse ({' '.join(str(error).split())})"
+        ) from None
     if len(vocab) <= EOS:
         raise CheckpointError(f"checkpoint {source}: its BPE model has {len(vocab)} pieces, fewer than the "
                               f"{EOS + 1} reserved ids")
@@ -69,8 +86,10 @@ def load_model(
     """Rebuild the model of a checkpoint read from ``source`` (its config, BPE vocabulary and any compression
     travel with it), every part checked before the model is allocated."""
     if not is_translation_checkpoint(checkpoint):
-        raise CheckpointError(f"checkpoint {source} is not a translation model (g2lstm mt train writes those); "
-                              f"language models are read by g2lstm lm eval")
+        raise CheckpointError(
+            f"checkpoint {source} is not a translation model (g2lstm mt train writes those); "
+            f"language models are read by g2lstm lm eval"
+        )
     require_entries(checkpoint, MODEL_ENTRIES, source, "a translation model")
     config = checkpoint_config(MTConfig, checkpoint, source)
     vocab = checkpoint_bpe(checkpoint, source)

@@ -99,7 +99,9 @@ class AttentionSeq2Seq(nn.Module):
         packed, _ = self.bidirectional(pack_padded_sequence(x, lengths, enforce_sorted=False))
         if self.encoder is not None:
             states, _ = pad_packed_sequence(packed, total_length=total)
-            packed, _ = self.encoder(pack_padded_sequence(self._dropout(states), lengths, enforce_sorted=False))
+            packed, _ = self.encoder(
+                pack_padded_sequence(self._dropout(states), lengths, enforce_sorted=False)
+            )
         states, _ = pad_packed_sequence(packed, total_length=total)
         states = self._dropout(states).transpose(0, 1)  # (B, S, D)
         mask = (source != PAD).t()

@@ -49,7 +49,13 @@ from g2lstm.train.signals import stop_if_requested
 
 __all__ = ["train_translation_model"]
 
-RESUME_ENTRIES = (*MODEL_ENTRIES, "optimizer", "progress", "rng", "metrics_lines")  # what resuming a run needs
+RESUME_ENTRIES = (
+    *MODEL_ENTRIES,
+    "optimizer",
+    "progress",
+    "rng",
+    "metrics_lines",
+)  # what resuming a run needs
 
 
 @dataclass
@@ -66,7 +72,9 @@ class Progress:
 
 
 def _make_optimizer(model: nn.Module, config: MTConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adadelta":  # the paper's, with the defaults of its Theano code (rho 0.95, eps 1e-6)
+    if (
+        config.optimizer == "adadelta"
+    ):  # the paper's, with the defaults of its Theano code (rho 0.95, eps 1e-6)
         return torch.optim.Adadelta(model.parameters(), lr=config.lr, rho=0.95, eps=1e-6)
     return torch.optim.Adam(model.parameters(), lr=config.lr)
 
@@ -78,8 +86,8 @@ def train_translation_model(
     *,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train into ``run_dir`` (``best.pt``, ``last.pt``, ``bpe.model``, logs), resuming from ``run_dir/last.pt``
-    when it exists. Returns the best model's scores on the validation and test splits.
+    """Train into ``run_dir`` (``best.pt``, ``last.pt``, ``bpe.model``, logs), resuming from
+    ``run_dir/last.pt`` when it exists. Returns the best model's scores on the validation and test splits.
 
     The run folder is locked while this runs. A resume must keep the run's config but for
     :data:`~g2lstm.mt.config.RESUMABLE_KEYS`, and its data.
@@ -126,8 +134,14 @@ def _train(
     valid = load_split(folder, "valid", config.src, config.tgt, vocab)
     kept = [i for i, (s, t) in enumerate(zip(train.source_ids, train.target_ids))
             if 0 < len(s) <= config.max_len and 0 < len(t) <= config.max_len]
-    batches = [[kept[i] for i in group] for group in batch_indices(
-        [(len(train.source_ids[i]), len(train.target_ids[i])) for i in kept], config.batch_size, seed=config.seed)]
+    batches = [
+        [kept[i] for i in group]
+        for group in batch_indices(
+            [(len(train.source_ids[i]), len(train.target_ids[i])) for i in kept],
+            config.batch_size,
+            seed=config.seed,
+        )
+    ]
 
     # ---- model and optimizer
     def build() -> AttentionSeq2Seq:
@@ -135,7 +149,11 @@ def _train(
 
     if resume is not None:
         check_layers(config, resume["model"], paths.last)
-    model = restore_model(build, resume["model"], paths.last, device) if resume is not None else build().to(device)
+    model = (
+        restore_model(build, resume["model"], paths.last, device)
+        if resume is not None
+        else build().to(device)
+    )
     optimizer = _make_optimizer(model, config)
     progress = Progress()
 
@@ -152,8 +170,10 @@ def _train(
     log.write_config(config_to_dict(config), seed=config.seed, changes=changes,
                      resumed_at_step=progress.step if resume is not None else None)
     vocab.save(run_dir / "bpe.model")
-    log.message(f"{folder}: {len(vocab)} sub-words; {len(kept)} of {len(train)} training pairs kept (empty or "
-                f"over {config.max_len} sub-words dropped), {len(batches)} batches; {len(valid)} validation pairs")
+    log.message(
+        f"{folder}: {len(vocab)} sub-words; {len(kept)} of {len(train)} training pairs kept (empty or "
+        f"over {config.max_len} sub-words dropped), {len(batches)} batches; {len(valid)} validation pairs"
+    )
     if resume is not None:
         log.truncate(resume["metrics_lines"], step=progress.step)  # drop lines logged after the checkpoint
         changed = "".join(f"; {key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
@@ -185,20 +205,34 @@ def _train(
     with stop_on_signals() as stop:
 
         def stop_if_asked() -> None:
-            stop_if_requested(stop, stop.requested, save_last, paths.last, f"epoch {progress.epoch}, step {progress.step}")
+            stop_if_requested(
+                stop, stop.requested, save_last, paths.last, f"epoch {progress.epoch}, step {progress.step}"
+            )
 
         # max_steps ends the loop rather than the run (progress.done): a resume may raise it and go on
         while (not progress.done and progress.epoch <= config.epochs
                and progress.step < (config.max_steps or math.inf)):
             model.train()
-            order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(config.seed + progress.epoch))
-            with tqdm(total=len(batches), initial=progress.position, desc=f"epoch {progress.epoch}", unit="batch",
-                      disable=not show_progress, leave=False) as bar:
+            order = torch.randperm(
+                len(batches), generator=torch.Generator().manual_seed(config.seed + progress.epoch)
+            )
+            with tqdm(
+                total=len(batches),
+                initial=progress.position,
+                desc=f"epoch {progress.epoch}",
+                unit="batch",
+                disable=not show_progress,
+                leave=False,
+            ) as bar:
                 step_start, interval_steps = time.monotonic(), 0
                 while progress.position < len(batches):
-                    batch = collate(train.source_ids, train.target_ids, batches[order[progress.position]]).to(device)
+                    batch = collate(train.source_ids, train.target_ids, batches[order[progress.position]]).to(
+                        device
+                    )
                     logits = model(batch.source, batch.source_lengths, batch.target_input)
-                    loss = F.cross_entropy(logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD)
+                    loss = F.cross_entropy(
+                        logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD
+                    )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -223,20 +257,32 @@ def _train(
                         last_save = time.monotonic()
 
             # ---- end of epoch: validation loss and BLEU, best model, early stopping
-            metrics, _ = evaluate_split(model, config, vocab, valid, beam_size=config.valid_beam_size, device=device)
+            metrics, _ = evaluate_split(
+                model, config, vocab, valid, beam_size=config.valid_beam_size, device=device
+            )
             score = metrics["bleu"] if config.early_stop == "bleu" else -metrics["loss"]
             if score > progress.best_score:
                 progress.best_score, progress.bad_epochs = score, 0
                 save_best(metrics)
             else:
                 progress.bad_epochs += 1
-            log.log(step=progress.step, epoch=progress.epoch, valid_loss=metrics["loss"], valid_ppl=metrics["ppl"],
-                    valid_bleu=metrics["bleu"], valid_sacrebleu=metrics["sacrebleu"])
-            log.message(f"epoch {progress.epoch}: valid loss {metrics['loss']:.3f}, BLEU {metrics['bleu']:.2f} "
-                        f"(beam {config.valid_beam_size}), sacreBLEU {metrics['sacrebleu']:.2f}"
-                        + (f"; no better for {progress.bad_epochs} epoch(s)" if progress.bad_epochs else ""))
+            log.log(
+                step=progress.step,
+                epoch=progress.epoch,
+                valid_loss=metrics["loss"],
+                valid_ppl=metrics["ppl"],
+                valid_bleu=metrics["bleu"],
+                valid_sacrebleu=metrics["sacrebleu"],
+            )
+            log.message(
+                f"epoch {progress.epoch}: valid loss {metrics['loss']:.3f}, BLEU {metrics['bleu']:.2f} "
+                f"(beam {config.valid_beam_size}), sacreBLEU {metrics['sacrebleu']:.2f}"
+                + (f"; no better for {progress.bad_epochs} epoch(s)" if progress.bad_epochs else "")
+            )
             if progress.bad_epochs >= config.patience:
-                log.message(f"epoch {progress.epoch}: validation {config.early_stop} stopped improving, training ends")
+                log.message(
+                    f"epoch {progress.epoch}: validation {config.early_stop} stopped improving, training ends"
+                )
                 progress.done = True
             progress.epoch += 1
             progress.position = 0

@@ -6,9 +6,9 @@ same folder, reach the disk (``fsync``) and then replace the old checkpoint in o
 run killed while saving leaves the previous checkpoint intact.
 
 Reading one is checked in two steps: :func:`load_checkpoint` refuses files that are damaged or foreign, and
-the recipes' loaders use :func:`require_entries`, :func:`checkpoint_config` and :func:`restore_model` to refuse
-a well-formed file whose contents do not fit together (a missing entry, a config that does not match the
-stored tensors, non-finite weights) before any model is allocated.
+the recipes' loaders use :func:`require_entries`, :func:`checkpoint_config` and :func:`restore_model` to
+refuse a well-formed file whose contents do not fit together (a missing entry, a config that does not match
+the stored tensors, non-finite weights) before any model is allocated.
 """
 
 from __future__ import annotations
@@ -201,10 +201,14 @@ def check_layer_count(weights: Any, pattern: str, expected: int, what: str, sour
     the memory of a million module objects) building even on the meta device what such a config claims."""
     if not isinstance(weights, Mapping):
         return  # restore_model says what is wrong with it
-    found = {match.group(1) for key in weights if isinstance(key, str) and (match := re.fullmatch(pattern, key))}
+    found = {
+        match.group(1) for key in weights if isinstance(key, str) and (match := re.fullmatch(pattern, key))
+    }
     if len(found) != expected:
-        raise CheckpointError(f"checkpoint {source}: its config says {expected} {what} layer(s), its weights hold "
-                              f"{len(found)}; the file's config and weights do not belong together")
+        raise CheckpointError(
+            f"checkpoint {source}: its config says {expected} {what} layer(s), its weights hold "
+            f"{len(found)}; the file's config and weights do not belong together"
+        )
 
 
 def restore_model(
@@ -241,10 +245,13 @@ def _check_state_dict(expected: Mapping[str, torch.Tensor], stored: Any, source:
     missing = [key for key in expected if key not in stored]
     extra = [key for key in stored if key not in expected]
     if missing or extra:
-        listed = [f"missing {', '.join(missing[:5])}" if missing else "", f"unexpected {', '.join(extra[:5])}" if extra
-                  else ""]
+        listed = [
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(extra[:5])}" if extra else "",
+        ]
         raise CheckpointError(
-            f"{where} holds weights of another model than its config describes ({'; '.join(filter(None, listed))})"
+            f"{where} holds weights of another model than its config describes "
+            f"({'; '.join(filter(None, listed))})"
         )
     for key, reference in expected.items():
         value = stored[key]
@@ -253,7 +260,8 @@ def _check_state_dict(expected: Mapping[str, torch.Tensor], stored: Any, source:
         if value.shape != reference.shape or value.dtype != reference.dtype:
             raise CheckpointError(
                 f"{where}: weight {key} is {value.dtype} {list(value.shape)}, but the config describes "
-                f"{reference.dtype} {list(reference.shape)}; the file's config and weights do not belong together"
+                f"{reference.dtype} {list(reference.shape)}; the file's config and weights do not belong "
+                "together"
             )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(

@@ -31,7 +31,8 @@ def skip_non_finite_step(
         saved = (f"{last_checkpoint} holds the last finite weights saved" if last_checkpoint.exists()
                  else "no checkpoint was saved before")
         raise TrainingDiverged(
-            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient (step {progress.step}); "
+            f"{progress.bad_steps} consecutive steps had a non-finite loss or gradient (step "
+            f"{progress.step}); "
             f"{saved}. Train again with a lower lr or clip, in a new output folder"
         )
     return True

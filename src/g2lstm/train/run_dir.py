@@ -115,8 +115,9 @@ class RunLog:
 
     Args:
         run_dir: The folder, created when missing. A resumed run passes the same folder: metrics are appended
-            to the same file (call :meth:`truncate` with the checkpoint's line count and step first), ``config.json``
-            is rewritten and the earlier starts are kept in ``environment.json`` under ``"earlier_starts"``.
+            to the same file (call :meth:`truncate` with the checkpoint's line count and step first),
+            ``config.json`` is rewritten and the earlier starts are kept in ``environment.json`` under
+            ``"earlier_starts"``.
         enabled: ``False`` makes every method do nothing, so that only rank 0 of a distributed run writes.
         tensorboard: Also write scalars for TensorBoard when ``torch.utils.tensorboard`` imports.
 
@@ -320,7 +321,8 @@ def _append(path: Path, text: str) -> None:
 def run_names(checkpoints: Sequence[str | Path]) -> list[str]:
     """Short names for checkpoints in tables and legends: each one's run folder (``finetune/`` belongs to its
     run), with as many parent folders as it takes to tell them apart; the paths as given when two
-    checkpoints share a run folder. ``runs/g2/finetune/best.pt``, ``runs/lstm/best.pt`` -> ``g2``, ``lstm``."""
+    checkpoints share a run folder: ``runs/g2/finetune/best.pt``, ``runs/lstm/best.pt`` -> ``g2``,
+    ``lstm``."""
     paths = [Path(checkpoint) for checkpoint in checkpoints]
     runs = []
     for path in paths:
