@@ -43,9 +43,10 @@ PAPER_SHARES: dict[tuple[str, str], tuple[float, float, float]] = {
     ("g2", "forget"): (35.5, 26.3, 61.9),
 }
 
-SENSITIVITY_TARGETS = ("weights", "embedding")
+Target = Literal["weights", "embedding"]
+SENSITIVITY_TARGETS: tuple[Target, ...] = ("weights", "embedding")
 
-Forward = Callable[[nn.Module, Any], Any]
+Forward = Callable[[Any, Any], Any]  # (model, batch) -> anything; the model's type is the caller's
 
 
 @dataclass
@@ -173,7 +174,7 @@ def flip_share(reference: Tensor, perturbed: Tensor) -> float:
 
 
 def _recurrent(model: nn.Module) -> list[nn.Module]:
-    layers = [m for m in model.modules() if isinstance(m, (G2LSTM, G2LSTMCell))]
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, (G2LSTM, G2LSTMCell))]
     if not layers:
         raise ValueError(
             f"{type(model).__name__} contains no G2LSTM or G2LSTMCell whose gates could be analysed"
@@ -237,7 +238,7 @@ def _check_sigma(sigma: Any) -> float:
     return float(sigma)
 
 
-def _check_target(target: Any) -> str:
+def _check_target(target: Any) -> Target:
     if target not in SENSITIVITY_TARGETS:
         raise ValueError(f"target must be one of {SENSITIVITY_TARGETS}, got {target!r}")
     return target
@@ -250,7 +251,7 @@ def gate_sensitivities(
     batches: Sequence[Any],
     *,
     sigmas: Sequence[float],
-    targets: Sequence[Literal["weights", "embedding"]] = SENSITIVITY_TARGETS,
+    targets: Sequence[Target] = SENSITIVITY_TARGETS,
     seed: int = 0,
 ) -> dict[tuple[str, float], dict[tuple[int, str], float]]:
     """:func:`gate_sensitivity` for every ``(target, sigma)``, sharing one unperturbed pass.
@@ -275,7 +276,7 @@ def gate_sensitivities(
                 for key, values in _recorded(recording):
                     reference.setdefault(key, []).append(values >= 0.5)
                 recording.clear()
-        results = {}
+        results: dict[tuple[str, float], dict[tuple[int, str], float]] = {}
         for target in targets:
             for sigma in sigmas:
                 perturb = _weight_noise if target == "weights" else _input_noise
@@ -324,7 +325,7 @@ def gate_sensitivity(
     batches: Sequence[Any],
     *,
     sigma: float,
-    target: Literal["weights", "embedding"],
+    target: Target,
     seed: int = 0,
 ) -> dict[tuple[int, str], float]:
     """Share of input- and forget-gate values that flip across 0.5 under noise, per (layer, gate).

@@ -102,12 +102,12 @@ def _compress(args: argparse.Namespace) -> None:
         raise ConfigError(f"compress takes one checkpoint (or 'sweep' and several), got {len(checkpoints)}")
     if args.out is None:
         raise ConfigError("compress needs --out FILE for the compressed checkpoint")
-    if translation:
-        from g2lstm.mt.evaluate import MODEL_ENTRIES, load_model
-    else:
-        from g2lstm.lm.evaluate import MODEL_ENTRIES, load_model
-    report = compress_checkpoint(checkpoints[0], args.out, load_model, MODEL_ENTRIES, round=args.round,
-                                 clip=args.clip, rank=args.rank, gates=args.gates)
+    from g2lstm.lm import evaluate as language_model
+    from g2lstm.mt import evaluate as translation_model
+
+    recipe: Any = translation_model if translation else language_model
+    report = compress_checkpoint(checkpoints[0], args.out, recipe.load_model, recipe.MODEL_ENTRIES,
+                                 round=args.round, clip=args.clip, rank=args.rank, gates=args.gates)
     print(report.summary())
     print(f"saved {args.out}")
 

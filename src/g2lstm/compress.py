@@ -26,7 +26,7 @@ import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -51,10 +51,18 @@ __all__ = [
 GATES = ("input", "forget", "cell", "output")  # torch's row order i, f, g, o
 PAPER_GATES = ("input", "forget")
 _CODE_DTYPES = {"int8": torch.int8, "int16": torch.int16}
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _SETTING_KEYS = ("round", "clip", "rank", "gates", "codes", "converted")
 
 
-class _DenseBlock(nn.Module):
+class _GateBlock(nn.Module):
+    """One gate's rows of a weight matrix, stored in some form; :meth:`dense` gives them back as a matrix."""
+
+    def dense(self, step: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+
+class _DenseBlock(_GateBlock):
     """A gate block left uncompressed: the Parameter ``weight`` of shape ``(H, in)``."""
 
     def __init__(self, weight: Tensor, requires_grad: bool) -> None:
@@ -68,14 +76,18 @@ class _DenseBlock(nn.Module):
         return f"shape={tuple(self.weight.shape)}"
 
 
-class _QuantizedBlock(nn.Module):
+class _QuantizedBlock(_GateBlock):
     """A low-precision gate block: integer ``codes`` of shape ``(H, in)``; the block is ``codes * step``."""
+
+    codes: Tensor
 
     def __init__(self, codes: Tensor) -> None:
         super().__init__()
         self.register_buffer("codes", codes)
 
-    def dense(self, step: Tensor) -> Tensor:
+    def dense(self, step: Tensor | None) -> Tensor:
+        if step is None:
+            raise ValueError("a low-precision block needs its layer's rounding step")
         return self.codes.to(step.dtype) * step
 
     def extra_repr(self) -> str:
@@ -105,7 +117,7 @@ class _QuantizedBlock(nn.Module):
         )
 
 
-class _LowRankBlock(nn.Module):
+class _LowRankBlock(_GateBlock):
     """A low-rank gate block: Parameters ``u`` ``(H, k)`` and ``v`` ``(k, in)``; the block is ``u @ v``."""
 
     def __init__(self, u: Tensor, v: Tensor, requires_grad: bool) -> None:
@@ -131,6 +143,8 @@ class CompressedLSTMWeights(nn.ModuleDict):
     :func:`compression_config` records for the layer.
     """
 
+    step: Tensor | None
+
     def __init__(self, settings: dict[str, Any], step: Tensor | None) -> None:
         super().__init__()
         self.settings = settings
@@ -143,7 +157,8 @@ class CompressedLSTMWeights(nn.ModuleDict):
 
     def dense(self, name: str) -> Tensor:
         """The dense ``(4H, in)`` matrix ``name``: its gate blocks concatenated in the order i, f, g, o."""
-        return torch.cat([block.dense(self.step) for block in self[name].values()])
+        blocks = cast(nn.ModuleDict, self[name])
+        return torch.cat([cast(_GateBlock, block).dense(self.step) for block in blocks.values()])
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.settings.items() if value is not None)
@@ -283,7 +298,7 @@ def table_settings(round_step: float, clip: float, ranks: Sequence[int]) -> dict
     }
 
 
-def compressed_copy(module: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+def compressed_copy(module: ModuleT, settings: Mapping[str, Any]) -> ModuleT:
     """A deep copy of ``module`` for a sweep: ``{}`` leaves it as it is, ``{"eval_gate": "hard"}`` gives every
     G2LSTM layer that inference gate, other settings are the keyword arguments of :func:`compress`."""
     variant = copy.deepcopy(module)
@@ -452,7 +467,7 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     return {**settings, "codes": codes, "converted": converted}
 
 
-def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def _find_layers(module: nn.Module) -> list[tuple[str, G2LSTM | nn.LSTM]]:
     """The paths and modules of the G2LSTM and nn.LSTM layers of ``module``, none of them compressed."""
     _refuse_bare_lstm(module)
     targets = [
@@ -483,6 +498,11 @@ def _matrix_names(lstm: G2LSTM) -> list[str]:
     return [name for name in lstm._flat_weights_names if name.startswith("weight_")]
 
 
+def _matrix(lstm: G2LSTM, name: str) -> Tensor:
+    """The dense weight matrix ``name`` of an uncompressed ``lstm`` (an attribute named at run time)."""
+    return cast(Tensor, getattr(lstm, name))
+
+
 def _check_rank(path: str, lstm: G2LSTM, rank: int) -> None:
     for name in _matrix_names(lstm):
         columns = getattr(lstm, name).shape[1]
@@ -503,7 +523,7 @@ def _compress_layer(
 ) -> tuple[CompressedLSTMWeights, dict[str, float]]:
     """The compressed weights of ``lstm`` and the relative error of each compressed block."""
     gates = settings["gates"]
-    step = None if settings["round"] is None else lstm.weight_ih_l0.new_tensor(settings["round"])
+    step = None if settings["round"] is None else _matrix(lstm, "weight_ih_l0").new_tensor(settings["round"])
     store = CompressedLSTMWeights({**settings, "codes": None, "converted": converted}, step)
     errors: dict[str, float] = {}
     with torch.no_grad():
@@ -521,7 +541,7 @@ def _compress_layer(
                     blocks[gate] = _LowRankBlock(u, v, weight.requires_grad)
                 else:
                     blocks[gate] = _QuantizedBlock(_round_codes(rows, settings["round"], settings["clip"]))
-                errors[f"{name}.{gate}"] = _relative_error(rows, blocks[gate].dense(step))
+                errors[f"{name}.{gate}"] = _relative_error(rows, cast(_GateBlock, blocks[gate]).dense(step))
             store[name] = blocks
     if step is not None:
         store.settings["codes"] = _narrow_codes(path, store)
@@ -569,7 +589,7 @@ def _relative_error(block: Tensor, approximation: Tensor) -> float:
 def _placeholder_layer(lstm: G2LSTM, settings: dict[str, Any]) -> CompressedLSTMWeights:
     """Compressed weights with ``lstm``'s shapes and dtypes, filled with zeros, for a state dict to load."""
     gates, rank = settings["gates"], settings["rank"]
-    step = None if settings["round"] is None else lstm.weight_ih_l0.new_tensor(settings["round"])
+    step = None if settings["round"] is None else _matrix(lstm, "weight_ih_l0").new_tensor(settings["round"])
     store = CompressedLSTMWeights(settings, step)
     with torch.no_grad():
         for name in _matrix_names(lstm):

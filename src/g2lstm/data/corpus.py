@@ -363,7 +363,8 @@ def _cached(
         try:
             stored = torch.load(file, weights_only=True)
             vocabulary = Vocabulary.from_list(stored["vocab"])
-            return Corpus(*(stored[s] for s in SPLITS), vocabulary, stored["unit"], source)
+            splits = (stored["train"], stored["valid"], stored["test"])
+            return Corpus(*splits, vocabulary, stored["unit"], source)
         except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
             pass  # a damaged entry: rebuild it below
     corpus = build()

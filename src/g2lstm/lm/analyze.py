@@ -153,8 +153,9 @@ def analyze_language_models(
             "hidden_size": config.hidden_size,
             "valid_ppl_at_save": math.exp(valid_loss) if valid_loss is not None else None,
         }
-    signature = {"data": corpus.source, "split": split, "tokens": stream.numel(), "streams": STREAMS,
-                 "mode": "eval", **describe_environment(SEED)}
+    source = corpora[tuple(loaded[0][3])].source  # one data set for all, read with each one's vocabulary
+    signature = {"data": source, "split": split, "tokens": stream.numel(), "streams": STREAMS, "mode": "eval",
+                 **describe_environment(SEED)}
 
     # ---- write
     make_output_folder(out)

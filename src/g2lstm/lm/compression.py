@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from g2lstm import G2LSTM
 from g2lstm.compress import compressed_copy, count_parameters_and_bytes, table_settings
 from g2lstm.lm.evaluate import cache_pointer, evaluate_language_model, load_corpus, load_model
 from g2lstm.train import load_checkpoint, make_output_folder, run_names, write_file
@@ -52,10 +53,9 @@ def compression_sweep(
     for name, checkpoint in zip(names, checkpoints):
         model, config, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
         corpus = load_corpus(data, config.unit, vocab)
-        cache = cache_pointer(config, **cache_pointer_options) if with_cache else None
-        largest = min(
-            min(layer.input_size, layer.hidden_size) for layer in model.layers
-        )  # the highest usable rank
+        cache = cache_pointer(config, **cache_pointer_options) if cache_pointer_options is not None else None
+        layers = cast(list[G2LSTM], list(model.layers))
+        largest = min(min(layer.input_size, layer.hidden_size) for layer in layers)  # the highest usable rank
         chosen = (
             list(ranks)
             if ranks
@@ -76,7 +76,9 @@ def compression_sweep(
             run["table"][column] = metrics
         if curves:
             rank_points = {config.hidden_size // d for d in (2, 4, 9, 18, 36)} | set(chosen)
-            curve_points = [("rank_curve", "rank", k) for k in sorted(rank_points) if 1 <= k <= largest]
+            curve_points: list[tuple[str, str, float]] = [
+                ("rank_curve", "rank", k) for k in sorted(rank_points) if 1 <= k <= largest
+            ]
             curve_points += [
                 ("round_curve", "round", step) for step in sorted(set(ROUND_STEPS) | {round_step})
             ]
@@ -87,15 +89,15 @@ def compression_sweep(
                 )
                 run[key].append((value, metrics["valid_ppl"]))
         results["runs"][name] = run
-    columns = list(next(iter(results["runs"].values()))["table"]) if results["runs"] else []
+    headers = list(next(iter(results["runs"].values()))["table"]) if results["runs"] else []
     lines = [
-        "| model | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        "| model | " + " | ".join(headers) + " |",
+        "|---|" + "---|" * len(headers),
     ]
     for name, run in results["runs"].items():
         cells = [" / ".join(f"{m[f'{split}_ppl']:.1f}" for split in splits) for m in run["table"].values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    sizes = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    sizes = ["| model | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     for name, run in results["runs"].items():
         sizes.append(
             f"| {name} | " + " | ".join(f"{m['bytes'] / 2**20:.2f} MiB" for m in run["table"].values()) + " |"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
     from g2lstm.plots import plot_gate_histograms
 
     out = Path(out)
-    results: dict[str, dict] = {}
+    results: dict[str, Any] = {}
     histograms: dict[str, list[GateHistogram]] = {}
     for gate in ("lstm", "g2"):
         config = load_config(LMConfig, preset, {**(overrides or {}), "gate": gate}, preset_dir=PRESET_DIR)

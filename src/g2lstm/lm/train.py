@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class Progress:
     step: int = 0
     averaging: bool = False  # averaged SGD switched on
     best_valid: float = math.inf
-    valid_history: list[float] | None = None
+    valid_history: list[float] = field(default_factory=list)
     bad_steps: int = 0
     done: bool = False
 
@@ -195,7 +195,7 @@ def _train(
 
     # ---- data: the same as the run's when resuming
     start = resume or init  # the checkpoint whose weights (and vocabulary) the run starts from
-    start_path = paths.last if resume is not None else init_checkpoint
+    start_path = init_checkpoint if resume is None and init_checkpoint is not None else paths.last
     try:
         corpus = load_corpus(
             data, config.unit, checkpoint_vocab(start, start_path) if start is not None else None
@@ -232,7 +232,7 @@ def _train(
     trainable: nn.Module = model
     if dist.enabled:
         trainable = nn.parallel.DistributedDataParallel(model)
-    progress = Progress(averaging=phase == "finetune" or config.asgd_epoch == 1, valid_history=[])
+    progress = Progress(averaging=phase == "finetune" or config.asgd_epoch == 1)
     optimizer = _make_optimizer(model, config, progress.averaging)
     hidden = None
 
@@ -292,7 +292,7 @@ def _train(
     last_save = time.monotonic()
     with stop_on_signals() as stop:
 
-        def check_in(every: int) -> tuple[bool, bool]:
+        def check_in(every: int) -> tuple[bool, ...]:
             """Whether any rank was asked to stop, and whether a checkpoint is due on any (rank 0's clock
             decides for all): every rank gets the same answers at the same step. Under torchrun that takes an
             all_reduce, so it is asked at every ``every``-th step only; a single process asks each time."""

@@ -140,7 +140,7 @@ def analyze_translation_models(
         f"{signature['data']}, read "
         f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}",
     )
-    results = {
+    results: dict[str, Any] = {
         "signature": signature,
         "models": models,
         "histograms": {

@@ -49,8 +49,8 @@ def translation_compression_sweep(
             metrics["parameters"], metrics["bytes"] = count_parameters_and_bytes(variant)
             run["table"][column] = metrics
         results["runs"][name] = run
-    columns = list(next(iter(results["runs"].values()))["table"]) if results["runs"] else []
-    header = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    headers = list(next(iter(results["runs"].values()))["table"]) if results["runs"] else []
+    header = ["| model | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
     tables = {}
     for key in ("bleu", "sacrebleu"):
         rows = [f"| {name} | " + " | ".join(f"{m[key]:.2f}" for m in run["table"].values()) + " |"

@@ -13,6 +13,7 @@ recurrent layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +69,7 @@ class AttentionSeq2Seq(nn.Module):
             raise ValueError(f"tie_embeddings needs emb_size == hidden_size, got {spec.emb_size} and "
                              f"{spec.hidden_size}")
         self.spec = spec
-        gates = {"gate": spec.gate, "temperature": spec.temperature, "noise_p": spec.noise_p,
+        gates: dict[str, Any] = {"gate": spec.gate, "temperature": spec.temperature, "noise_p": spec.noise_p,
                  "eval_gate": spec.eval_gate}
         hidden = spec.hidden_size
         self.source_embedding = nn.Embedding(spec.vocab_size, spec.emb_size, padding_idx=PAD)

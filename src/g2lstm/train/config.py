@@ -85,7 +85,8 @@ def load_config(
 def apply_overrides(config: T, overrides: Mapping[str, str | object]) -> T:
     """A copy of ``config`` with ``overrides`` applied, parsed and checked as in :func:`load_config`."""
     _check_dataclass(config, instance=True)
-    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config) if field.init}
+    fields = dataclasses.fields(config)  # type: ignore[arg-type]  # checked to be a dataclass just above
+    values = {field.name: getattr(config, field.name) for field in fields if field.init}
     values.update(_convert_all(type(config), overrides, "overrides", parse=True))
     return _build(type(config), values, "overrides")
 
