@@ -223,7 +223,7 @@ def write_report(runs: Path) -> Path:
     for name in RUNS:
         epochs, minutes = epoch_pace(runs / name, "valid_bleu")
         lines.append(f"| {name} | {epochs} | {minutes} |")
-    lines += ["", "## Commands and wall times", "", *stage_table({**records, "all": shared})]
+    lines += ["", "## Commands and wall times", "", *stage_table({**records, "all": shared}, runs)]
     report = RESULTS / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps({"runs": records, "shared": shared}, indent=2))

@@ -181,7 +181,7 @@ def write_report(runs: Path) -> Path:
         epochs, minutes = epoch_pace(runs / name, "valid_ppl")
         finetune_epochs, finetune_minutes = epoch_pace(runs / name / "finetune", "valid_ppl")
         lines.append(f"| {name} | {epochs} | {minutes} | {finetune_epochs} | {finetune_minutes} |")
-    lines += ["", "## Commands and wall times", "", *stage_table(records)]
+    lines += ["", "## Commands and wall times", "", *stage_table(records, runs)]
     report = RESULTS / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps(records, indent=2))
@@ -240,7 +240,7 @@ def write_compression_report(runs: Path) -> Path:
     observations = RESULTS / "compression-observations.md"  # written by a person after reading the numbers
     if observations.exists():
         lines += ["", "## Observations", "", observations.read_text().strip()]
-    lines += ["", "## Commands and wall times", "", *stage_table({"comparison": record})]
+    lines += ["", "## Commands and wall times", "", *stage_table({"comparison": record}, runs)]
     report = RESULTS / "COMPRESSION.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -47,8 +47,10 @@ def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, th
     return True
 
 
-def stage_table(records: dict[str, dict]) -> list[str]:
-    """Markdown lines: every stage :func:`run_stages` recorded, per run, with minutes, threads and command."""
+def stage_table(records: dict[str, dict], runs: Path | None = None) -> list[str]:
+    """Markdown lines: every stage :func:`run_stages` recorded, per run, with minutes, threads and command,
+    its paths shown relative to the runs folder ``runs``, the data folder and the repository
+    (:func:`portable`)."""
     lines = ["A stage's minutes sum the invocations that ran it to its end or to a failure; an invocation "
              "killed together with its driver is not counted.", "",
              "| run | stage | minutes | threads | command |", "|---|---|---|---|---|"]
@@ -57,8 +59,21 @@ def stage_table(records: dict[str, dict]) -> list[str]:
             state = "" if entry.get("done") else " (unfinished)"
             threads = ", ".join(map(str, entry.get("threads", []))) or "not recorded"
             lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | {threads} | "
-                         f"`{entry['command']}` |")
+                         f"`{portable(entry['command'], runs)}` |")
     return lines
+
+
+def portable(text: str, runs: Path | None = None) -> str:
+    """``text`` with the absolute paths of this machine written as ``$RUNS/...`` (the runs folder ``runs``),
+    ``$G2LSTM_DATA/...`` and paths relative to the repository, so that results name no machine's folders."""
+    places = [(Path(__file__).resolve().parent.parent, ".")]
+    if os.environ.get("G2LSTM_DATA"):
+        places.append((Path(os.environ["G2LSTM_DATA"]).resolve(), "$G2LSTM_DATA"))
+    if runs is not None:
+        places.append((Path(runs).resolve(), "$RUNS"))
+    for folder, name in sorted(places, key=lambda place: len(str(place[0])), reverse=True):
+        text = text.replace(str(folder), name)
+    return text
 
 
 def epoch_pace(run_dir: Path, key: str) -> tuple[int, str]:

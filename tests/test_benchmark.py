@@ -81,3 +81,28 @@ def test_epoch_pace_reads_fewest_and_median_minutes_between_validations(tmp_path
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert epoch_pace(tmp_path, "valid_ppl") == (4, "2.0 / 3.0")
     assert epoch_pace(tmp_path, "valid_bleu") == (0, "–")
+
+
+def test_stage_tables_show_paths_relative_to_the_runs_data_and_repository_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("G2LSTM_DATA", str(tmp_path / "data"))
+    repository = BENCHMARKS.parent
+    command = (f"g2lstm lm train --data {tmp_path / 'data' / 'ptb'} --out {tmp_path / 'runs' / 'g2'} "
+               f"--preset {repository / 'presets.toml'}")
+    record = {"train": {"command": command, "seconds": 60.0, "threads": [1], "done": True}}
+    (row,) = [line for line in stage_table({"g2": record}, tmp_path / "runs") if line.startswith("| g2 |")]
+    assert "`g2lstm lm train --data $G2LSTM_DATA/ptb --out $RUNS/g2 --preset ./presets.toml`" in row
+
+
+def test_no_machines_absolute_path_in_the_results_or_the_readme() -> None:
+    import re
+
+    repository = BENCHMARKS.parent
+    absolute = re.compile(r"(?<![\w.$~-])/(?:work|tmp|home|root|mnt|Users|usr|opt|var|scratch|data)/")
+    files = [repository / "README.md", *(path for path in (repository / "results").rglob("*")
+                                         if path.suffix in (".md", ".json"))]
+    found = [f"{path.relative_to(repository)}:{number}" for path in files
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if absolute.search(line)]
+    assert len(files) > 20 and found == []
