@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,39 @@ def test_lm_eval_passes_only_the_cache_flags_given(monkeypatch: pytest.MonkeyPat
     cli.main(["lm", "eval", "x.pt", "--cache-pointer"])
     cli.main(["lm", "eval", "x.pt", "--cache-pointer", "--theta", "2.5"])
     assert seen == [None, {}, {"theta": 2.5}]
+
+
+def test_a_signature_names_every_setting_a_number_depends_on() -> None:
+    from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
+    from g2lstm.signature import describe_compression, model_signature
+
+    spec = LanguageModelSpec(vocab_size=10, emb_size=4, hidden_size=4, num_layers=1, gate="sharpened")
+    model = AWDLSTM(spec)
+    compression = {"layers.0": {"round": 0.2, "clip": 0.4, "rank": None, "gates": ["input", "forget"]}}
+    signature = model_signature(model, noise_p=0.2, seed=7, data="/anywhere/ptb", split="test",
+                                compression=compression)
+    text = str(signature)
+    assert text.startswith("g2lstm:0.1.0|gate:sharpened|tau:0.2|p:0.2|eval:tempered|"
+                           "comp:round 0.2&clip 0.4(input,forget)|data:ptb|split:test|seed:7|commit:")
+    assert signature.as_dict()["text"] == text and signature.as_dict()["seed"] == 7
+    assert describe_compression(None) == "none"
+    assert describe_compression({"": {"rank": 64, "gates": ["forget"]}}) == "rank 64(forget)"
+
+
+def test_lm_eval_prints_the_signature_with_the_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        (corpus / f"ptb.{split}.txt").write_text("the cat sat on the mat\n" * 30)
+    small = ["--set", "emb_size=8", "--set", "hidden_size=8", "--set", "batch_size=2", "--set", "bptt=5",
+             "--set", "eval_batch_size=2", "--set", "test_batch_size=2"]
+    assert cli.main(["lm", "train", "--preset", "tiny", "--data", str(corpus), "--max-steps", "2", "--quiet",
+                     "--out", str(tmp_path / "run"), *small]) == 0
+    capsys.readouterr()
+    assert cli.main(["lm", "eval", str(tmp_path / "run" / "best.pt"), "--data", str(corpus),
+                     "--eval-gate", "hard"]) == 0
+    printed = capsys.readouterr().out
+    assert "test_ppl" in printed and "signature: g2lstm:0.1.0|gate:g2|tau:0.9|p:0.2|eval:hard|comp:none|" \
+        "data:corpus|split:valid,test|seed:141|" in printed

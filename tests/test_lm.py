@@ -89,7 +89,9 @@ def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
 
 def test_training_writes_metrics_checkpoints_and_resolved_config(corpus_dir: Path, tmp_path: Path) -> None:
     metrics = lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
-    assert set(metrics) == {"valid_ppl", "test_ppl"} and all(math.isfinite(v) for v in metrics.values())
+    assert set(metrics) == {"valid_ppl", "test_ppl", "signature"}
+    assert all(math.isfinite(metrics[split]) for split in ("valid_ppl", "test_ppl"))
+    assert metrics["signature"].startswith("g2lstm:0.1.0|gate:g2|tau:0.9|p:0.2|eval:sigmoid|comp:none|data:")
     assert metrics["valid_ppl"] < len(WORDS) + 1  # better than uniform over the vocabulary
     paths = CheckpointPaths(tmp_path)
     assert paths.best.exists() and paths.last.exists()
@@ -246,7 +248,7 @@ def test_cli_train_eval_and_finetune_with_json(corpus_dir: Path, tmp_path: Path)
         *small,
     )
     assert done.returncode == 0, done.stderr
-    assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl"}
+    assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl", "signature"}
     evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--cache-pointer",
                         "--window", "20", "--json")
     assert evaluated.returncode == 0, evaluated.stderr

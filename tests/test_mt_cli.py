@@ -134,7 +134,10 @@ def test_cli_train_then_eval_prints_bleu_as_json(trained: tuple[Path, dict[str, 
     assert code == 0, err
     metrics = json.loads(stdout.strip().splitlines()[-1])
     assert 0 <= metrics["bleu"] <= 100 and 0 <= metrics["sacrebleu"] <= 100
-    assert "tok:13a" in metrics["sacrebleu_signature"] and metrics["signature"]["sentences"] == 12
+    assert "tok:13a" in metrics["sacrebleu_signature"] and metrics["decoding"]["sentences"] == 12
+    expected = "g2lstm:0.1.0|gate:g2|tau:0.9|p:0.2|eval:sigmoid|comp:none|data:corpus"
+    assert metrics["signature"].startswith(expected)
+    assert "|split:test|seed:2|commit:" in metrics["signature"]
 
 
 def test_translate_reads_standard_input(
@@ -298,7 +301,7 @@ def test_compress_and_eval_a_compressed_translation_model(
     assert "round 0.5 & clip 1" in stdout and out.stat().st_size < checkpoints["g2"].stat().st_size
     code, stdout, err = run_main(capsys, "mt", "eval", str(out), "--data", str(corpus), "--json")
     assert code == 0, err
-    assert json.loads(stdout.strip().splitlines()[-1])["signature"]["compression"]
+    assert "|comp:round 0.5&clip 1(input,forget)|" in json.loads(stdout.strip().splitlines()[-1])["signature"]
 
 
 def test_compress_sweep_reports_bleu_in_the_paper_layout(

@@ -35,6 +35,7 @@ from g2lstm.gates import EVAL_GATES, set_eval_gate
 from g2lstm.lm.evaluate import load_corpus, load_model
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.recording import GATE_NAMES, record_gates
+from g2lstm.signature import model_signature
 from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
 __all__ = ["DEFAULT_SENTENCES", "analyze_language_models"]
@@ -145,6 +146,16 @@ def analyze_language_models(
         valid_loss = state.get("metrics", {}).get("valid_loss")
         models[name] = {
             "checkpoint": str(path),
+            "signature": str(
+                model_signature(
+                    model,
+                    noise_p=config.noise_p,
+                    seed=config.seed,
+                    data=corpus.source,
+                    split=split,
+                    compression=state.get("compression"),
+                )
+            ),
             "gate": config.gate,
             "temperature": model.layers[0].temperature,
             "eval_gate": model.layers[0].eval_gate,
@@ -154,8 +165,14 @@ def analyze_language_models(
             "valid_ppl_at_save": math.exp(valid_loss) if valid_loss is not None else None,
         }
     source = corpora[tuple(loaded[0][3])].source  # one data set for all, read with each one's vocabulary
-    signature = {"data": source, "split": split, "tokens": stream.numel(), "streams": STREAMS, "mode": "eval",
-                 **describe_environment(SEED)}
+    signature = {
+        "data": Path(source).name,
+        "split": split,
+        "tokens": stream.numel(),
+        "streams": STREAMS,
+        "mode": "eval",
+        **describe_environment(SEED),
+    }
 
     # ---- write
     make_output_folder(out)
@@ -308,11 +325,7 @@ def _describe_modes(modes: dict[str, str]) -> str:
 
 
 def _signature_line(signature: dict[str, Any], models: dict[str, Any]) -> str:
-    described = "; ".join(
-        f"{name}: {info['checkpoint']} (gate {info['gate']}, τ {info['temperature']:g}, "
-        f"eval gate {info['eval_gate']})"
-        for name, info in models.items()
-    )
+    described = "; ".join(f"{name}: `{info['signature']}`" for name, info in models.items())
     return (
         f"{signature['data']}, {signature['split']} split, first {signature['tokens']:,} tokens as "
         f"{signature['streams']} streams, eval mode; g2lstm {signature['g2lstm_version']}, commit "

@@ -19,6 +19,7 @@ from g2lstm.errors import CheckpointError, DataError
 from g2lstm.gates import set_eval_gate
 from g2lstm.lm.config import LMConfig
 from g2lstm.lm.model import AWDLSTM
+from g2lstm.signature import model_signature
 from g2lstm.train import check_layer_count, checkpoint_config, load_checkpoint, require_entries, restore_model
 
 __all__ = [
@@ -253,15 +254,21 @@ def evaluate_checkpoint(
     eval_gate: str | None = None,
     batch_size: int | None = None,
     device: str = "cpu",
-) -> dict[str, float]:
-    """:func:`evaluate_language_model` of a saved (possibly compressed) model.
+) -> dict[str, Any]:
+    """:func:`evaluate_language_model` of a saved (possibly compressed) model, with its ``signature``.
 
     ``cache_pointer_options``: evaluate with the cache pointer of the checkpoint's config, with these of
     :func:`cache_pointer`'s options replaced (``{}``: none); None: without the cache pointer.
     """
-    model, config, vocab = load_model(load_checkpoint(checkpoint), device, source=checkpoint)
+    state = load_checkpoint(checkpoint)
+    model, config, vocab = load_model(state, device, source=checkpoint)
     if eval_gate is not None:
         set_eval_gate(model, eval_gate)
     corpus = load_corpus(data, config.unit, vocab)
     cache = cache_pointer(config, **cache_pointer_options) if cache_pointer_options is not None else None
-    return evaluate_language_model(model, config, corpus, cache=cache, batch_size=batch_size, device=device)
+    metrics: dict[str, Any] = evaluate_language_model(
+        model, config, corpus, cache=cache, batch_size=batch_size, device=device
+    )
+    signature = model_signature(model, noise_p=config.noise_p, seed=config.seed, data=corpus.source,
+                                split="valid,test", compression=state.get("compression"))
+    return {**metrics, "signature": str(signature)}

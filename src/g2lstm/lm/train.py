@@ -36,6 +36,7 @@ from g2lstm.lm.evaluate import (
     split_streams,
 )
 from g2lstm.lm.model import AWDLSTM, State
+from g2lstm.signature import model_signature
 from g2lstm.train import (
     CheckpointPaths,
     DistributedContext,
@@ -145,7 +146,7 @@ def train_language_model(
     phase: str = "train",
     init_checkpoint: str | Path | None = None,
     show_progress: bool = True,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Train (``phase="train"``) or finetune (``phase="finetune"``, from ``init_checkpoint``) into
     ``run_dir``, resuming from ``run_dir/last.pt`` when it exists. Returns the final metrics.
 
@@ -175,7 +176,7 @@ def _train(
     init_checkpoint: str | Path | None,
     show_progress: bool,
     resources: ExitStack,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     # ---- setup: the checkpoints to start from, checked before anything is written
     paths = CheckpointPaths(run_dir)
     resume = (
@@ -396,10 +397,13 @@ def _train(
 
     # ---- final evaluation of the best model
     model.load_state_dict(load_checkpoint(paths.best)["model"])
-    metrics = {
+    metrics: dict[str, Any] = {
         "valid_ppl": evaluate(model, valid_data, config.bptt).perplexity,
         "test_ppl": evaluate(model, test_data, config.bptt).perplexity,
     }
+    signature = model_signature(model, noise_p=config.noise_p, seed=config.seed, data=corpus.source,
+                                split="valid,test")
+    metrics["signature"] = str(signature)
     log.log(phase=phase, step=progress.step, final=True, **metrics)
     return metrics
 
@@ -435,7 +439,7 @@ def _saved_hidden(saved: Any, expected: State, device: torch.device) -> State | 
 
 
 def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int | None = None,
-             show_progress: bool = True) -> dict[str, float]:
+             show_progress: bool = True) -> dict[str, Any]:
     """Finetune the best model of a training run into ``run_dir/finetune`` (resumable as well)."""
     run_dir = Path(run_dir)
     best = CheckpointPaths(run_dir).best

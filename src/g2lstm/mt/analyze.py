@@ -27,6 +27,7 @@ from g2lstm.mt.data import Batch, ParallelSplit, collate, find_corpus_folder, lo
 from g2lstm.mt.evaluate import load_model
 from g2lstm.mt.model import AttentionSeq2Seq
 from g2lstm.recording import GATE_NAMES, record_gates
+from g2lstm.signature import model_signature
 from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
 __all__ = ["analyze_translation_models"]
@@ -119,11 +120,27 @@ def analyze_translation_models(
             _word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs
         ]
         labels = [["<s>", *vocab.pieces(test.target_ids[index])] for index in pairs]
-        models[name] = {"checkpoint": str(path), "gate": config.gate, "eval_gate": model.decoder.eval_gate,
-                        "temperature": model.decoder.temperature, "hidden_size": config.hidden_size,
-                        "pairs_read": min(max_pairs, len(train))}
+        state_compression = load_checkpoint(path).get("compression")
+        models[name] = {
+            "checkpoint": str(path),
+            "signature": str(
+                model_signature(
+                    model,
+                    noise_p=config.noise_p,
+                    seed=config.seed,
+                    data=folder,
+                    split="train",
+                    compression=state_compression,
+                )
+            ),
+            "gate": config.gate,
+            "eval_gate": model.decoder.eval_gate,
+            "temperature": model.decoder.temperature,
+            "hidden_size": config.hidden_size,
+            "pairs_read": min(max_pairs, len(train)),
+        }
     sentences = [" ".join(label[1:]) for label in labels]
-    signature = {"data": str(folder), "split": "train", "pairs": min(max_pairs, len(train)), "mode": "eval",
+    signature = {"data": folder.name, "split": "train", "pairs": min(max_pairs, len(train)), "mode": "eval",
                  "layers": "decoder (layer 0 = first decoder layer)", **describe_environment()}
 
     out = Path(out)
@@ -138,7 +155,8 @@ def analyze_translation_models(
         out / "gate_histograms.md",
         f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of "
         f"{signature['data']}, read "
-        f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}",
+        f"with their reference translations in eval mode; layer 0 is the first decoder layer. Models: "
+        + "; ".join(f"{name}: `{info['signature']}`" for name, info in models.items()) + f"\n\n{table}",
     )
     results: dict[str, Any] = {
         "signature": signature,

@@ -19,10 +19,10 @@ from g2lstm.mt.bpe import EOS, PAD, SubwordVocabulary
 from g2lstm.mt.config import MTConfig
 from g2lstm.mt.data import ParallelSplit, batch_indices, collate, find_corpus_folder, load_split
 from g2lstm.mt.model import AttentionSeq2Seq
+from g2lstm.signature import model_signature
 from g2lstm.train import (
     check_layer_count,
     checkpoint_config,
-    describe_environment,
     load_checkpoint,
     require_entries,
     restore_model,
@@ -213,11 +213,8 @@ def evaluate_checkpoint(
     metrics, hypotheses = evaluate_split(model, config, vocab, loaded, beam_size=beam_size, device=device)
     if output is not None:
         write_file(output, "".join(line + "\n" for line in hypotheses))
-    environment = describe_environment(config.seed)
-    signature = {"data": str(loaded.files.source.parent), "split": split, "sentences": len(loaded),
-                 "gate": config.gate, "eval_gate": model.bidirectional.eval_gate,
-                 "temperature": model.bidirectional.temperature, "noise_p": config.noise_p,
-                 "beam": beam_size or config.beam_size, "length_penalty": config.length_penalty,
-                 "compression": state.get("compression"), "seed": config.seed,
-                 "g2lstm": environment["g2lstm_version"], "commit": environment["git_commit"]}
-    return {"split": split, **metrics, "signature": signature}
+    signature = model_signature(model, noise_p=config.noise_p, seed=config.seed, data=folder, split=split,
+                                compression=state.get("compression"))
+    decoding = {"beam": beam_size or config.beam_size, "length_penalty": config.length_penalty,
+                "sentences": len(loaded)}
+    return {"split": split, **metrics, "signature": str(signature), "decoding": decoding}

@@ -27,6 +27,7 @@ from g2lstm.mt.config import RESUMABLE_KEYS, MTConfig
 from g2lstm.mt.data import batch_indices, collate, find_corpus_folder, find_split, load_split, read_parallel
 from g2lstm.mt.evaluate import MODEL_ENTRIES, RECIPE, check_layers, checkpoint_bpe, evaluate_split
 from g2lstm.mt.model import AttentionSeq2Seq
+from g2lstm.signature import model_signature
 from g2lstm.train import (
     CheckpointPaths,
     RunLog,
@@ -299,6 +300,8 @@ def _train(
         results.update({f"{split.name}_{key}": value for key, value in metrics.items()
                         if key in ("loss", "bleu", "sacrebleu")})
     results["sacrebleu_signature"] = metrics["sacrebleu_signature"]
+    results["signature"] = str(model_signature(model, noise_p=config.noise_p, seed=config.seed, data=folder,
+                                               split="valid,test"))
     log.log(step=progress.step, final=True, **results)
     return results
 

@@ -44,7 +44,7 @@ try:
 except ImportError:  # Windows: no advisory locks, so run folders go unguarded there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RunLog", "describe_environment", "lock_run_folder", "read_metrics", "run_names"]
+__all__ = ["RunLog", "describe_environment", "git_commit", "lock_run_folder", "read_metrics", "run_names"]
 
 _METRICS = "metrics.jsonl"
 _LOCK = ".lock"
@@ -87,7 +87,7 @@ def describe_environment(seed: int | None = None) -> dict[str, Any]:
     """What a reported number depends on besides the config: versions, platform, command line and commit."""
     from g2lstm import __version__
 
-    commit, dirty = _git_commit()
+    commit, dirty = git_commit()
     return {
         "g2lstm_version": __version__,
         "torch_version": torch.__version__,
@@ -273,7 +273,7 @@ def _open_tensorboard(log_dir: Path, purge_step: int | None) -> Any:
     return SummaryWriter(str(log_dir), purge_step=purge_step)
 
 
-def _git_commit() -> tuple[str | None, bool | None]:
+def git_commit() -> tuple[str | None, bool | None]:
     """The commit of the source tree g2lstm is imported from, and whether it has uncommitted changes."""
     source = Path(__file__).resolve().parent
     try:
