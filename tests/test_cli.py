@@ -119,3 +119,25 @@ def test_lm_eval_prints_the_signature_with_the_numbers(
     printed = capsys.readouterr().out
     assert "test_ppl" in printed and "signature: g2lstm:0.1.0|gate:g2|tau:0.9|p:0.2|eval:hard|comp:none|" \
         "data:corpus|split:valid,test|seed:141|" in printed
+
+
+@pytest.mark.parametrize(
+    ("options", "overrides"),
+    [([], {"max_steps": 300}), (["--full"], {}), (["--max-steps", "5"], {"max_steps": 5}),
+     (["--epochs", "1"], {"epochs": 1})],
+    ids=["quick", "full", "max-steps", "epochs"],
+)
+def test_the_demo_is_quick_unless_asked_for_the_full_run(
+    options: list[str], overrides: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = []
+
+    def stand_in(out, data, preset, given, **kwargs) -> dict:
+        seen.append(given)
+        return {"figure": "gate_histograms.png"}
+
+    monkeypatch.setattr("g2lstm.lm.demo.run_demo", stand_in)
+    monkeypatch.setattr("g2lstm.lm.demo.format_demo_table", lambda results: "")
+    assert cli.main(["demo", "--out", "runs/demo", *options]) == 0
+    assert seen == [overrides]
+    assert ("g2lstm demo --full" in capsys.readouterr().out) == ("--full" not in options)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -77,12 +78,17 @@ def _cache_pointer_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from g2lstm.lm.demo import format_demo_table, run_demo
+    from g2lstm.lm.demo import QUICK_STEPS, format_demo_table, run_demo
 
-    results = run_demo(args.out, args.data, args.preset, _overrides(args, ("max_steps", "epochs")),
-                       show_progress=not args.quiet)
+    overrides = _overrides(args, ("max_steps", "epochs"))
+    if not (args.full or {"max_steps", "epochs"} & set(overrides)):
+        overrides["max_steps"] = QUICK_STEPS
+    start = time.monotonic()
+    results = run_demo(args.out, args.data, args.preset, overrides, show_progress=not args.quiet)
     print(format_demo_table(results))
     print(f"\ngate histograms: {results['figure']}")
+    print(f"done in {(time.monotonic() - start) / 60:.1f} minutes"
+          + ("" if args.full else "; `g2lstm demo --full` trains each model for the preset's epochs"))
 
 
 def _compress(args: argparse.Namespace) -> None:
@@ -309,8 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(commands, "demo", "short LSTM vs G2-LSTM run on PTB with gate histograms", _demo)
     demo.add_argument("--out", required=True, help="output folder (one run folder per gate inside)")
     _preset_option(demo, "lm", "tiny")
+    demo.add_argument("--full", action="store_true",
+                      help="the longer demo: the preset's epochs for each model (default: 300 steps each)")
     demo.add_argument(
-        "--max-steps", type=_positive_int, help="stop each run after this many steps (default: none)"
+        "--max-steps", type=_positive_int,
+        help="stop each run after this many steps (default: 300, or none with --full)"
     )
     demo.add_argument("--epochs", type=_positive_int, help="epochs of each run (default: the preset's)")
     demo.add_argument(

@@ -17,7 +17,11 @@ from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.train import train_language_model
 from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, write_file
 
-__all__ = ["format_demo_table", "run_demo", "lm_gate_histograms"]
+__all__ = ["QUICK_STEPS", "format_demo_table", "run_demo", "lm_gate_histograms"]
+
+# Training steps per model of the quick demo (`g2lstm demo`, `make run`): a few minutes in all on two CPU
+# cores, enough for the G2 gates to move towards 0 and 1; `g2lstm demo --full` trains the preset's epochs.
+QUICK_STEPS = 300
 
 
 def lm_gate_histograms(

@@ -312,8 +312,11 @@ def _train(
             if hidden is None:
                 hidden = model.init_hidden(train_data.shape[1])
             streams = train_data.shape[1]
+            # the bar's total (and so its ETA): the epoch, or the tokens max_steps leaves, if fewer
+            rows_left = ((config.max_steps or math.inf) - progress.step) * config.bptt * 0.975  # mean length
+            epoch_rows = min(train_data.shape[0] - 1, progress.position + rows_left)
             with tqdm(
-                total=(train_data.shape[0] - 1) * streams, initial=progress.position * streams,
+                total=int(epoch_rows * streams), initial=progress.position * streams,
                 desc=f"{phase} epoch {progress.epoch}", unit="tok", unit_scale=True,
                 disable=not (show_progress and dist.is_main), leave=False,
             ) as bar:
