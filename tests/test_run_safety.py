@@ -534,3 +534,17 @@ def test_debug_shows_the_traceback_of_a_user_error_too(
     assert (
         err.strip().splitlines()[-1] == f"g2lstm: error: checkpoint {tmp_path / 'missing.pt'} does not exist"
     )
+
+
+@pytest.mark.parametrize(
+    ("device", "message"), [("cuda:99", "device 'cuda:99'"), ("gpu", "is not a torch device")]
+)
+def test_a_device_this_machine_lacks_is_one_line(
+    lm_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str, message: str
+) -> None:
+    code, _, err = cli(capsys, "lm", "train", "--data", str(lm_corpus), "--device", device,
+                       "--out", str(tmp_path / "run"), *LM_SMALL)
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "run").exists()
+    code, _, err = cli(capsys, "lm", "eval", str(tmp_path / "any.pt"), "--device", device)
+    assert code == 2 and message in one_line_error(err)

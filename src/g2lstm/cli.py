@@ -498,6 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _check_cpu_kernel()
+        if getattr(args, "device", None) is not None:
+            from g2lstm.train import require_device
+
+            require_device(args.device)
         _run(args)
     except G2LSTMError as error:
         if args.debug:

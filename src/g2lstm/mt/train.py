@@ -38,6 +38,7 @@ from g2lstm.train import (
     data_fingerprint,
     load_checkpoint,
     lock_run_folder,
+    require_device,
     require_entries,
     restore_model,
     rng_state,
@@ -117,7 +118,7 @@ def _train(
     if resume is not None:  # the run's settings, but for those that may change on resume
         saved = config_to_dict(checkpoint_config(MTConfig, resume, paths.last))
         changes = check_resume(saved, config_to_dict(config), RESUMABLE_KEYS, run_dir)
-    device = torch.device(config.device)
+    device = require_device(config.device)
     torch.manual_seed(config.seed)
 
     # ---- data: the same as the run's when resuming

@@ -30,6 +30,7 @@ from g2lstm.train.distributed import (
     broadcast_module,
     cleanup,
     init_distributed,
+    require_device,
 )
 from g2lstm.train.resume import check_resume, check_same_data, data_fingerprint, other_data
 from g2lstm.train.rng import rng_state, seed_all, set_rng_state
@@ -77,6 +78,7 @@ __all__ = [
     "parse_overrides",
     "preset_descriptions",
     "read_metrics",
+    "require_device",
     "require_entries",
     "restore_model",
     "rng_state",

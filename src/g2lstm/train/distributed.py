@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from g2lstm.errors import ConfigError
+
 __all__ = [
     "DistributedContext",
     "all_reduce_mean",
@@ -36,6 +38,7 @@ __all__ = [
     "broadcast_module",
     "cleanup",
     "init_distributed",
+    "require_device",
 ]
 
 
@@ -67,6 +70,22 @@ class DistributedContext:
         return gathered
 
 
+def require_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, refused with a :class:`~g2lstm.errors.ConfigError` when it is not a
+    device name or this machine lacks it (no CUDA, or fewer GPUs than its index)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"device {device!r} is not a torch device ({error}); e.g. cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(parsed.type, False):
+        raise ConfigError(f"device {device!r} is not available here; use --device cpu or one it has")
+    gpus = torch.cuda.device_count()
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= gpus:
+        raise ConfigError(f"device {device!r} does not exist: this machine has {gpus} GPU(s)")
+    return parsed
+
+
 def init_distributed(device: str | torch.device) -> DistributedContext:
     """Join the process group when started by torchrun, else describe a single process on ``device``.
 
@@ -74,7 +93,7 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     backend; any other device uses gloo. The rendezvous address comes from torchrun's ``MASTER_ADDR`` and
     ``MASTER_PORT``.
     """
-    device = torch.device(device)
+    device = require_device(device)
     if "RANK" not in os.environ:
         return DistributedContext(False, 0, 0, 1, device)
     rank, local_rank, world_size = (_environment_int(name) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
