@@ -706,10 +706,7 @@ def two_trainings(argv: list[str], run: Path, delay: float) -> Outcome:
     second = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
     )
-    outcomes = []
-    for process in (first, second):
-        out, err = process.communicate(timeout=600)
-        outcomes.append(judge_exit(process.returncode, err, out))
+    outcomes = [finish(process, " ".join(argv)) for process in (first, second)]
     crashes = [outcome for outcome in outcomes if outcome.kind == "crash"]
     if crashes:
         return crashes[0]
@@ -1029,15 +1026,29 @@ def output_command(recipe: str, kind: str, base: Path, command: list[str], targe
     return ["mt", "eval", checkpoint, "--data", data, "--beam", "2", "--output", str(target)]
 
 
+def finish(process: subprocess.Popen, description: str) -> Outcome:
+    """How ``process`` ended; one that does not end within PROCESS_TIMEOUT is killed and counted a crash."""
+    try:
+        out, err = process.communicate(timeout=PROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return crash(f"{description} did not end within {PROCESS_TIMEOUT} s")
+    return judge_exit(process.returncode, err, out)
+
+
+# A busy machine may pause processes (e.g. while others measure), so the limit is generous.
+PROCESS_TIMEOUT = 3600
+
+
 def failing_kernel_build(work: Path, command: list[str], index: int) -> Outcome:
     """``G2LSTM_CPU_KERNEL=compiled`` with a compiler that fails, in a fresh process and kernel cache."""
     environment = {**os.environ, "G2LSTM_CPU_KERNEL": "compiled", "CXX": "false", "OMP_NUM_THREADS": "1",
                    "XDG_CACHE_HOME": str(work / f"kernel-cache{index}")}
-    done = subprocess.run([sys.executable, "-m", "g2lstm", *command, "--out", str(work / f"kernel{index}")],
-                          capture_output=True, text=True, env=environment, timeout=600)
-    return expect(
-        judge_exit(done.returncode, done.stderr, done.stdout), "clear", ["G2LSTM_CPU_KERNEL=compiled"]
-    )
+    argv = [sys.executable, "-m", "g2lstm", *command, "--out", str(work / f"kernel{index}")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=environment)
+    return expect(finish(process, "the kernel build"), "clear", ["G2LSTM_CPU_KERNEL=compiled"])
 
 
 # ------------------------------------------------------------------------------------- mt translate stdin
