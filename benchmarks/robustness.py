@@ -1175,7 +1175,8 @@ def main() -> None:
                     "",
                     "The property tests of `tests/test_properties.py` (hypothesis) cover the module's "
                     "inputs further; "
-                    "`tests/test_robustness.py` runs a few cases of every class in the full suite (`make test`).",
+                    "`tests/test_robustness.py` runs a few cases of every class in the full suite "
+                    "(`make test`).",
                 ]
             )
             + "\n"
