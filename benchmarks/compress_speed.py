@@ -90,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shape", type=int, nargs=4, metavar=("T", "B", "IN", "H"), default=list(AWD_LAYER),
         help="sequence length, batch, input and hidden size (default: %(default)s)",
     )
-    parser.add_argument("--ranks", type=int, nargs="+", help="default: hidden/9 and hidden/18, the paper's ratios")
+    parser.add_argument(
+        "--ranks", type=int, nargs="+", help="default: hidden/9 and hidden/18, the paper's ratios"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the measurements to this JSON file")
@@ -109,9 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": machine_description(), "kernel": kernel_description(), "shape": args.shape,
-                       "models": {name: {"seconds": seconds, "bytes": size}
-                                  for name, (seconds, size) in results.items()}}, out, indent=2)
+            json.dump(
+                {
+                    "machine": machine_description(),
+                    "kernel": kernel_description(),
+                    "shape": args.shape,
+                    "models": {
+                        name: {"seconds": seconds, "bytes": size} for name, (seconds, size) in results.items()
+                    },
+                },
+                out,
+                indent=2,
+            )
     return 0
 
 

@@ -227,7 +227,9 @@ def module_checks(device: str) -> dict[str, dict[str, Any]]:
 def noise_checks(device: str, smoke: bool) -> dict[str, dict[str, Any]]:
     checks = {}
     torch.manual_seed(0)
-    g2 = g2lstm.G2LSTM(3, 4, num_layers=2, bidirectional=True, noise_p=0.2).to(device, torch.float64)
+    g2 = g2lstm.G2LSTM(3, 4, num_layers=2, bidirectional=True, gate="g2", noise_p=0.2).to(
+        device, torch.float64
+    )
     x = torch.randn(5, 2, 3, device=device, dtype=torch.float64, requires_grad=True)
 
     def run(inputs: Tensor) -> Tensor:

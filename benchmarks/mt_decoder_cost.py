@@ -110,7 +110,9 @@ def measure(config: MTConfig, steps: int, warmup: int, sentences: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="multi30k-cpu")
     parser.add_argument("--gates", nargs="+", default=["lstm", "g2"], choices=("lstm", "sharpened", "g2"))
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per decoder")
@@ -118,35 +120,52 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=64, help="test sentences of the decoding batch")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    signature = {"preset": args.preset, "steps": args.steps, "warmup": args.warmup,
-                 "sentences": args.sentences, "machine": machine_description(),
-                 "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                 "torch_threads": torch.get_num_threads(),
-                 "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-                 "load_average_at_start": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    signature = {
+        "preset": args.preset,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "sentences": args.sentences,
+        "machine": machine_description(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+    }
     rows = {}
     for gate in args.gates:
         config = load_config(MTConfig, args.preset, {"gate": gate}, preset_dir=PRESET_DIR)
         rows[gate] = measure(config, args.steps, args.warmup, args.sentences)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cost.json").write_text(json.dumps({"signature": signature, "gates": rows}, indent=2) + "\n")
-    lines = [f"# Cost of the conditional decoder against the attention-on-top one, `{args.preset}`", "",
-             "Measured by `OMP_NUM_THREADS=1 python benchmarks/mt_decoder_cost.py`; "
-             + ", ".join(f"{key}: {value}" for key, value in signature.items()) + ".", "",
-             "| gate | training ms/step, attention-on-top | conditional | ratio "
-             "| decoding ms/step, attention-on-top | conditional | ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Cost of the conditional decoder against the attention-on-top one, `{args.preset}`",
+        "",
+        "Measured by `OMP_NUM_THREADS=1 python benchmarks/mt_decoder_cost.py`; "
+        + ", ".join(f"{key}: {value}" for key, value in signature.items())
+        + ".",
+        "",
+        "| gate | training ms/step, attention-on-top | conditional | ratio "
+        "| decoding ms/step, attention-on-top | conditional | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for gate, row in rows.items():
         old, new = row["attention-on-top"], row["conditional"]
-        lines.append(f"| {gate} | {old['train_ms']:.1f} | {new['train_ms']:.1f} "
-                     f"| {row['train_ms_ratio']:.2f}x | {old['decode_ms']:.2f} | {new['decode_ms']:.2f} "
-                     f"| {row['decode_ms_ratio']:.2f}x |")
-    lines += ["", f"Training: medians over {args.steps} steps of the preset's batches (batch "
-              f"{config.batch_size}, after {args.warmup} warm-up steps each), the two decoders taking turns "
-              f"on each batch. Decoding: one decoder call for {args.sentences} test sentences x "
-              f"{config.beam_size} beam rows, the median of {DECODE_REPEATS} means over {DECODE_STEPS} "
-              "calls. Other jobs shared the machine (the load average above), which slows both decoders "
-              "alike but inflates the milliseconds; the ratios are the result."]
+        lines.append(
+            f"| {gate} | {old['train_ms']:.1f} | {new['train_ms']:.1f} "
+            f"| {row['train_ms_ratio']:.2f}x | {old['decode_ms']:.2f} | {new['decode_ms']:.2f} "
+            f"| {row['decode_ms_ratio']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Training: medians over {args.steps} steps of the preset's batches (batch "
+        f"{config.batch_size}, after {args.warmup} warm-up steps each), the two decoders taking turns "
+        f"on each batch. Decoding: one decoder call for {args.sentences} test sentences x "
+        f"{config.beam_size} beam rows, the median of {DECODE_REPEATS} means over {DECODE_STEPS} "
+        "calls. Other jobs shared the machine (the load average above), which slows both decoders "
+        "alike but inflates the milliseconds; the ratios are the result.",
+    ]
     (args.out / "cost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

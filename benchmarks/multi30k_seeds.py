@@ -35,15 +35,10 @@ from typing import Any
 
 from seeded import mean_sd_cell, paired_row, portable, value_cell, verdict_cell
 
-from g2lstm.benchmark import (
-    PairedDifference,
-    epoch_pace,
-    machine_description,
-    paired_verdict,
-    run_stages,
-    stage_table,
-)
+from g2lstm.benchmark import PairedDifference, machine_description, paired_verdict
 from g2lstm.train import read_metrics
+
+from stages import epoch_pace, run_stages, stage_table
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY / "results" / "multi30k-seeds"
@@ -177,7 +172,7 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
         "compression": {column: {"bleu": m["bleu"], "sacrebleu": m["sacrebleu"]}
                         for column, m in table.items()},
         "outer_share": shares,
-        "beam": (evaluation.get("signature") or {}).get("beam"),
+        "beam": (evaluation.get("decoding") or {}).get("beam"),
         "histogram_pairs": histograms.get("signature", {}).get("pairs"),
         **_epochs(folder),
         "metrics": files.get("metrics"), "sweep": files.get("sweep"), "histograms": files.get("histograms"),
@@ -413,27 +408,54 @@ def _gate_lines(entries: list[dict], stats: dict, runs: Path, results: Path) -> 
               "| run | " + " | ".join(f"{name}, {gate}" for name, gate in keys) + " |",
               "|---|" + "---:|" * len(keys)]
     for e in entries:
-        lines.append(f"| {e['name']} | " + " | ".join(
-            value_cell(None if e["outer_share"].get(n, {}).get(g) is None else 100 * e["outer_share"][n][g], 1)
-            for n, g in keys) + " |")
-    lines += ["", "Paired differences G2 − LSTM of the outer-bin share (percentage points):", "",
-              "| update, gate | d per seed | mean | sd | se | rule 3 |", "|---|---|---:|---:|---:|---|"]
-    lines += [paired_row(f"{name}, {gate}", stats[f"outer: {name}: {gate}"], scale=100, digits=1)
-              for name, gate in keys]
-    lines += ["", "The paper's shares (its first decoder layer, IWSLT'14): LSTM input 22.1 %, forget 13.0 %; "
-              "G2-LSTM input 74.7 %, forget 61.9 %.", ""]
+        lines.append(
+            f"| {e['name']} | "
+            + " | ".join(
+                value_cell(
+                    None if e["outer_share"].get(n, {}).get(g) is None else 100 * e["outer_share"][n][g], 1
+                )
+                for n, g in keys
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "Paired differences G2 − LSTM of the outer-bin share (percentage points):",
+        "",
+        "| update, gate | d per seed | mean | sd | se | rule 3 |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    lines += [
+        paired_row(f"{name}, {gate}", stats[f"outer: {name}: {gate}"], scale=100, digits=1)
+        for name, gate in keys
+    ]
+    lines += [
+        "",
+        "The paper's shares (its first decoder layer, IWSLT'14): LSTM input 22.1 %, forget 13.0 %; "
+        "G2-LSTM input 74.7 %, forget 61.9 %.",
+        "",
+    ]
     figures = runs / "figures"
     if (figures / "gate_histograms.md").exists():
         for picture in ("gate_histograms.png", "gate_words.png"):
             shutil.copyfile(figures / picture, results / picture)
         table = (figures / "gate_histograms.md").read_text().split("\n", 2)[2].strip()
-        lines += [f"### Seed {FIGURE_SEED}: histograms and a per-word gate map", "", table, "",
-                  "![gate histograms](gate_histograms.png)", "", "![gate words](gate_words.png)"]
+        lines += [
+            f"### Seed {FIGURE_SEED}: histograms and a per-word gate map",
+            "",
+            table,
+            "",
+            "![gate histograms](gate_histograms.png)",
+            "",
+            "![gate words](gate_words.png)",
+        ]
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="Multi30k folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; the cores are shared out")
@@ -454,8 +476,12 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda run: run_all_stages(run, runs, settings, threads), chosen))
         if all(_stages_done(runs / run.name) for run in FIGURE_RUNS):
-            run_stages(f"seed {FIGURE_SEED}", figure_stages(runs, settings), runs / "stages.json",
-                       threads * args.jobs)
+            run_stages(
+                f"seed {FIGURE_SEED}",
+                figure_stages(runs, settings),
+                runs / "stages.json",
+                threads * args.jobs,
+            )
     roots = {str(runs): "RUNS_DIR", str(REPOSITORY): "."}
     if args.data:
         roots[str(Path(args.data).resolve())] = "DATA_DIR"

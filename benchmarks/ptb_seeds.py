@@ -26,15 +26,10 @@ from typing import Any
 
 from seeded import mean_sd_cell, paired_row, portable, value_cell, verdict_cell
 
-from g2lstm.benchmark import (
-    PairedDifference,
-    epoch_pace,
-    machine_description,
-    paired_verdict,
-    run_stages,
-    stage_table,
-)
+from g2lstm.benchmark import PairedDifference, machine_description, paired_verdict
 from g2lstm.train import read_metrics
+
+from stages import epoch_pace, run_stages, stage_table
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY / "results" / "ptb-seeds"
@@ -76,10 +71,39 @@ def stages(run: Run, folder: Path, data: list[str]) -> dict[str, list[str]]:
         "finetune": ["g2lstm", "lm", "finetune", str(folder), "--quiet", *data],
         "eval": ["g2lstm", "lm", "eval", best, "--json", "--quiet", *data],
         "eval_cache": ["g2lstm", "lm", "eval", best, "--cache-pointer", "--json", "--quiet", *data],
-        "eval_tempered": ["g2lstm", "lm", "eval", best, "--eval-gate", "tempered", "--json", "--quiet", *data],
-        "sweep": ["g2lstm", "compress", "sweep", best, "--out", str(folder / "sweep"), "--batch-size", "10",
-                  "--no-curves", *data],
-        "analyze": ["g2lstm", "analyze", best, "--out", str(folder / "analysis"), "--max-tokens", "20000", *data],
+        "eval_tempered": [
+            "g2lstm",
+            "lm",
+            "eval",
+            best,
+            "--eval-gate",
+            "tempered",
+            "--json",
+            "--quiet",
+            *data,
+        ],
+        "sweep": [
+            "g2lstm",
+            "compress",
+            "sweep",
+            best,
+            "--out",
+            str(folder / "sweep"),
+            "--batch-size",
+            "10",
+            "--no-curves",
+            *data,
+        ],
+        "analyze": [
+            "g2lstm",
+            "analyze",
+            best,
+            "--out",
+            str(folder / "analysis"),
+            "--max-tokens",
+            "20000",
+            *data,
+        ],
     }
     if run.gate == "lstm":  # an LSTM's gates have no temperature: tempered is its sigmoid
         del commands["eval_tempered"]
@@ -122,22 +146,38 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
     """One run's entry of results.json; its small files are copied (made portable) under ``results/runs``."""
     folder, copies = runs / run.name, results / "runs" / run.name
     record = _load(folder / "stages.json")
-    metric = lambda stage, key: record.get(stage, {}).get("metrics", {}).get(key)
+
+    def metric(stage: str, key: str) -> Any:
+        return record.get(stage, {}).get("metrics", {}).get(key)
+
     sweep = next(iter(_load(folder / "sweep" / "sweep.json").get("runs", {}).values()), {}).get("table", {})
     compression: dict[str, Any] = {}
     ranks = [label for label in sweep if label.startswith("rank ")]
     for label, values in sweep.items():
-        key = _sweep_column(label) or ({ranks[0]: "rank_h9", ranks[-1]: "rank_h18"}.get(label) if ranks else None)
+        by_rank = {ranks[0]: "rank_h9", ranks[-1]: "rank_h18"} if ranks else {}
+        key = _sweep_column(label) or by_rank.get(label)
         if key is not None:
-            compression[key] = {"label": label, "test_ppl": values["test_ppl"],
-                                "gain": values["test_ppl"] - sweep["original"]["test_ppl"]}
-    histograms = next(iter(_load(folder / "analysis" / "gate_histograms.json").get("histograms", {}).values()), {})
-    outer = {f"{layer}_{gate}": values["outer_share"] for layer, gates in histograms.items()
-             for gate, values in gates.items()}
+            compression[key] = {
+                "label": label,
+                "test_ppl": values["test_ppl"],
+                "gain": values["test_ppl"] - sweep["original"]["test_ppl"],
+            }
+    histograms = next(
+        iter(_load(folder / "analysis" / "gate_histograms.json").get("histograms", {}).values()), {}
+    )
+    outer = {
+        f"{layer}_{gate}": values["outer_share"]
+        for layer, gates in histograms.items()
+        for gate, values in gates.items()
+    }
     files = {}
     copies.mkdir(parents=True, exist_ok=True)
-    sources = {"metrics": folder / "metrics.jsonl", "finetune_metrics": folder / "finetune" / "metrics.jsonl",
-               "sweep": folder / "sweep" / "sweep.json", "histograms": folder / "analysis" / "gate_histograms.json"}
+    sources = {
+        "metrics": folder / "metrics.jsonl",
+        "finetune_metrics": folder / "finetune" / "metrics.jsonl",
+        "sweep": folder / "sweep" / "sweep.json",
+        "histograms": folder / "analysis" / "gate_histograms.json",
+    }
     for key, source in sources.items():
         if not source.exists():
             continue
@@ -149,19 +189,32 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
             target.write_text(json.dumps(portable(json.loads(source.read_text()), roots), indent=2) + "\n")
         files[key] = str(target.relative_to(REPOSITORY if target.is_relative_to(REPOSITORY) else results))
     done = all(entry.get("done") for entry in record.values()) and len(record) == len(stages(run, folder, []))
-    validations = [len([m for m in read_metrics(path) if "valid_ppl" in m and "epoch" in m])
-                   for path in (folder, folder / "finetune") if (path / "metrics.jsonl").exists()]
+    validations = [
+        len([m for m in read_metrics(path) if "valid_ppl" in m and "epoch" in m])
+        for path in (folder, folder / "finetune")
+        if (path / "metrics.jsonl").exists()
+    ]
     return {
-        "name": run.name, "preset": run.preset, "gate": run.gate,
+        "name": run.name,
+        "preset": run.preset,
+        "gate": run.gate,
         "noise_p": (run.noise_p if run.noise_p is not None else 0.2) if run.gate == "g2" else None,
-        "schedule": None, "seed": run.seed, "asgd_epoch": _asgd_epoch(folder), "done": done,
+        "schedule": None,
+        "seed": run.seed,
+        "asgd_epoch": _asgd_epoch(folder),
+        "done": done,
         "epochs": " + ".join(map(str, validations)),
-        "valid_ppl": metric("eval", "valid_ppl"), "test_ppl": metric("eval", "test_ppl"),
-        "valid_ppl_cache": metric("eval_cache", "valid_ppl"), "test_ppl_cache": metric("eval_cache", "test_ppl"),
+        "valid_ppl": metric("eval", "valid_ppl"),
+        "test_ppl": metric("eval", "test_ppl"),
+        "valid_ppl_cache": metric("eval_cache", "valid_ppl"),
+        "test_ppl_cache": metric("eval_cache", "test_ppl"),
         "test_ppl_tempered": metric("eval_tempered", "test_ppl"),
-        "compression": compression, "outer_share": outer,
-        "metrics": files.get("metrics"), "finetune_metrics": files.get("finetune_metrics"),
-        "sweep": files.get("sweep"), "histograms": files.get("histograms"),
+        "compression": compression,
+        "outer_share": outer,
+        "metrics": files.get("metrics"),
+        "finetune_metrics": files.get("finetune_metrics"),
+        "sweep": files.get("sweep"),
+        "histograms": files.get("histograms"),
     }
 
 
@@ -179,8 +232,11 @@ def compare(entries: list[dict], preset: str, value: Value, rule: Callable[[Pair
             seeds.append(seed)
             lstm.append(value(a))
             g2.append(value(b))
-    record: dict[str, Any] = {"seeds": seeds, "differences": [b - a for a, b in zip(lstm, g2)],
-                              "complete": len(seeds) == len(SEEDS)}
+    record: dict[str, Any] = {
+        "seeds": seeds,
+        "differences": [b - a for a, b in zip(lstm, g2)],
+        "complete": len(seeds) == len(SEEDS),
+    }
     if len(seeds) >= 2:
         paired = PairedDifference.of(lstm, g2)
         record.update(mean=paired.mean, sd=paired.sd, se=paired.se, verdict=rule(paired))
@@ -203,14 +259,21 @@ def _binary(paired: PairedDifference) -> str:
 def comparisons(entries: list[dict], preset: str) -> dict[str, dict]:
     """DECISION.md rules 1-3 for one preset; perplexity differences are shown as G2 - LSTM (negative favours
     G2), so the perplexities are compared negated."""
-    lstm_mean = [e["test_ppl"] for e in entries if e["preset"] == preset and e["gate"] == "lstm" and e["test_ppl"]]
+    lstm_mean = [
+        e["test_ppl"] for e in entries if e["preset"] == preset and e["gate"] == "lstm" and e["test_ppl"]
+    ]
     margin = EQUIVALENCE * (sum(lstm_mean) / len(lstm_mean)) if lstm_mean else None
-    out = {key: compare(entries, preset, lambda e, k=key: None if e[k] is None else -e[k], _quality(margin or 0))
-           for key in ("test_ppl", "valid_ppl", "test_ppl_cache")}
+    out = {
+        key: compare(entries, preset, lambda e, k=key: None if e[k] is None else -e[k], _quality(margin or 0))
+        for key in ("test_ppl", "valid_ppl", "test_ppl_cache")
+    }
     for column in COMPRESSIONS:
         out[f"gain: {column}"] = compare(
-            entries, preset, lambda e, c=column: -e["compression"][c]["gain"] if c in e["compression"] else None,
-            _robust)
+            entries,
+            preset,
+            lambda e, c=column: -e["compression"][c]["gain"] if c in e["compression"] else None,
+            _robust,
+        )
     for share in ("layer0_input", "layer0_forget", "layer1_input", "layer1_forget"):
         out[f"outer: {share}"] = compare(entries, preset, lambda e, s=share: e["outer_share"].get(s), _binary)
     return out
@@ -228,8 +291,12 @@ def _baseline_lines(entries: list[dict]) -> list[str]:
     """DECISION.md rule 4: the regularised LSTM against the unregularised one, per seed (validation)."""
     cells = []
     for seed in SEEDS:
-        reg = next((e for e in entries if (e["preset"], e["gate"], e["seed"]) == ("cpu-reg", "lstm", seed)), None)
-        plain = next((e for e in entries if (e["preset"], e["gate"], e["seed"]) == ("cpu", "lstm", seed)), None)
+        reg = next(
+            (e for e in entries if (e["preset"], e["gate"], e["seed"]) == ("cpu-reg", "lstm", seed)), None
+        )
+        plain = next(
+            (e for e in entries if (e["preset"], e["gate"], e["seed"]) == ("cpu", "lstm", seed)), None
+        )
         if reg and plain and reg["valid_ppl"] and plain["valid_ppl"]:
             cells.append((seed, reg["valid_ppl"], plain["valid_ppl"]))
     if not cells:
@@ -238,8 +305,10 @@ def _baseline_lines(entries: list[dict]) -> list[str]:
     pairs = "; ".join(f"seed {seed}: {reg:.1f} against {plain:.1f}" for seed, reg, plain in cells)
     verdict = "holds" if holds else "does not hold"
     partial = "" if len(cells) == len(SEEDS) else f" (PARTIAL: {len(cells)} of {len(SEEDS)} seeds)"
-    return [f"- Rule 4 (the cpu-reg LSTM's finetuned validation perplexity below the cpu LSTM's): **{verdict}**"
-            f"{partial} — {pairs}."]
+    return [
+        f"- Rule 4 (the cpu-reg LSTM's finetuned validation perplexity below the cpu LSTM's): **{verdict}**"
+        f"{partial} — {pairs}."
+    ]
 
 
 def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
@@ -247,44 +316,80 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
     from g2lstm.plots import plot_learning_curves
 
     results.mkdir(parents=True, exist_ok=True)
-    entries = [collect(run, runs, results, roots) for run in RUNS if (runs / run.name / "metrics.jsonl").exists()]
+    entries = [
+        collect(run, runs, results, roots) for run in RUNS if (runs / run.name / "metrics.jsonl").exists()
+    ]
     (results / "results.json").write_text(json.dumps({"runs": entries}, indent=2) + "\n")
     complete = len(entries) == len(RUNS) and all(e["done"] for e in entries)
-    lines = [f"# Penn Treebank, seeded: LSTM against G2-LSTM{'' if complete else ' (PARTIAL)'}", "",
-             f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the run folders by "
-             "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --report-only`; runs made with "
-             "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --jobs 2` on "
-             f"{machine_description()}. The decision rules, [DECISION.md](DECISION.md), were committed before "
-             "the first run started.", "",
-             f"Runs done: {sum(e['done'] for e in entries)} of {len(RUNS)}"
-             + ("" if complete else "; missing or running: " + ", ".join(
-                 run.name for run in RUNS if not any(e["name"] == run.name and e["done"] for e in entries))) + ".",
-             "", "## Every run (valid / test perplexity after finetuning)", "",
-             "| run | epochs (train + finetune) | ASGD from epoch | valid | test | + cache (valid / test) "
-             "| test, tempered eval | done |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Penn Treebank, seeded: LSTM against G2-LSTM{'' if complete else ' (PARTIAL)'}",
+        "",
+        f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the run folders by "
+        "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --report-only`; runs made with "
+        "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --jobs 2` on "
+        f"{machine_description()}. The decision rules, [DECISION.md](DECISION.md), were committed before "
+        "the first run started.",
+        "",
+        f"Runs done: {sum(e['done'] for e in entries)} of {len(RUNS)}"
+        + (
+            ""
+            if complete
+            else "; missing or running: "
+            + ", ".join(
+                run.name for run in RUNS if not any(e["name"] == run.name and e["done"] for e in entries)
+            )
+        )
+        + ".",
+        "",
+        "## Every run (valid / test perplexity after finetuning)",
+        "",
+        "| run | epochs (train + finetune) | ASGD from epoch | valid | test | + cache (valid / test) "
+        "| test, tempered eval | done |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in entries:
-        lines.append(f"| {e['name']} | {e['epochs']} | {e['asgd_epoch'] or 'not yet'} | "
-                     f"{value_cell(e['valid_ppl'])} | {value_cell(e['test_ppl'])} | "
-                     f"{value_cell(e['valid_ppl_cache'])} / {value_cell(e['test_ppl_cache'])} | "
-                     f"{value_cell(e['test_ppl_tempered'])} | {'yes' if e['done'] else 'no'} |")
+        lines.append(
+            f"| {e['name']} | {e['epochs']} | {e['asgd_epoch'] or 'not yet'} | "
+            f"{value_cell(e['valid_ppl'])} | {value_cell(e['test_ppl'])} | "
+            f"{value_cell(e['valid_ppl_cache'])} / {value_cell(e['test_ppl_cache'])} | "
+            f"{value_cell(e['test_ppl_tempered'])} | {'yes' if e['done'] else 'no'} |"
+        )
     for preset in ("cpu-reg", "cpu"):
         mine = [e for e in entries if e["preset"] == preset]
         stats = comparisons(entries, preset)
-        lines += ["", f"## `{preset}`: paired G2 (p = 0.2) − LSTM", "",
-                  "| model | test perplexity, mean ± sd over seeds |", "|---|---|"]
+        lines += [
+            "",
+            f"## `{preset}`: paired G2 (p = 0.2) − LSTM",
+            "",
+            "| model | test perplexity, mean ± sd over seeds |",
+            "|---|---|",
+        ]
         for gate, noise in (("lstm", None), ("g2", 0.2)):
-            values = [e["test_ppl"] for e in mine if e["gate"] == gate and e["noise_p"] == noise and e["test_ppl"]]
+            values = [
+                e["test_ppl"] for e in mine if e["gate"] == gate and e["noise_p"] == noise and e["test_ppl"]
+            ]
             lines.append(f"| {gate} | {mean_sd_cell(values)} |")
-        lines += ["", "| measure | G2 − LSTM per seed | mean | sd | se | verdict |", "|---|---|---|---|---|---|",
-                  paired_row("test perplexity (rule 1)", _negated(stats["test_ppl"])),
-                  paired_row("valid perplexity", _negated(stats["valid_ppl"])),
-                  paired_row("test perplexity, cache pointer", _negated(stats["test_ppl_cache"]))]
-        lines += [paired_row(f"perplexity gained, {COMPRESSION_LABELS[c]} (rule 2)", _negated(stats[f"gain: {c}"]))
-                  for c in COMPRESSIONS]
-        lines += [paired_row(f"outer-bin share, {s.replace('_', ' ')} (rule 3), %", stats[f"outer: {s}"],
-                             scale=100, digits=1)
-                  for s in ("layer0_input", "layer0_forget", "layer1_input", "layer1_forget")]
+        lines += [
+            "",
+            "| measure | G2 − LSTM per seed | mean | sd | se | verdict |",
+            "|---|---|---|---|---|---|",
+            paired_row("test perplexity (rule 1)", _negated(stats["test_ppl"])),
+            paired_row("valid perplexity", _negated(stats["valid_ppl"])),
+            paired_row("test perplexity, cache pointer", _negated(stats["test_ppl_cache"])),
+        ]
+        lines += [
+            paired_row(f"perplexity gained, {COMPRESSION_LABELS[c]} (rule 2)", _negated(stats[f"gain: {c}"]))
+            for c in COMPRESSIONS
+        ]
+        lines += [
+            paired_row(
+                f"outer-bin share, {s.replace('_', ' ')} (rule 3), %",
+                stats[f"outer: {s}"],
+                scale=100,
+                digits=1,
+            )
+            for s in ("layer0_input", "layer0_forget", "layer1_input", "layer1_forget")
+        ]
         lines += ["", f"Rule 1 on `{preset}` (test perplexity): **{verdict_cell(stats['test_ppl'])}**."]
     lines += ["", "## The regularised baseline", "", *_baseline_lines(entries)]
     curves = {}
@@ -300,8 +405,11 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
             points += [(base + m["epoch"], m["valid_ppl"]) for m in valid]
         curves[e["name"]] = points
     if curves:
-        figure = plot_learning_curves(curves, results / "learning_curves.png",
-                                      "PTB, seeded runs: validation perplexity (finetune epochs follow)")
+        figure = plot_learning_curves(
+            curves,
+            results / "learning_curves.png",
+            "PTB, seeded runs: validation perplexity (finetune epochs follow)",
+        )
         lines += ["", f"![learning curves]({figure.name})"]
     observations = results / "observations.md"  # written by a person after reading the numbers
     if observations.exists():
@@ -319,7 +427,9 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="PTB folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; the cores are shared out")

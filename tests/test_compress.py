@@ -249,7 +249,8 @@ def test_counts_are_exact_for_a_small_layer():
     assert count_parameters_and_bytes(G2LSTM(3, 2)) == (56, 224)
     lstm = G2LSTM(3, 2)
     report = compress(lstm, round=ROUND)
-    # codes: 2 blocks of (2, 3) and 2 of (2, 2) = 20 int8; a step per matrix: 2 floats; dense: 12 + 8 + 16 = 36.
+    # codes: 2 blocks of (2, 3) and 2 of (2, 2) = 20 int8; a step per matrix: 2 floats;
+    # dense: 12 + 8 + 16 = 36.
     assert (report.parameters_before, report.bytes_before) == (56, 224)
     assert (report.parameters_after, report.bytes_after) == (20 + 2 + 36, 20 + 8 + 4 * 36)
     assert count_parameters_and_bytes(lstm) == (58, 172)
@@ -468,7 +469,8 @@ def test_matrices_choose_which_weights_are_compressed_and_survive_a_checkpoint(t
     for name, parameter in untouched.items():  # the same Parameter objects, with the same values
         assert model.get_parameter(name) is parameter and torch.equal(parameter, before[name])
     assert sorted(report.errors) == [f"first.weight_hh_l1.{gate}" for gate in ("forget", "input")] + [
-        f"second.weight_ih_l0.{gate}" for gate in ("forget", "input")]
+        f"second.weight_ih_l0.{gate}" for gate in ("forget", "input")
+    ]
     config = compression_config(model)
     assert (config["first"]["matrices"], config["second"]["matrices"]) == (["weight_hh_l1"], ["weight_ih_l0"])
 
@@ -488,15 +490,20 @@ def test_layers_without_a_chosen_matrix_are_left_alone():
     assert isinstance(model.rnn, G2LSTM) and isinstance(model.extra, nn.LSTM)  # only the chosen one converted
     assert list(compression_config(model)) == ["rnn"]
     assert [name for name, _ in model.rnn.named_parameters(recurse=False) if name.startswith("weight")] == [
-        "weight_ih_l0", "weight_hh_l0", "weight_ih_l1"]
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "weight_ih_l1",
+    ]
 
 
 def test_a_config_saved_before_matrices_existed_restores_every_matrix():
     model = two_lstms().eval()
     compress(model, rank=2)
     config = compression_config(model)
-    old = {path: {key: value for key, value in entry.items() if key != "matrices"}
-           for path, entry in config.items()}
+    old = {
+        path: {key: value for key, value in entry.items() if key != "matrices"}
+        for path, entry in config.items()
+    }
     restored = two_lstms().eval()
     restore_compressed(restored, old)
     restored.load_state_dict(model.state_dict())
@@ -507,8 +514,11 @@ def test_a_config_saved_before_matrices_existed_restores_every_matrix():
     "matrices, error, match",
     [
         ("rnn.weight_hh_l0", TypeError, "matrices must be a sequence of weight names"),
-        (["rnn.weight_hh_l9"], ValueError,
-         r"must name weight matrices .*rnn\.weight_hh_l1.* got \['rnn.weight_hh_l9'\]"),
+        (
+            ["rnn.weight_hh_l9"],
+            ValueError,
+            r"must name weight matrices .*rnn\.weight_hh_l1.* got \['rnn.weight_hh_l9'\]",
+        ),
         ([], ValueError, "got none"),
     ],
 )

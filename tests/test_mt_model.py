@@ -40,7 +40,9 @@ def test_shapes_and_a_training_step_with_each_gate_type(gate: str, layers: int, 
     assert all(layer.gate == gate for layer in model.recurrent_layers())
     assert model.bidirectional.bidirectional
     assert isinstance(model.decoder, ConditionalDecoder if decoder == "conditional" else G2LSTM)
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD)
+    loss = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD
+    )
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -66,7 +68,9 @@ def test_step_by_step_decoding_equals_teacher_forcing(decoder: str) -> None:
     for t in range(batch.target_input.shape[0]):
         logits, state = model.decode(batch.target_input[t : t + 1], encoded, state)
         steps.append(logits)
-    torch.testing.assert_close(torch.cat(steps), model(batch.source, batch.source_lengths, batch.target_input))
+    torch.testing.assert_close(
+        torch.cat(steps), model(batch.source, batch.source_lengths, batch.target_input)
+    )
 
 
 def test_training_mode_is_noisy_and_eval_mode_deterministic() -> None:
@@ -100,14 +104,20 @@ def test_wide_beam_finds_the_exhaustive_best(length_penalty: float) -> None:
     with torch.no_grad():
         model.output.weight.mul_(6.0)  # peaked, uneven next-word distributions
         model.output.bias.copy_(torch.tensor([0.0, 0.5, 0.0, -2.5, 1.0, -1.0]))
-    sources, max_length, words = [[4, 5, 1], [5], [4, 4, 5, 5, 1]], 4, [1, 4, 5]  # words: all but PAD, BOS, EOS
+    sources, max_length, words = (
+        [[4, 5, 1], [5], [4, 4, 5, 5, 1]],
+        4,
+        [1, 4, 5],
+    )  # words: all but PAD, BOS, EOS
     batch = collate(sources, None, [0, 1, 2])
     # 128 beams hold every live prefix (at most 27) and 2 x 128 candidates cover every extension
     found = beam_search(model, batch.source, batch.source_lengths, beam_size=128, max_length=max_length,
                         length_penalty=length_penalty)
     candidates = [list(prefix) for n in range(max_length) for prefix in itertools.product(words, repeat=n)]
     for source, hypothesis in zip(sources, found):
-        scored = [(sequence_log_prob(model, source, c) / (len(c) + 1) ** length_penalty, c) for c in candidates]
+        scored = [
+            (sequence_log_prob(model, source, c) / (len(c) + 1) ** length_penalty, c) for c in candidates
+        ]
         best_score, best = max(scored)
         assert hypothesis.tokens == best
         assert hypothesis.score == pytest.approx(best_score, abs=1e-4)
@@ -131,7 +141,9 @@ def test_beam_of_one_is_greedy_and_batching_changes_nothing(decoder: str) -> Non
         assert single.tokens == together[index].tokens
         assert single.score == pytest.approx(together[index].score, abs=1e-5)
         # the tokens returned are those whose probability was scored
-        assert single.log_prob == pytest.approx(sequence_log_prob(model, SOURCES[index], single.tokens), abs=1e-4)
+        assert single.log_prob == pytest.approx(
+            sequence_log_prob(model, SOURCES[index], single.tokens), abs=1e-4
+        )
         # greedy by hand
         encoded = model.encode(alone.source, alone.source_lengths)
         state, token, greedy = model.initial_state(encoded), BOS, []
@@ -143,7 +155,9 @@ def test_beam_of_one_is_greedy_and_batching_changes_nothing(decoder: str) -> Non
             if token == EOS:
                 break
             greedy.append(token)
-        first = beam_search(model, alone.source, alone.source_lengths, beam_size=1, max_length=len(greedy) + 1)[0]
+        first = beam_search(
+            model, alone.source, alone.source_lengths, beam_size=1, max_length=len(greedy) + 1
+        )[0]
         assert first.tokens == greedy
 
 

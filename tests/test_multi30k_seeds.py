@@ -51,10 +51,11 @@ def fake_run(folder: Path, name: str, bleu: float, lost: float, shares: float, e
                for epoch in range(1, epochs + 1)] + [{"time": 1e4, "final": True, "test_bleu": bleu}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (folder / "config.json").write_text(json.dumps({"epochs": cap}))
-    signature = {"data": "/srv/data/multi30k", "beam": 5}
+    signature = "g2lstm:0.1.0|gate:g2|tau:0.9|p:0.2|eval:sigmoid|comp:none|data:multi30k|split:test|seed:141"
     stages = {stage: {"command": f"g2lstm {stage} {folder}/best.pt", "seconds": 60.0, "threads": [1],
                       "done": True} for stage in ("train", "eval", "sweep", "analyze")}
-    stages["eval"]["metrics"] = {"bleu": bleu, "sacrebleu": bleu - 0.1, "loss": 1.8, "signature": signature}
+    stages["eval"]["metrics"] = {"bleu": bleu, "sacrebleu": bleu - 0.1, "loss": 1.8, "signature": signature,
+                                 "decoding": {"beam": 5, "length_penalty": 1.0, "sentences": 1000}}
     (folder / "stages.json").write_text(json.dumps(stages))
     table = {"original": {"bleu": bleu, "sacrebleu": bleu - 0.1}}
     table.update({s: {"bleu": bleu - lost, "sacrebleu": bleu - lost} for s in SETTINGS})

@@ -63,14 +63,24 @@ def test_report_applies_the_decision_rules_to_known_numbers(tmp_path: Path) -> N
     assert "**G2 better**" in report and "(PARTIAL)" in report  # the other presets' runs are missing
     assert "Rule 4" in report and "does not hold" not in report  # only seed 142 has both LSTMs: 101.05 < 113
     copied = results / "runs" / "cpu-reg-g2-s141"
-    assert {path.name for path in copied.iterdir()} == {"metrics.jsonl", "finetune_metrics.jsonl", "sweep.json",
-                                                         "gate_histograms.json"}
+    assert {path.name for path in copied.iterdir()} == {
+        "metrics.jsonl",
+        "finetune_metrics.jsonl",
+        "sweep.json",
+        "gate_histograms.json",
+    }
     for path in [*copied.iterdir(), results / "REPORT.md", results / "results.json"]:
         assert str(tmp_path) not in path.read_text(), path
 
 
-@pytest.mark.parametrize("differences, verdict", [((2.0, 1.0, 3.0), "G2 worse"), ((-1.0, 1.0, 0.5), "not resolved"),
-                                                  ((-0.1, 0.1, 0.05), "G2 no worse (equivalent)")])
+@pytest.mark.parametrize(
+    "differences, verdict",
+    [
+        ((2.0, 1.0, 3.0), "G2 worse"),
+        ((-1.0, 1.0, 0.5), "not resolved"),
+        ((-0.1, 0.1, 0.05), "G2 no worse (equivalent)"),
+    ],
+)
 def test_rule_1_verdicts(tmp_path: Path, differences, verdict) -> None:
     runs = tmp_path / "runs"
     for seed, difference in zip((141, 142, 143), differences):

@@ -48,7 +48,9 @@ def run(lstm: G2LSTM, x, lengths, packed: bool, grad: bool):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("eval_gate", ["sigmoid", "tempered", "hard"])
-@pytest.mark.parametrize("architecture", [dict(num_layers=2), dict(bidirectional=True)], ids=["2-layer", "bidir"])
+@pytest.mark.parametrize(
+    "architecture", [dict(num_layers=2), dict(bidirectional=True)], ids=["2-layer", "bidir"]
+)
 @pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
 def test_stored_forms_compute_what_the_dense_weights_compute(settings, architecture, eval_gate, dtype):
     lstm = compressed_lstm(dtype, settings, eval_gate, **architecture)
@@ -64,7 +66,9 @@ def test_stored_forms_compute_what_the_dense_weights_compute(settings, architect
 def test_the_stored_path_runs_only_without_gradients_or_noise(monkeypatch):
     calls = []
     original = stored.lstm_sequence_stored
-    monkeypatch.setattr("g2lstm.lstm.lstm_sequence_stored", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        "g2lstm.lstm.lstm_sequence_stored", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     lstm = compressed_lstm(torch.float32, dict(rank=3))
     x = torch.randn(4, 2, 5)
     with torch.no_grad():

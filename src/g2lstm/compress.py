@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from g2lstm.errors import ConfigError
+from g2lstm.gates import set_eval_gate
 from g2lstm.lstm import G2LSTM
 
 __all__ = [
@@ -49,17 +51,19 @@ __all__ = [
     "compressed_gates",
     "restore_compressed",
     "stored_gates",
+    "table_settings",
 ]
 
 GATES = ("input", "forget", "cell", "output")  # torch's row order i, f, g, o
 PAPER_GATES = ("input", "forget")
 _CODE_DTYPES = {"int8": torch.int8, "int16": torch.int16}
 _SETTING_KEYS = ("round", "clip", "rank", "gates", "codes", "converted")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _OPTIONAL_SETTING_KEYS = ("matrices",)  # absent in configs saved before it existed: every matrix
 
 
 class CompressedGates(nn.Module):
-    """A parametrization holding one ``(4H, in)`` LSTM weight matrix as its four gate blocks (order i, f, g, o).
+    """A parametrization holding one ``(4H, in)`` LSTM weight matrix as its four gate blocks (i, f, g, o).
 
     Each block is kept dense, as low-rank factors or as integer codes. The float tensors are the
     parametrization's originals (registered by torch as ``original0``, ``original1``, ...: for each gate in
@@ -112,14 +116,15 @@ class CompressedGates(nn.Module):
                 if kind == "dense":
                     originals.append(rows.detach().clone())
                 elif kind == "rank":
-                    originals.extend(_low_rank_factors(rows.detach(), self.rank))
+                    originals.extend(_low_rank_factors(rows.detach(), cast(int, self.rank)))
                 else:
-                    codes.append(_round_codes(rows.detach(), self.round, self.clip))
+                    codes.append(_round_codes(rows.detach(), cast(float, self.round), self.clip))
             if codes:
                 stacked = torch.stack([block.t() for block in codes]).contiguous()
                 dtype = self.codes_dtype or torch.int16
-                if stacked.abs().max() > torch.iinfo(dtype).max:
-                    raise ValueError(
+                # (a model built on the meta device, to check a checkpoint's shapes, has no values to check)
+                if not stacked.is_meta and stacked.abs().max() > torch.iinfo(dtype).max:
+                    raise ConfigError(
                         f"round={self.round!r} gives codes up to {int(stacked.abs().max())}, beyond "
                         f"{dtype}; use a larger round or a clip"
                     )
@@ -133,7 +138,7 @@ class CompressedGates(nn.Module):
     def factors(self, *originals: Tensor) -> dict[str, tuple[str, tuple[Tensor, ...]]]:
         """Each gate's stored form without rebuilding it: ``{gate: (kind, tensors)}`` with ``(block,)`` for
         ``"dense"``, ``(u, v)`` for ``"rank"`` and ``(codes, step)`` for ``"round"``."""
-        forms = {}
+        forms: dict[str, tuple[str, tuple[Tensor, ...]]] = {}
         tensors = iter(originals)
         code_rows = iter(block.t() for block in self.codes) if self.codes is not None else iter(())
         for gate in GATES:
@@ -149,8 +154,14 @@ class CompressedGates(nn.Module):
     def settings(self) -> dict[str, Any]:
         """The plain values :func:`compression_config` records for the layer."""
         codes = None if self.codes is None else str(self.codes.dtype).removeprefix("torch.")
-        return {"round": self.round, "clip": self.clip, "rank": self.rank, "gates": list(self.compressed),
-                "codes": codes, "converted": self.converted}
+        return {
+            "round": self.round,
+            "clip": self.clip,
+            "rank": self.rank,
+            "gates": list(self.compressed),
+            "codes": codes,
+            "converted": self.converted,
+        }
 
     def extra_repr(self) -> str:
         method = f"rank={self.rank}" if self.rank is not None else f"round={self.round}, clip={self.clip}"
@@ -196,9 +207,12 @@ def stored_gates(module: nn.Module, name: str) -> dict[str, tuple[str, tuple[Ten
     parametrization = compressed_gates(module, name)
     if parametrization is None:
         return None
-    stored = module.parametrizations[name]
-    originals = [stored.original] if stored.is_tensor else [getattr(stored, f"original{i}")
-                                                             for i in range(stored.ntensors)]
+    stored = cast(Any, module.parametrizations)[name]
+    originals = (
+        [stored.original]
+        if stored.is_tensor
+        else [getattr(stored, f"original{i}") for i in range(stored.ntensors)]
+    )
     return parametrization.factors(*originals)
 
 
@@ -206,7 +220,7 @@ def compressed_gates(module: nn.Module, name: str) -> CompressedGates | None:
     """The :class:`CompressedGates` parametrization of ``module``'s tensor ``name``, if it has one."""
     if not parametrize.is_parametrized(module, name):
         return None
-    found = [p for p in module.parametrizations[name] if isinstance(p, CompressedGates)]
+    found = [p for p in cast(Any, module.parametrizations)[name] if isinstance(p, CompressedGates)]
     return found[0] if found else None
 
 
@@ -308,7 +322,11 @@ def compress(
     layers = _find_layers(module)
     chosen = _choose_matrices(layers, matrices)
     targets = [
-        (path, layer, layer if isinstance(layer, G2LSTM) else G2LSTM.from_lstm(layer, gate="lstm"))
+        (
+            path,
+            layer,
+            layer if isinstance(layer, G2LSTM) else G2LSTM.from_lstm(cast(nn.LSTM, layer), gate="lstm"),
+        )
         for path, layer in layers
         if path in chosen
     ]
@@ -317,8 +335,11 @@ def compress(
             _check_rank(path, lstm, rank, chosen[path])
     codes = {path: _codes_dtype(path, lstm, settings, chosen[path]) for path, _, lstm in targets}
     parameters_before, bytes_before = count_parameters_and_bytes(module)
-    dense = {(path, name): getattr(lstm, name).detach().clone() for path, _, lstm in targets
-             for name in chosen[path]}
+    dense = {
+        (path, name): getattr(lstm, name).detach().clone()
+        for path, _, lstm in targets
+        for name in chosen[path]
+    }
     for path, layer, lstm in targets:
         _parametrize(lstm, settings, codes[path], chosen[path], converted=lstm is not layer)
         if lstm is not layer:
@@ -327,8 +348,9 @@ def compress(
     with torch.no_grad():
         for (path, name), before in dense.items():
             after = getattr(module.get_submodule(path) if path else module, name)
-            for gate, rows, approximation in zip(GATES, before.split(after.shape[0] // 4),
-                                                 after.split(after.shape[0] // 4)):
+            for gate, rows, approximation in zip(
+                GATES, before.split(after.shape[0] // 4), after.split(after.shape[0] // 4)
+            ):
                 if gate in settings["gates"]:
                     errors[_qualified(path, f"{name}.{gate}")] = _relative_error(rows, approximation)
     parameters_after, bytes_after = count_parameters_and_bytes(module)
@@ -344,14 +366,24 @@ def compress(
     )
 
 
-def compressed_copy(module: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+def table_settings(round_step: float, clip: float, ranks: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """The columns of the paper's compression tables (Table 3, language model; Table 4, translation), each
+    a setting for :func:`compressed_copy`: as trained, Round, Round & clip, each rank, hard 0/1 gates."""
+    return {
+        "original": {},
+        f"round {round_step:g}": {"round": round_step},
+        f"round {round_step:g} & clip {clip:g}": {"round": round_step, "clip": clip},
+        **{f"rank {rank}": {"rank": rank} for rank in ranks},
+        "hard gates": {"eval_gate": "hard"},
+    }
+
+
+def compressed_copy(module: ModuleT, settings: Mapping[str, Any]) -> ModuleT:
     """A deep copy of ``module`` for a sweep: ``{}`` leaves it as it is, ``{"eval_gate": "hard"}`` gives every
     G2LSTM layer that inference gate, other settings are the keyword arguments of :func:`compress`."""
     variant = copy.deepcopy(module)
     if "eval_gate" in settings:
-        for layer in variant.modules():
-            if isinstance(layer, G2LSTM):
-                layer.eval_gate = settings["eval_gate"]
+        set_eval_gate(variant, settings["eval_gate"])
     elif settings:
         compress(variant, **settings)
     return variant
@@ -368,10 +400,11 @@ def compression_config(module: nn.Module) -> dict[str, dict[str, Any]] | None:
     config = {}
     for path, layer in module.named_modules():
         if isinstance(layer, G2LSTM):
-            found = [(name, compressed_gates(layer, name)) for name in _matrix_names(layer)]
-            found = [(name, parametrization) for name, parametrization in found if parametrization is not None]
-            if found:
-                config[path] = {**found[0][1].settings(), "matrices": [name for name, _ in found]}
+            found = {name: compressed_gates(layer, name) for name in _matrix_names(layer)}
+            kept = {name: parametrization for name, parametrization in found.items() if parametrization}
+            if kept:
+                first = next(iter(kept.values()))
+                config[path] = {**first.settings(), "matrices": list(kept)}
     return config or None
 
 
@@ -405,7 +438,7 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
     for path, entry in config.items():
         settings = _check_entry(path, entry)
         if path not in available:
-            raise ValueError(
+            raise ConfigError(
                 f"the compression config names the layer {path!r}, which the module lacks; "
                 f"its LSTM layers are {available}"
             )
@@ -414,7 +447,7 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
             lstm = G2LSTM.from_lstm(layer, gate="lstm")
         elif isinstance(layer, G2LSTM):
             if _is_compressed(layer):
-                raise ValueError(f"layer {path!r} is already compressed; restore into a freshly built model")
+                raise ConfigError(f"layer {path!r} is already compressed; restore into a freshly built model")
             lstm = layer
         else:
             raise TypeError(
@@ -423,14 +456,17 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
         matrices = _matrix_names(lstm) if settings["matrices"] is None else settings["matrices"]
         unknown = sorted(set(matrices) - set(_matrix_names(lstm)))
         if unknown:
-            raise ValueError(f"the compression config of layer {path!r} names matrices it lacks: {unknown}; "
-                             f"it has {_matrix_names(lstm)}")
+            raise ConfigError(
+                f"the compression config of layer {path!r} names matrices it lacks: {unknown}; "
+                f"it has {_matrix_names(lstm)}"
+            )
         if settings["rank"] is not None:
             _check_rank(path, lstm, settings["rank"], matrices)
         plans.append((path, layer, lstm, settings, matrices))
     for path, layer, lstm, settings, matrices in plans:
-        _parametrize(lstm, settings, settings["codes"], matrices, converted=settings["converted"],
-                     placeholder=True)
+        _parametrize(
+            lstm, settings, settings["codes"], matrices, converted=settings["converted"], placeholder=True
+        )
         if lstm is not layer:
             _replace(module, path, lstm)
 
@@ -457,7 +493,7 @@ def _check_positive(name: str, value: Any, integer: bool) -> None:
         expected = "an int" if integer else "a number"
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        raise ConfigError(f"{name} must be positive and finite, got {value!r}")
 
 
 def _check_gates(gates: Any) -> list[str]:
@@ -467,11 +503,11 @@ def _check_gates(gates: Any) -> list[str]:
     names = list(gates)
     unknown = [name for name in names if name not in GATES]
     if unknown:
-        raise ValueError(f"gates must be names from {GATES}, got {unknown} among {names}")
+        raise ConfigError(f"gates must be names from {GATES}, got {unknown} among {names}")
     if not names:
-        raise ValueError(f"gates must name at least one of {GATES}, got an empty sequence")
+        raise ConfigError(f"gates must name at least one of {GATES}, got an empty sequence")
     if len(set(names)) != len(names):
-        raise ValueError(f"gates must name each gate once, got {names}")
+        raise ConfigError(f"gates must name each gate once, got {names}")
     return [gate for gate in GATES if gate in names]
 
 
@@ -479,13 +515,13 @@ def _check_settings(round_: Any, clip: Any, rank: Any, gates: Any) -> dict[str, 
     """Validated settings as plain values: ``round``, ``clip``, ``rank`` and ``gates``."""
     if (round_ is None) == (rank is None):
         given = "neither" if round_ is None else f"both (round={round_!r}, rank={rank!r})"
-        raise ValueError(f"give exactly one of round= (low precision) and rank= (low rank), got {given}")
+        raise ConfigError(f"give exactly one of round= (low precision) and rank= (low rank), got {given}")
     if round_ is not None:
         _check_positive("round", round_, integer=False)
         round_ = float(round_)
     if clip is not None:
         if round_ is None:
-            raise ValueError(
+            raise ConfigError(
                 f"clip= applies to low precision only: give it with round=, "
                 f"got clip={clip!r} with rank={rank!r}"
             )
@@ -493,7 +529,7 @@ def _check_settings(round_: Any, clip: Any, rank: Any, gates: Any) -> dict[str, 
         clip = float(clip)
         levels = clip / round_
         if levels < 1 or abs(levels - round(levels)) > 1e-9 * levels:
-            raise ValueError(
+            raise ConfigError(
                 f"clip must be a whole multiple of round (at least 1x), so that clipped values stay on the "
                 f"grid k * round; got clip={clip!r}, round={round_!r} (ratio {levels:g})"
             )
@@ -510,8 +546,10 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
     if not set(_SETTING_KEYS) <= set(entry) <= set(_SETTING_KEYS + _OPTIONAL_SETTING_KEYS):
-        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)} (and optionally "
-                         f"{list(_OPTIONAL_SETTING_KEYS)}), got {list(entry)}")
+        raise ConfigError(
+            f"{where} must have the keys {list(_SETTING_KEYS)} (and optionally "
+            f"{list(_OPTIONAL_SETTING_KEYS)}), got {list(entry)}"
+        )
     try:
         settings = _check_settings(entry["round"], entry["clip"], entry["rank"], entry["gates"])
     except (TypeError, ValueError) as error:
@@ -519,46 +557,53 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     codes, converted = entry["codes"], entry["converted"]
     expected_codes = list(_CODE_DTYPES) if settings["round"] is not None else [None]
     if codes not in expected_codes:
-        raise ValueError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
+        raise ConfigError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
     if not isinstance(converted, bool):
         raise TypeError(f"{where}: converted must be a bool, got {converted!r}")
     matrices = entry.get("matrices")
-    if matrices is not None and not (isinstance(matrices, list) and matrices
-                                     and all(isinstance(name, str) for name in matrices)):
+    if matrices is not None and not (
+        isinstance(matrices, list) and matrices and all(isinstance(name, str) for name in matrices)
+    ):
         raise TypeError(f"{where}: matrices must be a non-empty list of matrix names, got {matrices!r}")
     return {**settings, "codes": codes, "converted": converted, "matrices": matrices}
 
 
-def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def _find_layers(module: nn.Module) -> list[tuple[str, G2LSTM | nn.LSTM]]:
     """The paths and modules of the G2LSTM and nn.LSTM layers of ``module``, none of them compressed."""
     _refuse_bare_lstm(module)
-    targets = [
+    targets: list[tuple[str, G2LSTM | nn.LSTM]] = [
         (path, layer) for path, layer in module.named_modules() if isinstance(layer, (G2LSTM, nn.LSTM))
     ]
     if not targets:
-        raise ValueError(f"module ({type(module).__name__}) holds no G2LSTM or nn.LSTM layer to compress")
-    done = [path or "<module>" for path, layer in targets if isinstance(layer, G2LSTM) and _is_compressed(layer)]
+        raise ConfigError(f"module ({type(module).__name__}) holds no G2LSTM or nn.LSTM layer to compress")
+    done = [
+        path or "<module>" for path, layer in targets if isinstance(layer, G2LSTM) and _is_compressed(layer)
+    ]
     if done:
-        raise ValueError(f"layers {done} are already compressed; compress a copy of the uncompressed model")
+        raise ConfigError(f"layers {done} are already compressed; compress a copy of the uncompressed model")
     return targets
 
 
-def _choose_matrices(layers: list[tuple[str, nn.Module]], matrices: Any) -> dict[str, list[str]]:
+def _choose_matrices(layers: list[tuple[str, G2LSTM | nn.LSTM]], matrices: Any) -> dict[str, list[str]]:
     """Per layer path, the names of its matrices that ``matrices`` (qualified names, or None: all) selects."""
     local = {path: _matrix_names(layer) for path, layer in layers}
     if matrices is None:
         return local
     if isinstance(matrices, str) or not isinstance(matrices, Iterable):
-        raise TypeError(f"matrices must be a sequence of weight names such as ['decoder.weight_hh_l0'], "
-                        f"got {matrices!r}")
+        raise TypeError(
+            f"matrices must be a sequence of weight names such as ['decoder.weight_hh_l0'], got {matrices!r}"
+        )
     wanted = list(matrices)
     available = [_qualified(path, name) for path, names in local.items() for name in names]
     unknown = [name for name in wanted if name not in available]
     if unknown or not wanted:
-        raise ValueError(f"matrices must name weight matrices of the module's LSTM layers, {available}; "
-                         f"got {unknown if unknown else 'none'}")
-    chosen = {path: [name for name in names if _qualified(path, name) in wanted]
-              for path, names in local.items()}
+        raise ConfigError(
+            f"matrices must name weight matrices of the module's LSTM layers, {available}; "
+            f"got {unknown if unknown else 'none'}"
+        )
+    chosen = {
+        path: [name for name in names if _qualified(path, name) in wanted] for path, names in local.items()
+    }
     return {path: names for path, names in chosen.items() if names}
 
 
@@ -580,7 +625,7 @@ def _check_rank(path: str, lstm: G2LSTM, rank: int, matrices: list[str]) -> None
         columns = getattr(lstm, name).shape[1]
         smaller = min(lstm.hidden_size, columns)
         if rank > smaller:
-            raise ValueError(
+            raise ConfigError(
                 f"rank={rank} exceeds the smaller side of the {lstm.hidden_size}x{columns} gate blocks of "
                 f"{_qualified(path, name)}; use rank <= {smaller}"
             )
@@ -602,7 +647,7 @@ def _codes_dtype(path: str, lstm: G2LSTM, settings: dict[str, Any], matrices: li
         for name in matrices:
             weight = getattr(lstm, name)
             if not torch.isfinite(weight).all():
-                raise ValueError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
+                raise ConfigError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
             if settings["round"] is None:
                 continue
             for gate, rows in zip(GATES, weight.split(lstm.hidden_size)):
@@ -611,13 +656,13 @@ def _codes_dtype(path: str, lstm: G2LSTM, settings: dict[str, Any], matrices: li
                     largest = max(largest, int(codes.abs().max().item()))
     if settings["round"] is None:
         return None
-    name = next((name for name, dtype in _CODE_DTYPES.items() if largest <= torch.iinfo(dtype).max), None)
-    if name is None:
-        raise ValueError(
+    fitting = [name for name, dtype in _CODE_DTYPES.items() if largest <= torch.iinfo(dtype).max]
+    if not fitting:
+        raise ConfigError(
             f"round={settings['round']!r} is too fine for the weights of {path or 'the module'}: codes reach "
             f"{largest}, beyond int16 ({torch.iinfo(torch.int16).max}); use a larger round or a clip"
         )
-    return name
+    return fitting[0]
 
 
 def _parametrize(
@@ -631,9 +676,15 @@ def _parametrize(
     """Register a :class:`CompressedGates` on the weight matrices ``matrices`` of ``lstm`` (``placeholder``:
     compress zeros, for a state dict to be loaded over them)."""
     for name in matrices:
-        parametrization = CompressedGates(lstm.hidden_size, settings["gates"], round=settings["round"],
-                                          clip=settings["clip"], rank=settings["rank"], codes=codes,
-                                          converted=converted)
+        parametrization = CompressedGates(
+            lstm.hidden_size,
+            settings["gates"],
+            round=settings["round"],
+            clip=settings["clip"],
+            rank=settings["rank"],
+            codes=codes,
+            converted=converted,
+        )
         if placeholder:
             with torch.no_grad():
                 getattr(lstm, name).zero_()

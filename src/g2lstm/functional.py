@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from g2lstm.gates import check_temperature
+
 __all__ = [
     "bits_dtype",
     "gate_bits",
@@ -87,7 +89,12 @@ def philox4x32(counter: tuple[Tensor, Tensor, Tensor, Tensor], key: tuple[int, i
     k0, k1 = key
     for _ in range(10):
         p0, p1 = x0 * _PHILOX_M0, x2 * _PHILOX_M1
-        x0, x1, x2, x3 = ((p1 >> 32) & _LOW32) ^ x1 ^ k0, p1 & _LOW32, ((p0 >> 32) & _LOW32) ^ x3 ^ k1, p0 & _LOW32
+        x0, x1, x2, x3 = (
+            ((p1 >> 32) & _LOW32) ^ x1 ^ k0,
+            p1 & _LOW32,
+            ((p0 >> 32) & _LOW32) ^ x3 ^ k1,
+            p0 & _LOW32,
+        )
         k0, k1 = (k0 + _PHILOX_W0) & _LOW32, (k1 + _PHILOX_W1) & _LOW32
     return x0, x1, x2, x3
 
@@ -115,12 +122,11 @@ def gate_bits(
     per_counter = 2 if wide else 4
     counters = -(-hidden // per_counter)
     shape = (rows, 2, counters)
-    index = {"dtype": torch.int64, "device": device}
-    x0 = torch.arange(counters, **index).expand(shape)
-    x1 = torch.arange(rows, **index)[:, None, None].expand(shape)
-    x2 = torch.arange(2, **index)[None, :, None].expand(shape)
-    words = torch.stack(philox4x32((x0, x1, x2, torch.zeros(shape, **index)), (seed & _LOW32, seed >> 32 & _LOW32)),
-                        dim=-1)
+    x0 = torch.arange(counters, dtype=torch.int64, device=device).expand(shape)
+    x1 = torch.arange(rows, dtype=torch.int64, device=device)[:, None, None].expand(shape)
+    x2 = torch.arange(2, dtype=torch.int64, device=device)[None, :, None].expand(shape)
+    x3 = torch.zeros(shape, dtype=torch.int64, device=device)
+    words = torch.stack(philox4x32((x0, x1, x2, x3), (seed & _LOW32, seed >> 32 & _LOW32)), dim=-1)
     if wide:
         pairs = words.view(rows, 2, counters, 2, 2)
         bits = (pairs[..., 0] & (2**21 - 1)) << 32 | pairs[..., 1]
@@ -172,8 +178,7 @@ def gumbel_sigmoid(
         raise TypeError(f"logits must be a Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must have a floating-point dtype, got {logits.dtype}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature)
     noise = logistic_noise(
         logits.shape, noise_p=noise_p, noise_eps=noise_eps, dtype=logits.dtype, device=logits.device
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from g2lstm.analysis import GateHistogram
+from g2lstm.train.storage import make_output_folder, storage_error
 
 __all__ = ["plot_compression_curves", "plot_gate_histograms", "plot_gate_words", "plot_learning_curves"]
 
@@ -19,9 +20,13 @@ def _save(figure: Any, path: str | Path, tight: bool = True) -> Path:
     if tight:
         figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    make_output_folder(path.parent)
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as error:
+        raise storage_error(f"cannot write {path}", path, error) from error
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -87,7 +87,8 @@ def _kernel_forms(forms: StoredForms, dtype: torch.dtype) -> tuple[list[int], li
         kind, values = forms[gate]
         if kind == "round" and values[0].dtype != torch.int8:
             kind, values = "dense", (values[0].to(dtype) * values[1],)
-        if kind == "round":  # the kernel reads codes as (in, H); a transposed view of such storage costs nothing
+        # the kernel reads codes as (in, H); a transposed view of such storage costs nothing
+        if kind == "round":
             values = (values[0].t().contiguous(), values[1])
         kinds.append(_KINDS[kind])
         tensors.extend(value.detach() for value in values)

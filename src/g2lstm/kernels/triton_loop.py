@@ -215,8 +215,26 @@ class _TritonLSTMSequence(torch.autograd.Function):
                 prev_row, prev_size = steps[p - 1] if p > 0 else (0, 0)
                 next_size = steps[p + 1][1] if p + 1 < len(steps) else 0
                 launch(
-                    gate_inputs, weight_hh, h0, c0, output, cells, gates, h_prevs, h_n, c_n, settings, row,
-                    size, prev_row, prev_size, next_size, noise_seed or 0, hidden, *flags, num_warps=blocks.warps
+                    gate_inputs,
+                    weight_hh,
+                    h0,
+                    c0,
+                    output,
+                    cells,
+                    gates,
+                    h_prevs,
+                    h_n,
+                    c_n,
+                    settings,
+                    row,
+                    size,
+                    prev_row,
+                    prev_size,
+                    next_size,
+                    noise_seed or 0,
+                    hidden,
+                    *flags,
+                    num_warps=blocks.warps,
                 )
         ctx.save_for_backward(gates, cells, h_prevs, c0, weight_hh, settings)
         ctx.settings = (steps, hard, blocks)
@@ -249,9 +267,27 @@ class _TritonLSTMSequence(torch.autograd.Function):
                 prev_row, prev_size = steps[p - 1] if p >= 1 else (0, 0)
                 next_row, next_size = steps[p + 1] if p + 1 < len(steps) else (0, 0)
                 launch(
-                    grad_gates, weight_hh, gates, cells, c0, grad_output, grad_h_n, grad_c_n, dc_carry,
-                    grad_h0, grad_c0, settings, row, size, prev_row, prev_size, next_row, next_size, hidden,
-                    *flags, num_warps=blocks.warps
+                    grad_gates,
+                    weight_hh,
+                    gates,
+                    cells,
+                    c0,
+                    grad_output,
+                    grad_h_n,
+                    grad_c_n,
+                    dc_carry,
+                    grad_h0,
+                    grad_c0,
+                    settings,
+                    row,
+                    size,
+                    prev_row,
+                    prev_size,
+                    next_row,
+                    next_size,
+                    hidden,
+                    *flags,
+                    num_warps=blocks.warps,
                 )
         grad_weight_hh = grad_gates.t().mm(h_prevs) if ctx.needs_input_grad[3] else None
         return (grad_gates, grad_h0, grad_c0, grad_weight_hh) + (None,) * 8
@@ -282,5 +318,11 @@ def triton_sequence(
         c0,
         weight_hh,
         list(batch_sizes),
-        reverse, scale, hard, noise_seed, noise_p, noise_eps, blocks
+        reverse,
+        scale,
+        hard,
+        noise_seed,
+        noise_p,
+        noise_eps,
+        blocks,
     )

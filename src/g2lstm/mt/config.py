@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from g2lstm.gates import check_temperature
 from g2lstm.mt.model import TranslationModelSpec
-from g2lstm.train import config_from_dict
+from g2lstm.train import checkpoint_config
 
-__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "saved_config"]
+__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "MAX_BEAM_SIZE", "RESUMABLE_KEYS", "saved_config"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "mt"
 
 # Keys that define the model and its vocabulary: on resume and at evaluation they come from the checkpoint.
 ARCHITECTURE_KEYS = ("src", "tgt", "bpe_size", "emb_size", "hidden_size", "encoder_layers", "decoder_layers",
                      "tie_embeddings", "decoder")
+# Keys a resumed run may change: how long it goes on, how often it logs and saves, and where it computes.
+# Any other difference from the run's config stops the resume (g2lstm.train.check_resume).
+RESUMABLE_KEYS = ("epochs", "max_steps", "log_interval", "checkpoint_minutes", "device")
+# Beam search keeps batch x beam hypotheses and scores each over the whole vocabulary; wider beams than
+# this need gigabytes and rarely translate better.
+MAX_BEAM_SIZE = 256
 
 
 @dataclass
@@ -84,8 +92,11 @@ class MTConfig:
         for name in ("lr", "clip", "max_output_ratio", "checkpoint_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature is not None:
+            check_temperature(self.temperature)
+        for name in ("beam_size", "valid_beam_size"):
+            if getattr(self, name) > MAX_BEAM_SIZE:
+                raise ValueError(f"{name} must be <= {MAX_BEAM_SIZE}, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 when given, got {self.max_steps}")
         if self.tie_embeddings and self.emb_size != self.hidden_size:
@@ -101,8 +112,11 @@ class MTConfig:
         return min(int(self.max_output_ratio * source_length) + 10, self.max_output_tokens)
 
 
-def saved_config(values: dict) -> MTConfig:
-    """The config saved in a checkpoint; one saved before the ``decoder`` key existed (issue 18) holds the
-    attention-on-top decoder, the only one there was."""
-    values = {"decoder": "attention-on-top", **values}
-    return config_from_dict(MTConfig, values, source="the checkpoint's config")
+def saved_config(state: Mapping[str, Any], source: str | Path) -> MTConfig:
+    """The config saved in the translation checkpoint ``state``, checked as
+    :func:`g2lstm.train.checkpoint_config` does; one saved before the ``decoder`` key existed (issue 18) holds
+    the attention-on-top decoder, the only one there was."""
+    stored = state.get("config")
+    if isinstance(stored, Mapping) and "decoder" not in stored:
+        state = {**state, "config": {"decoder": "attention-on-top", **stored}}
+    return checkpoint_config(MTConfig, state, source)

@@ -30,6 +30,7 @@ step; its first (input) update sees the source only through ``h_{t-1}``, its sec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ class ConditionalDecoder(nn.Module):
     """
 
     def __init__(self, emb_size: int, context_size: int, hidden_size: int, num_layers: int, dropout: float,
-                 **gates: object) -> None:
+                 **gates: Any) -> None:
         super().__init__()
         self.dropout = dropout
         self.input_update = G2LSTM(emb_size, hidden_size, **gates)
@@ -145,7 +146,7 @@ class AttentionSeq2Seq(nn.Module):
         if spec.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {spec.decoder!r}")
         self.spec = spec
-        gates = {"gate": spec.gate, "temperature": spec.temperature, "noise_p": spec.noise_p,
+        gates: dict[str, Any] = {"gate": spec.gate, "temperature": spec.temperature, "noise_p": spec.noise_p,
                  "eval_gate": spec.eval_gate}
         hidden = spec.hidden_size
         self.source_embedding = nn.Embedding(spec.vocab_size, spec.emb_size, padding_idx=PAD)
@@ -170,12 +171,8 @@ class AttentionSeq2Seq(nn.Module):
             self.output.weight = self.target_embedding.weight
         nn.init.zeros_(self.output.bias)
 
-    def set_eval_gate(self, eval_gate: str | None) -> None:
-        """Choose the evaluation-mode input/forget gate of every layer (``None``: each mode's default)."""
-        for layer in self.recurrent_layers():
-            layer.eval_gate = eval_gate
-
     def recurrent_layers(self) -> list[G2LSTM]:
+        """Every G2LSTM of the model: the encoder's and the decoder's."""
         return [m for m in self.modules() if isinstance(m, G2LSTM)]
 
     def decoder_gate_layers(self) -> list[str]:
@@ -215,7 +212,9 @@ class AttentionSeq2Seq(nn.Module):
         packed, _ = self.bidirectional(pack_padded_sequence(x, lengths, enforce_sorted=False))
         if self.encoder is not None:
             states, _ = pad_packed_sequence(packed, total_length=total)
-            packed, _ = self.encoder(pack_padded_sequence(self._dropout(states), lengths, enforce_sorted=False))
+            packed, _ = self.encoder(
+                pack_padded_sequence(self._dropout(states), lengths, enforce_sorted=False)
+            )
         states, _ = pad_packed_sequence(packed, total_length=total)
         states = self._dropout(states).transpose(0, 1)  # (B, S, D)
         mask = (source != PAD).t()
