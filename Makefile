@@ -6,13 +6,15 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data)
 export G2LSTM_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+# Triton as on the GPU machines (torch 2.11's): the tests run the CUDA kernels in its CPU interpreter.
+	$(PY) -m pip install -q triton==3.6.0
+	$(PY) -m pip install -q -e '.[test,cuda,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,6 +24,14 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Everyday work: the suite without the tests marked slow (kills, torchrun, memory, fuzzing); under 2 minutes.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src
 
 bench: install
 	$(PY) benchmarks/speed.py

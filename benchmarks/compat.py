@@ -56,7 +56,9 @@ def seeded(function: Callable[[], torch.Tensor]) -> torch.Tensor:
 def compile_lengths(kind: str, training: bool) -> str:
     module = make(kind, training)
     compiled = torch.compile(module)
-    results = [same(seeded(lambda: compiled(x(t))[0]), seeded(lambda: module(x(t))[0])) for t in (6, 9, 4)]
+    results = [
+        same(seeded(lambda t=t: compiled(x(t))[0]), seeded(lambda t=t: module(x(t))[0])) for t in (6, 9, 4)
+    ]
     return results[-1] if len(set(results)) == 1 else "; ".join(results)
 
 

@@ -1,11 +1,12 @@
-"""Eval-mode forward speed of low-rank compressed G2LSTMs against the dense G2LSTM and nn.LSTM, same run.
+"""Eval-mode forward speed and size of compressed G2LSTMs against the dense G2LSTM and nn.LSTM, same run.
 
-    python benchmarks/compress_speed.py                      # T=70, B=20, in=400, H=1150; ranks 128 and 64
-    python benchmarks/compress_speed.py --shape 5 2 8 16 --ranks 4 2 --repeats 2   # a smoke test
+    python benchmarks/compress_speed.py                      # T=70, B=20, in=400, H=1150; ranks H/9, H/18
+    python benchmarks/compress_speed.py --shape 5 2 8 16 --repeats 2   # a smoke test
 
-A compressed layer rebuilds its dense gate matrices from the factors on every call and then runs the same
-native kernel as the dense layer, so it is expected to be a little slower: what compression saves is storage
-(the size column). All models hold the same weights before compression, run in evaluation mode without
+Models: nn.LSTM; the dense G2LSTM (σ gates: torch's own kernel); the paper's compressions of the input and
+forget blocks (low rank H/9 and H/18, round 0.2, round 0.2 & clip 0.4), which at inference multiply by the
+factors and by the int8 codes directly in the compiled CPU loop (g2lstm.kernels.stored); and the dense
+G2LSTM with hard 0/1 gates. All hold the same weights before compression, run in evaluation mode without
 autograd and alternate within every repeat, so slow drifts of the machine affect them alike; each time is the
 median over the repeats after one warm-up round.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
@@ -23,10 +25,26 @@ import torch
 from torch import nn
 
 from g2lstm import G2LSTM
-from g2lstm.benchmark import machine_description
+from g2lstm.benchmark import kernel_description, machine_description
 from g2lstm.compress import compress, count_parameters_and_bytes
 
 AWD_LAYER = (70, 20, 400, 1150)  # (time, batch, input, hidden): the first AWD-LSTM layer of the paper
+
+
+def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
+    """nn.LSTM, the dense G2LSTM with its weights, each compression of the benchmark, and hard gates."""
+    dense = G2LSTM.from_lstm(lstm, gate="g2").eval()
+    models: dict[str, nn.Module] = {"nn.LSTM": lstm.eval(), "G2LSTM": dense}
+    settings = {**{f"rank {rank}": dict(rank=rank) for rank in ranks},
+                "round 0.2": dict(round=0.2), "round 0.2 & clip 0.4": dict(round=0.2, clip=0.4)}
+    for name, setting in settings.items():
+        compressed = copy.deepcopy(dense)
+        compress(compressed, **setting)
+        models[f"G2LSTM {name}"] = compressed
+    hard = copy.deepcopy(dense)
+    hard.eval_gate = "hard"
+    models["G2LSTM hard gates"] = hard
+    return models
 
 
 def measure(
@@ -35,13 +53,7 @@ def measure(
     """For each model, the median seconds of one eval forward of ``shape`` and its size in bytes."""
     steps, batch, input_size, hidden = shape
     torch.manual_seed(seed)
-    lstm = nn.LSTM(input_size, hidden).eval()
-    dense = G2LSTM.from_lstm(lstm, gate="g2").eval()
-    models: dict[str, nn.Module] = {"nn.LSTM": lstm, "G2LSTM": dense}
-    for rank in ranks:
-        compressed = copy.deepcopy(dense)
-        compress(compressed, rank=rank)
-        models[f"G2LSTM rank {rank}"] = compressed
+    models = models_of(nn.LSTM(input_size, hidden), ranks)
     inputs = torch.randn(steps, batch, input_size)
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
@@ -78,21 +90,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shape", type=int, nargs=4, metavar=("T", "B", "IN", "H"), default=list(AWD_LAYER),
         help="sequence length, batch, input and hidden size (default: %(default)s)",
     )
-    parser.add_argument("--ranks", type=int, nargs="+", default=[128, 64], help="default: %(default)s")
+    parser.add_argument(
+        "--ranks", type=int, nargs="+", help="default: hidden/9 and hidden/18, the paper's ratios"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if min(args.shape) < 1 or args.repeats < 1:
         parser.error(f"--shape values and --repeats must be >= 1, got {args.shape} and {args.repeats}")
+    ranks = args.ranks or [max(1, args.shape[3] // 9), max(1, args.shape[3] // 18)]
     try:
-        results = measure(args.shape, args.ranks, args.repeats, args.seed)
+        results = measure(args.shape, ranks, args.repeats, args.seed)
     except ValueError as error:  # e.g. a rank above min(H, in)
         parser.error(str(error))
     print(
         f"eval forward, shape (T, B, in, H) = {tuple(args.shape)}, median of {args.repeats} repeats; "
-        f"{machine_description()}\n"
+        f"{machine_description()}; {kernel_description()}\n"
     )
     print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(
+                {
+                    "machine": machine_description(),
+                    "kernel": kernel_description(),
+                    "shape": args.shape,
+                    "models": {
+                        name: {"seconds": seconds, "bytes": size} for name, (seconds, size) in results.items()
+                    },
+                },
+                out,
+                indent=2,
+            )
     return 0
 
 

@@ -38,7 +38,13 @@ GRID: dict[str, dict[str, object]] = {
 
 
 def launch(name: str, overrides: dict[str, object], args: argparse.Namespace, root: Path) -> subprocess.Popen:
-    settings = {"gate": "lstm", "epochs": args.epochs, "nonmono": 1, "checkpoint_minutes": 1000.0, **overrides}
+    settings = {
+        "gate": "lstm",
+        "epochs": args.epochs,
+        "nonmono": 1,
+        "checkpoint_minutes": 1000.0,
+        **overrides,
+    }
     command = [sys.executable, "-m", "g2lstm", "lm", "train", "--preset", args.preset, "--data", args.data,
                "--device", args.device, "--out", str(root / name), "--quiet"]
     for key, value in settings.items():

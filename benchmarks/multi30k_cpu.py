@@ -21,10 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from g2lstm.benchmark import epoch_pace, machine_description, run_stages, stage_table
+from g2lstm.benchmark import machine_description
 from g2lstm.train import read_metrics
 
-RUNS = {"lstm": ["--gate", "lstm"], "sharpened": ["--gate", "sharpened"], "g2": ["--gate", "g2"]}
+from stages import epoch_pace, run_stages, stage_table
+
+# The results of this driver are of the decoder before issue 18 (attention over the decoder's outputs); the
+# preset's decoder is now the conditional one, so the runs name theirs (results/multi30k-seeds: the new one).
+RUNS = {name: ["--gate", name, "--set", "decoder=attention-on-top"] for name in ("lstm", "sharpened", "g2")}
 LABELS = {"lstm": "LSTM (baseline)", "sharpened": "Sharpened sigmoid", "g2": "G2-LSTM (p = 0.2)"}
 PAPER_BLEU = {"lstm": "31.00", "sharpened": "29.73", "g2": "31.95"}  # SPEC §3.2, IWSLT'14 De->En
 PAPER_TABLE4 = {  # original, round, round & clip, rank 32, rank 16
@@ -37,10 +41,30 @@ RESULTS = Path(__file__).resolve().parent.parent / "results" / "multi30k-cpu"
 
 def model_stages(name: str, run: Path, data: list[str]) -> dict[str, list[str]]:
     return {
-        "train": ["g2lstm", "mt", "train", "--preset", "multi30k-cpu", *RUNS[name], "--out", str(run), "--quiet",
-                  *data],
-        "eval": ["g2lstm", "mt", "eval", str(run / "best.pt"), "--split", "test", "--json",
-                 "--output", str(run / "test.hyp"), *data],
+        "train": [
+            "g2lstm",
+            "mt",
+            "train",
+            "--preset",
+            "multi30k-cpu",
+            *RUNS[name],
+            "--out",
+            str(run),
+            "--quiet",
+            *data,
+        ],
+        "eval": [
+            "g2lstm",
+            "mt",
+            "eval",
+            str(run / "best.pt"),
+            "--split",
+            "test",
+            "--json",
+            "--output",
+            str(run / "test.hyp"),
+            *data,
+        ],
     }
 
 
@@ -48,7 +72,16 @@ def shared_stages(runs: Path, data: list[str]) -> dict[str, list[str]]:
     best = [str(runs / name / "best.pt") for name in RUNS]
     return {
         "compress": ["g2lstm", "compress", "sweep", *best, "--out", str(runs / "compression"), *data],
-        "analyze": ["g2lstm", "analyze", *best, "--out", str(runs / "analysis"), "--max-pairs", "10000", *data],
+        "analyze": [
+            "g2lstm",
+            "analyze",
+            *best,
+            "--out",
+            str(runs / "analysis"),
+            "--max-pairs",
+            "10000",
+            *data,
+        ],
     }
 
 
@@ -87,13 +120,19 @@ def write_report(runs: Path) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     records = load_records(runs)
     shared = _load(runs / "stages.json")
-    complete = models_complete(records) and all(shared.get(s, {}).get("done") for s in ("compress", "analyze"))
+    complete = models_complete(records) and all(
+        shared.get(s, {}).get("done") for s in ("compress", "analyze")
+    )
     curves = {LABELS[name]: [(m["epoch"], m["valid_bleu"]) for m in read_metrics(runs / name)
                              if "valid_bleu" in m and "final" not in m]
               for name in RUNS if (runs / name / "metrics.jsonl").exists()}
-    figure = plot_learning_curves(curves, RESULTS / "learning_curves.png",
-                                  "Multi30k De->En, multi30k-cpu preset: validation BLEU (greedy)", "validation BLEU",
-                                  log_y=False)
+    figure = plot_learning_curves(
+        curves,
+        RESULTS / "learning_curves.png",
+        "Multi30k De->En, multi30k-cpu preset: validation BLEU (greedy)",
+        "validation BLEU",
+        log_y=False,
+    )
     lines = [
         "# Multi30k German→English, `multi30k-cpu` preset: LSTM vs sharpened sigmoid vs G2-LSTM"
         + ("" if complete else " (PARTIAL)"),
@@ -101,13 +140,15 @@ def write_report(runs: Path) -> Path:
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}.",
         "Produced by `python benchmarks/multi30k_cpu.py --runs RUNS_DIR [--jobs N]` (N trainings at a time, "
         "the cores shared out);",
-        "one preset (`src/g2lstm/presets/mt/multi30k-cpu.toml`) and seed for all runs, only `--gate` changes.",
+        "one preset (`src/g2lstm/presets/mt/multi30k-cpu.toml`) and seed for all runs, only `--gate` "
+        "changes.",
         "Data: Multi30k task 1 (29,000 / 1,014 / 1,000 pairs; test = test_2016_flickr), official lowercased, "
         "tokenized files.",
         "",
         "## BLEU on the test set (beam 5)",
         "",
-        "`bleu`: tokenized, case-insensitive (the paper's measure); `sacrebleu`: detokenized output against the raw "
+        "`bleu`: tokenized, case-insensitive (the paper's measure); `sacrebleu`: detokenized output "
+        "against the raw "
         "references (case-insensitive, since the model writes lowercase).",
         "",
         "| model | BLEU | sacreBLEU | test loss | epochs | paper (IWSLT'14) |",
@@ -122,16 +163,39 @@ def write_report(runs: Path) -> Path:
         lines.append(f"| {LABELS[name]} | {cells} | {_epochs(runs / name)} | {PAPER_BLEU[name]} |")
     if signature:
         lines += ["", f"sacreBLEU signature: `{signature}`"]
-    lines += ["", f"![validation BLEU]({figure.name})", "", "## Compression of the gates (Table 4 layout)", ""]
+    lines += [
+        "",
+        f"![validation BLEU]({figure.name})",
+        "",
+        "## Compression of the gates (Table 4 layout)",
+        "",
+    ]
     sweep = _load(runs / "compression" / "sweep.json")
     if sweep:
-        lines += ["Tokenized BLEU on the test set after compressing the input- and forget-gate blocks of every layer "
-                  "(no retraining):", "", sweep["table_markdown"], "", "sacreBLEU:", "", sweep["sacrebleu_markdown"],
-                  "", "Model size (state dict):", "", sweep["sizes_markdown"]]
+        lines += [
+            "Tokenized BLEU on the test set after compressing the input- and forget-gate blocks of every "
+            "layer "
+            "(no retraining):",
+            "",
+            sweep["table_markdown"],
+            "",
+            "sacreBLEU:",
+            "",
+            sweep["sacrebleu_markdown"],
+            "",
+            "Model size (state dict):",
+            "",
+            sweep["sizes_markdown"],
+        ]
     else:
         lines.append("(not run yet: PARTIAL)")
-    lines += ["", "The paper's Table 4 (IWSLT'14 De→En, hidden 256: ranks 32 and 16):", "",
-              "| model | original | round | round & clip | rank 32 | rank 16 |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "The paper's Table 4 (IWSLT'14 De→En, hidden 256: ranks 32 and 16):",
+        "",
+        "| model | original | round | round & clip | rank 32 | rank 16 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     lines += [f"| {LABELS[name]} | " + " | ".join(PAPER_TABLE4[name]) + " |" for name in RUNS]
     lines += ["", "## Gate histograms of the first decoder layer", ""]
     histograms = runs / "analysis" / "gate_histograms.md"
@@ -139,8 +203,15 @@ def write_report(runs: Path) -> Path:
         for picture in ("gate_histograms.png", "gate_words.png"):
             (RESULTS / picture).write_bytes((runs / "analysis" / picture).read_bytes())
         table = histograms.read_text().split("\n", 2)[2].strip()
-        lines += [table, "", "![gate histograms](gate_histograms.png)", "",
-                  "## Case study: per-word gate values of two test sentences", "", "![gate words](gate_words.png)"]
+        lines += [
+            table,
+            "",
+            "![gate histograms](gate_histograms.png)",
+            "",
+            "## Case study: per-word gate values of two test sentences",
+            "",
+            "![gate words](gate_words.png)",
+        ]
     else:
         lines.append("(not run yet: PARTIAL)")
     observations = RESULTS / "observations.md"  # written by a person after reading the numbers
@@ -154,7 +225,7 @@ def write_report(runs: Path) -> Path:
     for name in RUNS:
         epochs, minutes = epoch_pace(runs / name, "valid_bleu")
         lines.append(f"| {name} | {epochs} | {minutes} |")
-    lines += ["", "## Commands and wall times", "", *stage_table({**records, "all": shared})]
+    lines += ["", "## Commands and wall times", "", *stage_table({**records, "all": shared}, runs)]
     report = RESULTS / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps({"runs": records, "shared": shared}, indent=2))
@@ -162,7 +233,9 @@ def write_report(runs: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="Multi30k folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time; threads are shared out")

@@ -39,7 +39,9 @@ def profile_module(module: nn.Module, inputs: torch.Tensor, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("shape", type=int, nargs=4, metavar=("T", "B", "IN", "H"))
     parser.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-ups)")
     parser.add_argument("--rows", type=int, default=10, help="operators listed per module")
@@ -57,11 +59,15 @@ def main() -> None:
         print("| operator | ms per step | share | calls per step |\n|---|---|---|---|")
         for operator in result["operators"][: args.rows]:
             share = operator["ms_per_step"] / result["ms_per_step"]
-            print(f"| {operator['name']} | {operator['ms_per_step']:.1f} | {share:.0%} | "
-                  f"{operator['calls_per_step']:g} |")
+            print(
+                f"| {operator['name']} | {operator['ms_per_step']:.1f} | {share:.0%} | "
+                f"{operator['calls_per_step']:g} |"
+            )
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": machine_description(), "shape": args.shape, "profiles": profiles}, out, indent=2)
+            json.dump(
+                {"machine": machine_description(), "shape": args.shape, "profiles": profiles}, out, indent=2
+            )
 
 
 if __name__ == "__main__":

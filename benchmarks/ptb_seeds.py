@@ -8,20 +8,31 @@ Each run is a chain of `g2lstm` commands (train, finetune, evaluations, compress
 histograms); a stage that finished is not run again and one that was cut off resumes from its checkpoint.
 Runs are taken in the order of RUNS, pairs (LSTM and G2 of one seed) next to each other, so that with two
 jobs each pair finishes together. The decision rules are in results/ptb-seeds/DECISION.md, written
-before the runs.
+before the runs; the report (REPORT.md, results.json, and each run's metrics, sweep and histogram JSON
+under runs/) applies them to the runs done so far and says which are missing. No machine path is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from g2lstm.benchmark import run_stages
+from seeded import mean_sd_cell, paired_row, portable, value_cell, verdict_cell
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "ptb-seeds"
+from g2lstm.benchmark import PairedDifference, machine_description, paired_verdict
+from g2lstm.train import read_metrics
+
+from stages import epoch_pace, run_stages, stage_table
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS = REPOSITORY / "results" / "ptb-seeds"
 SEEDS = (141, 142, 143)
 
 
@@ -60,10 +71,39 @@ def stages(run: Run, folder: Path, data: list[str]) -> dict[str, list[str]]:
         "finetune": ["g2lstm", "lm", "finetune", str(folder), "--quiet", *data],
         "eval": ["g2lstm", "lm", "eval", best, "--json", "--quiet", *data],
         "eval_cache": ["g2lstm", "lm", "eval", best, "--cache-pointer", "--json", "--quiet", *data],
-        "eval_tempered": ["g2lstm", "lm", "eval", best, "--eval-gate", "tempered", "--json", "--quiet", *data],
-        "sweep": ["g2lstm", "compress", "sweep", best, "--out", str(folder / "sweep"), "--batch-size", "10",
-                  "--no-curves", *data],
-        "analyze": ["g2lstm", "analyze", best, "--out", str(folder / "analysis"), "--max-tokens", "20000", *data],
+        "eval_tempered": [
+            "g2lstm",
+            "lm",
+            "eval",
+            best,
+            "--eval-gate",
+            "tempered",
+            "--json",
+            "--quiet",
+            *data,
+        ],
+        "sweep": [
+            "g2lstm",
+            "compress",
+            "sweep",
+            best,
+            "--out",
+            str(folder / "sweep"),
+            "--batch-size",
+            "10",
+            "--no-curves",
+            *data,
+        ],
+        "analyze": [
+            "g2lstm",
+            "analyze",
+            best,
+            "--out",
+            str(folder / "analysis"),
+            "--max-tokens",
+            "20000",
+            *data,
+        ],
     }
     if run.gate == "lstm":  # an LSTM's gates have no temperature: tempered is its sigmoid
         del commands["eval_tempered"]
@@ -76,19 +116,338 @@ def run_all_stages(run: Run, runs: Path, data: list[str], threads: int) -> bool:
     return run_stages(run.name, stages(run, folder, data), folder / "stages.json", threads)
 
 
+# ---------------------------------------------------------------------------------------------- the report
+
+COMPRESSIONS = ("round", "round_clip", "rank_h9", "rank_h18", "hard")
+COMPRESSION_LABELS = {"round": "round 0.2", "round_clip": "round 0.2 & clip 0.4", "rank_h9": "rank H/9",
+                      "rank_h18": "rank H/18", "hard": "hard gates"}
+EQUIVALENCE = 0.01  # DECISION.md rule 1: "no worse" within 1 % of the LSTM's mean perplexity
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _sweep_column(label: str) -> str | None:
+    """The results.json key of a sweep column (``rank 28`` is H/9 or H/18 by its place in the sweep)."""
+    names = {"round 0.2": "round", "round 0.2 & clip 0.4": "round_clip", "hard gates": "hard"}
+    return names.get(label)
+
+
+def _asgd_epoch(folder: Path) -> int | None:
+    """The first epoch validated with averaged SGD's weights in training (None: never switched)."""
+    if not (folder / "metrics.jsonl").exists():
+        return None
+    return next((m["epoch"] for m in read_metrics(folder)
+                 if m.get("phase") == "train" and m.get("averaging") and "valid_ppl" in m), None)
+
+
+def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[str, Any]:
+    """One run's entry of results.json; its small files are copied (made portable) under ``results/runs``."""
+    folder, copies = runs / run.name, results / "runs" / run.name
+    record = _load(folder / "stages.json")
+
+    def metric(stage: str, key: str) -> Any:
+        return record.get(stage, {}).get("metrics", {}).get(key)
+
+    sweep = next(iter(_load(folder / "sweep" / "sweep.json").get("runs", {}).values()), {}).get("table", {})
+    compression: dict[str, Any] = {}
+    ranks = [label for label in sweep if label.startswith("rank ")]
+    for label, values in sweep.items():
+        by_rank = {ranks[0]: "rank_h9", ranks[-1]: "rank_h18"} if ranks else {}
+        key = _sweep_column(label) or by_rank.get(label)
+        if key is not None:
+            compression[key] = {
+                "label": label,
+                "test_ppl": values["test_ppl"],
+                "gain": values["test_ppl"] - sweep["original"]["test_ppl"],
+            }
+    histograms = next(
+        iter(_load(folder / "analysis" / "gate_histograms.json").get("histograms", {}).values()), {}
+    )
+    outer = {
+        f"{layer}_{gate}": values["outer_share"]
+        for layer, gates in histograms.items()
+        for gate, values in gates.items()
+    }
+    files = {}
+    copies.mkdir(parents=True, exist_ok=True)
+    sources = {
+        "metrics": folder / "metrics.jsonl",
+        "finetune_metrics": folder / "finetune" / "metrics.jsonl",
+        "sweep": folder / "sweep" / "sweep.json",
+        "histograms": folder / "analysis" / "gate_histograms.json",
+    }
+    for key, source in sources.items():
+        if not source.exists():
+            continue
+        target = copies / ("finetune_metrics.jsonl" if key == "finetune_metrics" else source.name)
+        if source.suffix == ".jsonl":
+            lines = [json.dumps(portable(line, roots)) for line in read_metrics(source.parent)]
+            target.write_text("".join(line + "\n" for line in lines))
+        else:
+            target.write_text(json.dumps(portable(json.loads(source.read_text()), roots), indent=2) + "\n")
+        files[key] = str(target.relative_to(REPOSITORY if target.is_relative_to(REPOSITORY) else results))
+    done = all(entry.get("done") for entry in record.values()) and len(record) == len(stages(run, folder, []))
+    validations = [
+        len([m for m in read_metrics(path) if "valid_ppl" in m and "epoch" in m])
+        for path in (folder, folder / "finetune")
+        if (path / "metrics.jsonl").exists()
+    ]
+    return {
+        "name": run.name,
+        "preset": run.preset,
+        "gate": run.gate,
+        "noise_p": (run.noise_p if run.noise_p is not None else 0.2) if run.gate == "g2" else None,
+        "schedule": None,
+        "seed": run.seed,
+        "asgd_epoch": _asgd_epoch(folder),
+        "done": done,
+        "epochs": " + ".join(map(str, validations)),
+        "valid_ppl": metric("eval", "valid_ppl"),
+        "test_ppl": metric("eval", "test_ppl"),
+        "valid_ppl_cache": metric("eval_cache", "valid_ppl"),
+        "test_ppl_cache": metric("eval_cache", "test_ppl"),
+        "test_ppl_tempered": metric("eval_tempered", "test_ppl"),
+        "compression": compression,
+        "outer_share": outer,
+        "metrics": files.get("metrics"),
+        "finetune_metrics": files.get("finetune_metrics"),
+        "sweep": files.get("sweep"),
+        "histograms": files.get("histograms"),
+    }
+
+
+Value = Callable[[dict], "float | None"]
+
+
+def compare(entries: list[dict], preset: str, value: Value, rule: Callable[[PairedDifference], str]) -> dict:
+    """Paired G2 (p = 0.2) against LSTM of ``preset`` over the seeds where both have ``value``; positive
+    differences favour G2 (``value`` is oriented so that larger is better for G2)."""
+    by_key = {(e["preset"], e["gate"], e["noise_p"], e["seed"]): e for e in entries}
+    seeds, lstm, g2 = [], [], []
+    for seed in SEEDS:
+        a, b = by_key.get((preset, "lstm", None, seed)), by_key.get((preset, "g2", 0.2, seed))
+        if a is not None and b is not None and value(a) is not None and value(b) is not None:
+            seeds.append(seed)
+            lstm.append(value(a))
+            g2.append(value(b))
+    record: dict[str, Any] = {
+        "seeds": seeds,
+        "differences": [b - a for a, b in zip(lstm, g2)],
+        "complete": len(seeds) == len(SEEDS),
+    }
+    if len(seeds) >= 2:
+        paired = PairedDifference.of(lstm, g2)
+        record.update(mean=paired.mean, sd=paired.sd, se=paired.se, verdict=rule(paired))
+    return record
+
+
+def _quality(margin: float) -> Callable[[PairedDifference], str]:
+    words = {"better": "G2 better", "worse": "G2 worse", "no worse": "G2 no worse (equivalent)"}
+    return lambda paired: words.get(paired_verdict(paired, margin), "not resolved")
+
+
+def _robust(paired: PairedDifference) -> str:
+    return {"better": "G2 more robust", "worse": "G2 less robust"}.get(paired_verdict(paired), "not resolved")
+
+
+def _binary(paired: PairedDifference) -> str:
+    return "G2 more binary" if all(d > 0 for d in paired.differences) else "not in every pair"
+
+
+def comparisons(entries: list[dict], preset: str) -> dict[str, dict]:
+    """DECISION.md rules 1-3 for one preset; perplexity differences are shown as G2 - LSTM (negative favours
+    G2), so the perplexities are compared negated."""
+    lstm_mean = [
+        e["test_ppl"] for e in entries if e["preset"] == preset and e["gate"] == "lstm" and e["test_ppl"]
+    ]
+    margin = EQUIVALENCE * (sum(lstm_mean) / len(lstm_mean)) if lstm_mean else None
+    out = {
+        key: compare(entries, preset, lambda e, k=key: None if e[k] is None else -e[k], _quality(margin or 0))
+        for key in ("test_ppl", "valid_ppl", "test_ppl_cache")
+    }
+    for column in COMPRESSIONS:
+        out[f"gain: {column}"] = compare(
+            entries,
+            preset,
+            lambda e, c=column: -e["compression"][c]["gain"] if c in e["compression"] else None,
+            _robust,
+        )
+    for share in ("layer0_input", "layer0_forget", "layer1_input", "layer1_forget"):
+        out[f"outer: {share}"] = compare(entries, preset, lambda e, s=share: e["outer_share"].get(s), _binary)
+    return out
+
+
+def _negated(record: dict) -> dict:
+    """A comparison of negated values shown as G2 - LSTM of the values themselves."""
+    flipped = {**record, "differences": [-d for d in record["differences"]]}
+    if "mean" in record:
+        flipped["mean"] = -record["mean"]
+    return flipped
+
+
+def _baseline_lines(entries: list[dict]) -> list[str]:
+    """DECISION.md rule 4: the regularised LSTM against the unregularised one, per seed (validation)."""
+    cells = []
+    for seed in SEEDS:
+        reg = next(
+            (e for e in entries if (e["preset"], e["gate"], e["seed"]) == ("cpu-reg", "lstm", seed)), None
+        )
+        plain = next(
+            (e for e in entries if (e["preset"], e["gate"], e["seed"]) == ("cpu", "lstm", seed)), None
+        )
+        if reg and plain and reg["valid_ppl"] and plain["valid_ppl"]:
+            cells.append((seed, reg["valid_ppl"], plain["valid_ppl"]))
+    if not cells:
+        return ["- Rule 4 (a proper regularised baseline): no seed has both LSTM runs yet."]
+    holds = all(reg < plain for _, reg, plain in cells)
+    pairs = "; ".join(f"seed {seed}: {reg:.1f} against {plain:.1f}" for seed, reg, plain in cells)
+    verdict = "holds" if holds else "does not hold"
+    partial = "" if len(cells) == len(SEEDS) else f" (PARTIAL: {len(cells)} of {len(SEEDS)} seeds)"
+    return [
+        f"- Rule 4 (the cpu-reg LSTM's finetuned validation perplexity below the cpu LSTM's): **{verdict}**"
+        f"{partial} — {pairs}."
+    ]
+
+
+def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
+    """REPORT.md and results.json in ``results`` from the run folders under ``runs``."""
+    from g2lstm.plots import plot_learning_curves
+
+    results.mkdir(parents=True, exist_ok=True)
+    entries = [
+        collect(run, runs, results, roots) for run in RUNS if (runs / run.name / "metrics.jsonl").exists()
+    ]
+    (results / "results.json").write_text(json.dumps({"runs": entries}, indent=2) + "\n")
+    complete = len(entries) == len(RUNS) and all(e["done"] for e in entries)
+    lines = [
+        f"# Penn Treebank, seeded: LSTM against G2-LSTM{'' if complete else ' (PARTIAL)'}",
+        "",
+        f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the run folders by "
+        "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --report-only`; runs made with "
+        "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --jobs 2` on "
+        f"{machine_description()}. The decision rules, [DECISION.md](DECISION.md), were committed before "
+        "the first run started.",
+        "",
+        f"Runs done: {sum(e['done'] for e in entries)} of {len(RUNS)}"
+        + (
+            ""
+            if complete
+            else "; missing or running: "
+            + ", ".join(
+                run.name for run in RUNS if not any(e["name"] == run.name and e["done"] for e in entries)
+            )
+        )
+        + ".",
+        "",
+        "## Every run (valid / test perplexity after finetuning)",
+        "",
+        "| run | epochs (train + finetune) | ASGD from epoch | valid | test | + cache (valid / test) "
+        "| test, tempered eval | done |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        lines.append(
+            f"| {e['name']} | {e['epochs']} | {e['asgd_epoch'] or 'not yet'} | "
+            f"{value_cell(e['valid_ppl'])} | {value_cell(e['test_ppl'])} | "
+            f"{value_cell(e['valid_ppl_cache'])} / {value_cell(e['test_ppl_cache'])} | "
+            f"{value_cell(e['test_ppl_tempered'])} | {'yes' if e['done'] else 'no'} |"
+        )
+    for preset in ("cpu-reg", "cpu"):
+        mine = [e for e in entries if e["preset"] == preset]
+        stats = comparisons(entries, preset)
+        lines += [
+            "",
+            f"## `{preset}`: paired G2 (p = 0.2) − LSTM",
+            "",
+            "| model | test perplexity, mean ± sd over seeds |",
+            "|---|---|",
+        ]
+        for gate, noise in (("lstm", None), ("g2", 0.2)):
+            values = [
+                e["test_ppl"] for e in mine if e["gate"] == gate and e["noise_p"] == noise and e["test_ppl"]
+            ]
+            lines.append(f"| {gate} | {mean_sd_cell(values)} |")
+        lines += [
+            "",
+            "| measure | G2 − LSTM per seed | mean | sd | se | verdict |",
+            "|---|---|---|---|---|---|",
+            paired_row("test perplexity (rule 1)", _negated(stats["test_ppl"])),
+            paired_row("valid perplexity", _negated(stats["valid_ppl"])),
+            paired_row("test perplexity, cache pointer", _negated(stats["test_ppl_cache"])),
+        ]
+        lines += [
+            paired_row(f"perplexity gained, {COMPRESSION_LABELS[c]} (rule 2)", _negated(stats[f"gain: {c}"]))
+            for c in COMPRESSIONS
+        ]
+        lines += [
+            paired_row(
+                f"outer-bin share, {s.replace('_', ' ')} (rule 3), %",
+                stats[f"outer: {s}"],
+                scale=100,
+                digits=1,
+            )
+            for s in ("layer0_input", "layer0_forget", "layer1_input", "layer1_forget")
+        ]
+        lines += ["", f"Rule 1 on `{preset}` (test perplexity): **{verdict_cell(stats['test_ppl'])}**."]
+    lines += ["", "## The regularised baseline", "", *_baseline_lines(entries)]
+    curves = {}
+    for e in entries:
+        points = []
+        for key, offset in (("metrics", 0), ("finetune_metrics", None)):
+            if e[key] is None:
+                continue
+            source = (REPOSITORY if (REPOSITORY / e[key]).exists() else results) / e[key]
+            valid = [json.loads(line) for line in source.read_text().splitlines()]
+            valid = [m for m in valid if "valid_ppl" in m and "epoch" in m]
+            base = points[-1][0] if offset is None and points else 0
+            points += [(base + m["epoch"], m["valid_ppl"]) for m in valid]
+        curves[e["name"]] = points
+    if curves:
+        figure = plot_learning_curves(
+            curves,
+            results / "learning_curves.png",
+            "PTB, seeded runs: validation perplexity (finetune epochs follow)",
+        )
+        lines += ["", f"![learning curves]({figure.name})"]
+    observations = results / "observations.md"  # written by a person after reading the numbers
+    if observations.exists():
+        lines += ["", "## Observations", "", observations.read_text().strip()]
+    records = {run.name: _load(runs / run.name / "stages.json") for run in RUNS if (runs / run.name).exists()}
+    lines += ["", "## Pace", "", "| run | epochs | minutes per epoch (fewest / median) |", "|---|---|---|"]
+    for run in RUNS:
+        if (runs / run.name).exists():
+            epochs, minutes = epoch_pace(runs / run.name, "valid_ppl")
+            lines.append(f"| {run.name} | {epochs} | {minutes} |")
+    lines += ["", "## Commands and wall times", "", *portable(stage_table(records), roots)]
+    report = results / "REPORT.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", required=True, help="folder for the run folders (outside the repository)")
     parser.add_argument("--data", help="PTB folder (default: $G2LSTM_DATA, the cache, then download)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; the cores are shared out")
     parser.add_argument("--only", nargs="+", choices=[run.name for run in RUNS], help="run just these")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the runs so far")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the report's folder")
     args = parser.parse_args()
     runs = Path(args.runs)
-    data = ["--data", args.data] if args.data else []
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    chosen = [run for run in RUNS if args.only is None or run.name in args.only]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda run: run_all_stages(run, runs, data, threads), chosen))
+    roots = {str(runs.resolve()): "RUNS_DIR", str(REPOSITORY): "REPOSITORY"}
+    if args.data:
+        roots[str(Path(args.data).resolve())] = "DATA_DIR"
+    if not args.report_only:
+        data = ["--data", args.data] if args.data else []
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        chosen = [run for run in RUNS if args.only is None or run.name in args.only]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda run: run_all_stages(run, runs, data, threads), chosen))
+    print(write_report(runs, args.results, roots))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ from torch import nn
 
 from g2lstm import G2LSTM, __version__
 from g2lstm.data.corpus import batchify
-from g2lstm.lm.evaluate import evaluate
-from g2lstm.lm.train import load_corpus, load_model
+from g2lstm.lm.evaluate import evaluate, load_corpus, load_model
 from g2lstm.train.checkpoint import load_checkpoint
 
 
@@ -51,7 +50,7 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    model, config, vocab = load_model(load_checkpoint(args.checkpoint))
+    model, config, vocab = load_model(load_checkpoint(args.checkpoint), source=args.checkpoint)
     model.eval()
     corpus = load_corpus(args.data, config.unit, vocab)
     with warnings.catch_warnings():

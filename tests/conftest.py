@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Triton kernels run in Triton's CPU interpreter in the tests (there is no GPU here); Triton reads this when
+# it decorates a kernel, so it is set before anything imports one.
+os.environ["TRITON_INTERPRET"] = "1"
 
 # Absolute tolerance of an exact-in-theory comparison, per dtype.
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}

@@ -1,4 +1,4 @@
-"""Kill a real training process with SIGKILL at random steps, resume it, and compare with a run never killed."""
+"""Kill a real training process with SIGKILL at random steps, resume it, compare with a run never killed."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def _steps_logged(run: Path) -> int:
     return sum("train_loss" in line for line in read_metrics(run))
 
 
-def assert_killed_runs_resume_bit_identical(argv: Callable[[Path], list[str]], root: Path, kills: int = 2) -> None:
+def assert_killed_runs_resume_bit_identical(
+    argv: Callable[[Path], list[str]], root: Path, kills: int = 2
+) -> None:
     """``argv(run_dir)`` is a training command that checkpoints after every step and logs every step. Run it
     to the end once; then start it ``kills`` times, each killed at a random step it has still to take (so a
     kill can land inside a save, a validation or an epoch boundary), and let it finish. Both runs must end
@@ -60,6 +62,8 @@ def assert_killed_runs_resume_bit_identical(argv: Callable[[Path], list[str]], r
         assert all(torch.equal(expected[key], got[key]) for key in expected), f"{name}.pt differs; {context}"
 
     def untimed(run: Path) -> list[dict]:
-        return [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in read_metrics(run)]
+        return [
+            {k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in read_metrics(run)
+        ]
 
     assert untimed(straight) == untimed(killed), f"metrics differ; {context}"

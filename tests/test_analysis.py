@@ -21,12 +21,11 @@ from g2lstm.analysis import (
     gate_sensitivity,
 )
 from g2lstm.lm.analyze import analyze_language_models
-from g2lstm.train import run_names
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
 from g2lstm.lm.train import train_language_model
 from g2lstm.plots import plot_gate_words
-from g2lstm.train import CheckpointPaths, load_config
+from g2lstm.train import CheckpointPaths, load_config, run_names
 
 TinyRuns = tuple[Path, list[Path]]  # corpus folder, checkpoints (LSTM, G2-LSTM)
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained <unk>".split()

@@ -14,15 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from g2lstm import G2LSTM
 from g2lstm.compress import (
     GATES,
-    CompressedLSTMWeights,
+    CompressedGates,
     compress,
+    compressed_gates,
     compression_config,
     count_parameters_and_bytes,
     restore_compressed,
+    stored_gates,
 )
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
 from g2lstm.train import load_checkpoint, save_checkpoint
@@ -66,7 +69,7 @@ def dense_with_compressed_values(original: G2LSTM, compressed: G2LSTM) -> G2LSTM
     dense = copy.deepcopy(original)
     with torch.no_grad():
         for name in matrix_names(dense):
-            getattr(dense, name).copy_(compressed.compressed.dense(name))
+            getattr(dense, name).copy_(getattr(compressed, name))
     return dense
 
 
@@ -106,8 +109,8 @@ def test_each_gate_block_is_compressed_on_its_own_and_the_rest_is_untouched(arch
 
     hidden = lstm.hidden_size
     for name in matrix_names(lstm):
-        assert not hasattr(lstm, name)
-        rebuilt = lstm.compressed.dense(name)
+        assert parametrize.is_parametrized(lstm, name) and name not in dict(lstm.named_parameters())
+        rebuilt = getattr(lstm, name)
         for index, gate in enumerate(GATES):
             block = before[name][index * hidden : (index + 1) * hidden]
             expected = expected_block(block, gate, gates, **settings)
@@ -131,10 +134,10 @@ def test_round_and_clip_leave_the_grid_of_the_paper_stored_as_int8_codes():
     compress(lstm, round=ROUND, clip=CLIP)
     for name in matrix_names(lstm):
         for gate in ("input", "forget"):
-            codes = lstm.compressed[name][gate].codes
-            assert codes.dtype == torch.int8
+            kind, (codes, step) = stored_gates(lstm, name)[gate]
+            assert kind == "round" and codes.dtype == torch.int8 and step.item() == pytest.approx(ROUND)
             assert set(codes.unique().tolist()) <= {-2, -1, 0, 1, 2}
-        values = lstm.compressed.dense(name)[: 2 * lstm.hidden_size]
+        values = getattr(lstm, name)[: 2 * lstm.hidden_size]
         assert values.abs().max() <= CLIP * (1 + 1e-6)
         assert torch.equal(values, torch.round(values / ROUND) * ROUND)
 
@@ -145,11 +148,11 @@ def test_codes_widen_to_int16_when_int8_cannot_hold_them():
         lstm.weight_hh_l0.mul_(100.0)  # up to 100 / 0.2 = 500 steps
     original = copy.deepcopy(lstm)
     compress(lstm, round=ROUND)
-    assert lstm.compressed["weight_hh_l0"]["input"].codes.dtype == torch.int16
-    assert lstm.compressed["weight_ih_l0"]["input"].codes.dtype == torch.int16  # one dtype per layer
+    assert stored_gates(lstm, "weight_hh_l0")["input"][1][0].dtype == torch.int16
+    assert stored_gates(lstm, "weight_ih_l0")["input"][1][0].dtype == torch.int16  # one dtype per layer
     assert compression_config(lstm)[""]["codes"] == "int16"
     expected = torch.round(original.weight_hh_l0 / ROUND) * ROUND
-    assert torch.equal(lstm.compressed.dense("weight_hh_l0")[:12], expected[:12])
+    assert torch.equal(lstm.weight_hh_l0[:12], expected[:12])
 
 
 @pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
@@ -164,7 +167,7 @@ def test_an_nn_lstm_in_a_container_is_converted_and_compressed(settings):
     with torch.no_grad():
         for name, parameter in reference.named_parameters():
             compressed = name.startswith("weight")
-            parameter.copy_(model.rnn.compressed.dense(name) if compressed else getattr(original, name))
+            parameter.copy_(getattr(model.rnn, name) if compressed else getattr(original, name))
     x = torch.randn(4, 3, 5)
     for training in (False, True):
         model.train(training)
@@ -214,14 +217,15 @@ def test_gradients_reach_dense_blocks_biases_and_factors(settings):
     for name in matrix_names(lstm):
         dense_grad = getattr(dense, name).grad.split(hidden)
         for gate, expected in zip(GATES, dense_grad):
-            block = lstm.compressed[name][gate]
+            kind, tensors = stored_gates(lstm, name)[gate]
             if gate in ("cell", "output"):
-                torch.testing.assert_close(block.weight.grad, expected)
+                torch.testing.assert_close(tensors[0].grad, expected)
             elif "rank" in settings:  # d(u v) = du v + u dv
-                torch.testing.assert_close(block.u.grad, expected @ block.v.detach().T)
-                torch.testing.assert_close(block.v.grad, block.u.detach().T @ expected)
+                u, v = tensors
+                torch.testing.assert_close(u.grad, expected @ v.detach().T)
+                torch.testing.assert_close(v.grad, u.detach().T @ expected)
             else:
-                assert not block.codes.requires_grad
+                assert kind == "round" and not tensors[0].requires_grad
     trainable = {name for name, parameter in lstm.named_parameters() if parameter.grad is not None}
     assert trainable == {name for name, _ in lstm.named_parameters()}
 
@@ -231,11 +235,13 @@ def test_state_dict_holds_only_the_compact_tensors():
     compress(lstm, rank=3)
     state = lstm.state_dict()
     assert not any(key.startswith("weight_") for key in state)
-    assert state["compressed.weight_ih_l0.input.u"].shape == (6, 3)
-    assert state["compressed.weight_ih_l0.input.v"].shape == (3, 5)
-    assert state["compressed.weight_hh_l0.output.weight"].shape == (6, 6)
-    assert "compressed.step" not in state
-    assert isinstance(lstm.compressed, CompressedLSTMWeights)
+    # originals: the factors of the input and forget blocks, then the dense cell and output blocks
+    shapes = [(6, 3), (3, 5), (6, 3), (3, 5), (6, 5), (6, 5)]
+    for index, shape in enumerate(shapes):
+        assert state[f"parametrizations.weight_ih_l0.original{index}"].shape == shape
+    assert state["parametrizations.weight_hh_l0.original5"].shape == (6, 6)
+    assert not any(key.endswith(("step", "codes")) for key in state)
+    assert isinstance(compressed_gates(lstm, "weight_ih_l0"), CompressedGates)
 
 
 def test_counts_are_exact_for_a_small_layer():
@@ -243,15 +249,16 @@ def test_counts_are_exact_for_a_small_layer():
     assert count_parameters_and_bytes(G2LSTM(3, 2)) == (56, 224)
     lstm = G2LSTM(3, 2)
     report = compress(lstm, round=ROUND)
-    # codes: 2 blocks of (2, 3) and 2 of (2, 2) = 20 int8; step: 1 float; dense: 12 + 8 + 16 = 36 floats.
+    # codes: 2 blocks of (2, 3) and 2 of (2, 2) = 20 int8; a step per matrix: 2 floats;
+    # dense: 12 + 8 + 16 = 36.
     assert (report.parameters_before, report.bytes_before) == (56, 224)
-    assert (report.parameters_after, report.bytes_after) == (20 + 1 + 36, 20 + 4 + 4 * 36)
-    assert count_parameters_and_bytes(lstm) == (57, 168)
+    assert (report.parameters_after, report.bytes_after) == (20 + 2 + 36, 20 + 8 + 4 * 36)
+    assert count_parameters_and_bytes(lstm) == (58, 172)
     report = compress(G2LSTM(3, 2), rank=1)
     # factors: (2x1 + 1x3) * 2 + (2x1 + 1x2) * 2 = 18 floats; dense 36 floats.
     assert (report.parameters_after, report.bytes_after) == (54, 216)
     report = compress(G2LSTM(3, 2), round=ROUND, gates=GATES)
-    assert (report.parameters_after, report.bytes_after) == (40 + 1 + 16, 40 + 4 + 64)
+    assert (report.parameters_after, report.bytes_after) == (40 + 2 + 16, 40 + 8 + 64)
 
 
 def test_tied_weights_count_once():
@@ -272,7 +279,7 @@ def test_awd_model_compresses_trains_and_reloads(tmp_path: Path):
     model.train()
     result = model(words, model.init_hidden(2))
     model.decode(result.output).sum().backward()
-    assert model.layers[1].compressed["weight_hh_l0"]["forget"].u.grad is not None
+    assert stored_gates(model.layers[1], "weight_hh_l0")["forget"][1][0].grad is not None
 
     path = tmp_path / "model.pt"
     save_checkpoint(path, {"compression": compression_config(model), "model": model.state_dict()})
@@ -394,3 +401,139 @@ def test_restore_refuses_a_config_that_does_not_fit_the_model():
         restore_compressed(model, {"rnn": entry})
     with pytest.raises(TypeError, match="must be a dict"):
         restore_compressed(Tagger(), [entry])
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_a_compressed_layer_is_still_an_lstm_to_the_module_api(settings):
+    """G2LSTM knows nothing of compression: to_lstm, all_weights, reset_parameters and an optimizer work."""
+    lstm = wide_lstm(num_layers=2)
+    compress(lstm, **settings)
+    x = torch.randn(4, 3, 5)
+    lstm.eval()
+    converted = lstm.to_lstm().eval()
+    torch.testing.assert_close(converted(x)[0], lstm(x)[0], rtol=0, atol=1e-6)
+    for group, names in zip(lstm.all_weights, ["l0", "l1"]):
+        assert torch.equal(group[1], getattr(lstm, f"weight_hh_{names}"))
+    torch.manual_seed(0)
+    lstm.reset_parameters()
+    bound = 1 / lstm.hidden_size**0.5
+    for name in matrix_names(lstm):  # new uniform weights, compressed the same way
+        assert compressed_gates(lstm, name) is not None
+        if "rank" in settings:
+            assert torch.linalg.matrix_rank(getattr(lstm, name)[: lstm.hidden_size]) <= settings["rank"]
+        assert getattr(lstm, name)[2 * lstm.hidden_size :].abs().max() <= bound  # the dense blocks
+    assert lstm.bias_ih_l0.abs().max() <= bound
+    optimizer = torch.optim.SGD(lstm.parameters(), lr=0.1)
+    lstm.train()
+    before = {name: value.detach().clone() for name, value in lstm.named_parameters()}
+    lstm(x)[0].square().sum().backward()
+    optimizer.step()
+    changed = {name for name, value in lstm.named_parameters() if not torch.equal(value, before[name])}
+    assert changed == set(before)  # factors (low rank) and dense blocks train; codes are buffers
+
+
+def test_a_state_dict_loads_into_a_freshly_compressed_module():
+    source = wide_lstm()
+    compress(source, rank=2)
+    target = wide_lstm()
+    compress(target, rank=2)
+    target.load_state_dict(source.state_dict())
+    for name in matrix_names(source):
+        assert torch.equal(getattr(target, name), getattr(source, name))
+
+
+def test_the_module_holds_no_compression_code():
+    source = (Path(__file__).parent.parent / "src" / "g2lstm" / "lstm.py").read_text()
+    assert "compress" not in source
+
+
+def two_lstms() -> nn.ModuleDict:
+    """Two G2LSTMs in a container, as an encoder and a decoder are held."""
+    return nn.ModuleDict({"first": wide_lstm(num_layers=2), "second": wide_lstm()})
+
+
+def run_both(model: nn.ModuleDict, x: Tensor) -> Tensor:
+    return torch.cat([model["first"](x)[0], model["second"](x)[0]])
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_matrices_choose_which_weights_are_compressed_and_survive_a_checkpoint(tmp_path: Path, settings):
+    model = two_lstms().eval()
+    chosen = ["first.weight_hh_l1", "second.weight_ih_l0"]
+    untouched = {name: p for name, p in model.named_parameters() if name not in chosen}
+    before = {name: p.detach().clone() for name, p in untouched.items()}
+    report = compress(model, **settings, matrices=chosen)
+    assert parametrize.is_parametrized(model["first"], "weight_hh_l1")
+    assert parametrize.is_parametrized(model["second"], "weight_ih_l0")
+    assert not parametrize.is_parametrized(model["first"], "weight_hh_l0")
+    for name, parameter in untouched.items():  # the same Parameter objects, with the same values
+        assert model.get_parameter(name) is parameter and torch.equal(parameter, before[name])
+    assert sorted(report.errors) == [f"first.weight_hh_l1.{gate}" for gate in ("forget", "input")] + [
+        f"second.weight_ih_l0.{gate}" for gate in ("forget", "input")
+    ]
+    config = compression_config(model)
+    assert (config["first"]["matrices"], config["second"]["matrices"]) == (["weight_hh_l1"], ["weight_ih_l0"])
+
+    save_checkpoint(tmp_path / "model.pt", {"compression": config, "model": model.state_dict()})
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    restored = two_lstms().eval()
+    restore_compressed(restored, checkpoint["compression"])
+    restored.load_state_dict(checkpoint["model"])
+    x = torch.randn(4, 3, 5)
+    assert torch.equal(run_both(restored, x), run_both(model, x))
+
+
+def test_layers_without_a_chosen_matrix_are_left_alone():
+    model = Tagger()
+    model.extra = nn.LSTM(5, 6)
+    compress(model, round=ROUND, matrices=["rnn.weight_hh_l1"])
+    assert isinstance(model.rnn, G2LSTM) and isinstance(model.extra, nn.LSTM)  # only the chosen one converted
+    assert list(compression_config(model)) == ["rnn"]
+    assert [name for name, _ in model.rnn.named_parameters(recurse=False) if name.startswith("weight")] == [
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "weight_ih_l1",
+    ]
+
+
+def test_a_config_saved_before_matrices_existed_restores_every_matrix():
+    model = two_lstms().eval()
+    compress(model, rank=2)
+    config = compression_config(model)
+    old = {
+        path: {key: value for key, value in entry.items() if key != "matrices"}
+        for path, entry in config.items()
+    }
+    restored = two_lstms().eval()
+    restore_compressed(restored, old)
+    restored.load_state_dict(model.state_dict())
+    assert compression_config(restored) == config
+
+
+@pytest.mark.parametrize(
+    "matrices, error, match",
+    [
+        ("rnn.weight_hh_l0", TypeError, "matrices must be a sequence of weight names"),
+        (
+            ["rnn.weight_hh_l9"],
+            ValueError,
+            r"must name weight matrices .*rnn\.weight_hh_l1.* got \['rnn.weight_hh_l9'\]",
+        ),
+        ([], ValueError, "got none"),
+    ],
+)
+def test_bad_matrices_are_refused_and_leave_the_module_unchanged(matrices, error, match):
+    model = Tagger()
+    with pytest.raises(error, match=match):
+        compress(model, round=ROUND, matrices=matrices)
+    assert isinstance(model.rnn, nn.LSTM)
+
+
+def test_restore_refuses_matrices_the_layer_lacks():
+    model = Tagger()
+    compress(model, round=ROUND, matrices=["rnn.weight_hh_l0"])
+    entry = compression_config(model)["rnn"]
+    with pytest.raises(ValueError, match=r"names matrices it lacks: \['weight_hh_l7'\]"):
+        restore_compressed(Tagger(), {"rnn": {**entry, "matrices": ["weight_hh_l7"]}})
+    with pytest.raises(TypeError, match="matrices must be a non-empty list"):
+        restore_compressed(Tagger(), {"rnn": {**entry, "matrices": "weight_hh_l0"}})

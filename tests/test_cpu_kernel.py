@@ -4,9 +4,9 @@ Kernel level, for every instruction-set build this machine can run (AVX-512, AVX
 final states, gate activations and every gradient, float64 to 1e-10 and float32 to 1e-5 (relative as well
 in float32: the compiled loop sums its recurrent products in another order than a library GEMM), for packed
 and full batches, both directions, scaled and hard gates, hidden sizes that are not multiples of the vector
-width, row counts that are not multiples of the register block, and sizes that split a step across threads. Module level: the
-same G2LSTM run under ``G2LSTM_CPU_KERNEL=python`` and ``=compiled`` with the same seed (so the same
-noise) for every gate mode, packed and bidirectional input, several layers, ``hx`` given or not. Then
+width, row counts that are not multiples of the register block, and sizes that split a step across threads.
+Module level: the same G2LSTM run under ``G2LSTM_CPU_KERNEL=python`` and ``=compiled`` with the same seed (so
+the same noise) for every gate mode, packed and bidirectional input, several layers, ``hx`` given or not. Then
 finite differences through the compiled loop, and the switch with its fallback.
 """
 
@@ -33,7 +33,10 @@ RELATIVE = {torch.float64: 0.0, torch.float32: 1e-5}
 
 def assert_close(actual, expected, dtype, label, scale=1):
     torch.testing.assert_close(
-        actual, expected, rtol=scale * RELATIVE[dtype], atol=scale * TOLERANCE[dtype],
+        actual,
+        expected,
+        rtol=scale * RELATIVE[dtype],
+        atol=scale * TOLERANCE[dtype],
         msg=lambda m: f"{label}: {m}",
     )
 
@@ -156,8 +159,14 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
     for kernel in ("python", "compiled"):
         inputs = [t.clone().requires_grad_() for t in leaves]
         output, h_n, c_n, gates = lstm_sequence(
-            *inputs, batch_sizes, reverse, 1 / 0.9, kernel=kernel,
-            noise_seed=seed, noise_p=noise_p, noise_eps=1e-3,
+            *inputs,
+            batch_sizes,
+            reverse,
+            1 / 0.9,
+            kernel=kernel,
+            noise_seed=seed,
+            noise_p=noise_p,
+            noise_eps=1e-3,
         )
         generator = torch.Generator().manual_seed(5)
         upstream = [torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in (output, h_n, c_n)]
@@ -245,7 +254,7 @@ def test_module_compiled_matches_python_loop(name, packed, with_state, dtype, mo
 # ---------------------------------------------------------------------------------------- finite differences
 
 
-def test_gradcheck_module_with_fixed_noise(monkeypatch):
+def test_gradcheck_module_with_fixed_noise(monkeypatch, variant):
     monkeypatch.setenv(compiled.KERNEL_ENV, "compiled")
     module = G2LSTM(3, 4, 2, bidirectional=True, dtype=torch.float64, noise_p=0.5).train()
     names = [name for name, _ in module.named_parameters()]

@@ -320,6 +320,7 @@ if onednn_available():
     KERNEL_BACKENDS.append(("onednn", torch.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backend, kernel_dtype", KERNEL_BACKENDS, ids=[f"{b}-{str(d)[6:]}" for b, d in KERNEL_BACKENDS]
 )

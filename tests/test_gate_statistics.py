@@ -39,10 +39,10 @@ EPS = 1e-3
 KS_LEVEL = 1e-3  # a fixed seed makes each p-value fixed; this only guards against an unlucky seed
 
 
-def noise_cdf(l, eps: float = EPS):
-    """Exact CDF of L = log(U + eps) - log(1 + eps - U)."""
-    l = np.asarray(l, dtype=np.float64)
-    return np.clip((1 + eps) * expit(l) - eps * expit(-l), 0.0, 1.0)
+def noise_cdf(x, eps: float = EPS):
+    """Exact CDF of L = log(U + eps) - log(1 + eps - U), at ``x``."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.clip((1 + eps) * expit(x) - eps * expit(-x), 0.0, 1.0)
 
 
 def gate_cdf(alpha: float, tau: float, eps: float = EPS):
@@ -134,7 +134,7 @@ def test_logistic_noise_follows_the_truncated_logistic_distribution(eps):
     samples = noise.numpy()
     bound = math.log((1 + eps) / eps)
     assert np.abs(samples).max() <= bound + 1e-12
-    assert stats.kstest(samples, lambda l: noise_cdf(l, eps)).pvalue > KS_LEVEL
+    assert stats.kstest(samples, lambda x: noise_cdf(x, eps)).pvalue > KS_LEVEL
     if eps == 0.1:  # power: the truncation is visible against the plain logistic
         assert stats.kstest(samples, stats.logistic.cdf).pvalue < 1e-6
 

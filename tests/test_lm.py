@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from killing import assert_killed_runs_resume_bit_identical
 
+from g2lstm.cli import main
+from g2lstm.errors import TrainingDiverged
 from g2lstm.lm import train as lm_train
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.evaluate import CachePointer, cache_pointer_probability, evaluate
 from g2lstm.lm.model import AWDLSTM, LanguageModelSpec
-from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, read_metrics
+from g2lstm.train import CheckpointPaths, TrainingInterrupted, load_checkpoint, load_config, read_metrics
+
+from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
 
@@ -66,7 +69,11 @@ def test_one_training_step_of_each_gate_type_lowers_nothing_to_nan(gate: str) ->
 
 
 def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
-    model = AWDLSTM(LanguageModelSpec(vocab_size=20, emb_size=8, hidden_size=8, num_layers=2))
+    """With every dropout off, the only randomness in training is the gates' noise."""
+    no_dropout = dict(
+        dropout=0.0, dropout_hidden=0.0, dropout_input=0.0, dropout_embedding=0.0, weight_dropout=0.0
+    )
+    model = AWDLSTM(LanguageModelSpec(vocab_size=20, emb_size=8, hidden_size=8, num_layers=2, **no_dropout))
     words = torch.randint(0, 20, (5, 2))
     model.eval()
     first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
@@ -74,11 +81,17 @@ def test_model_is_deterministic_in_eval_and_noisy_in_training() -> None:
     model.train()
     first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
     assert not torch.equal(first, second)
+    for layer in model.layers:
+        layer.gate = "lstm"  # no gate noise left: training mode is deterministic too
+    first, second = (model(words, model.init_hidden(2)).output for _ in range(2))
+    assert torch.equal(first, second)
 
 
 def test_training_writes_metrics_checkpoints_and_resolved_config(corpus_dir: Path, tmp_path: Path) -> None:
     metrics = lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
-    assert set(metrics) == {"valid_ppl", "test_ppl"} and all(math.isfinite(v) for v in metrics.values())
+    assert set(metrics) == {"valid_ppl", "test_ppl", "signature"}
+    assert all(math.isfinite(metrics[split]) for split in ("valid_ppl", "test_ppl"))
+    assert metrics["signature"].startswith("g2lstm:0.1.0|gate:g2|tau:0.9|p:0.2|eval:sigmoid|comp:none|data:")
     assert metrics["valid_ppl"] < len(WORDS) + 1  # better than uniform over the vocabulary
     paths = CheckpointPaths(tmp_path)
     assert paths.best.exists() and paths.last.exists()
@@ -127,7 +140,9 @@ def test_stop_on_plateau_ends_training_when_averaged_sgd_stalls(
     assert epochs == list(range(1, epochs_run + 1))
 
 
-def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(corpus_dir: Path, tmp_path: Path) -> None:
+def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
     lm_train.train_language_model(tiny_config(), tmp_path, corpus_dir, show_progress=False)
     start = load_checkpoint(CheckpointPaths(tmp_path).best)["metrics"]["valid_loss"]
     metrics = lm_train.finetune(tmp_path, corpus_dir, epochs=2, show_progress=False)
@@ -140,19 +155,19 @@ def test_finetune_starts_from_the_best_model_and_never_makes_it_worse(corpus_dir
 def test_cache_pointer_matches_a_hand_computation() -> None:
     cache = CachePointer(window=2, theta=0.5, lambdah=0.25)
     vocab_probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
-    targets = torch.tensor([2, 1])
-    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    targets = torch.tensor([1, 2])
+    hidden = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
     history_hidden = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
     history_words = torch.tensor([1, 2])
     p = cache_pointer_probability(vocab_probs, targets, hidden, history_hidden, history_words, cache)
-    # position 0: M + 0 = 2 is not > window 2 -> plain softmax probability of word 2
-    assert p[0].item() == pytest.approx(0.2)
-    # position 1 attends over the previous two positions: history row 1 (word 2) and chunk row 0 (word 2)
-    scores = torch.tensor([0.5 * (0 * 2 + 2 * 0), 0.5 * (0 * 1 + 2 * 0)])
-    attention = torch.softmax(scores, 0)
-    pointer = 0.0  # neither of those positions was followed by word 1
-    assert attention.sum().item() == pytest.approx(1.0)
-    assert p[1].item() == pytest.approx(0.25 * pointer + 0.75 * 0.6)
+    # position 0: M + 0 = 2 is not > window 2 -> the plain softmax probability of its target, word 1
+    assert p[0].item() == pytest.approx(0.3)
+    # position 1 attends over the two positions before it: history row 1 (followed by word 2, its target)
+    # and chunk row 0 (followed by word 1); the pointer's mass on word 2 is the first one's attention
+    scores = torch.tensor([0.5 * (1 * 2 + 2 * 0), 0.5 * (1 * 1 + 2 * 0)])
+    pointer = torch.softmax(scores, 0)[0].item()
+    assert 0.5 < pointer < 1.0
+    assert p[1].item() == pytest.approx(0.25 * pointer + 0.75 * 0.3)
 
 
 def test_cache_pointer_helps_on_repetitive_text() -> None:
@@ -165,20 +180,23 @@ def test_cache_pointer_helps_on_repetitive_text() -> None:
     assert cached.loss < plain.loss
 
 
+class StopAfter:
+    """Stands in for the StopRequest of stop_on_signals: as if SIGINT arrived after ``checks`` checks."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks, self.signal_name = checks, "SIGINT"
+
+    @property
+    def requested(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
 def test_resume_after_a_stop_continues_bit_identically(
     corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tiny_config(epochs=2, checkpoint_minutes=1000.0)
     lm_train.train_language_model(config, tmp_path / "straight", corpus_dir, show_progress=False)
-
-    class StopAfter:
-        def __init__(self, checks: int) -> None:
-            self.checks, self.signal_name = checks, "SIGINT"
-
-        @property
-        def requested(self) -> bool:
-            self.checks -= 1
-            return self.checks < 0
 
     @contextmanager
     def stop_after_seven():
@@ -186,47 +204,91 @@ def test_resume_after_a_stop_continues_bit_identically(
 
     monkeypatch.setattr(lm_train, "stop_on_signals", stop_after_seven)
     interrupted = tmp_path / "interrupted"
-    with pytest.raises(lm_train.TrainingInterrupted, match="run the same command again"):
+    with pytest.raises(TrainingInterrupted, match="run the same command again"):
         lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False)
     assert load_checkpoint(CheckpointPaths(interrupted).last)["progress"]["step"] == 8
     monkeypatch.undo()
     lm_train.train_language_model(config, interrupted, corpus_dir, show_progress=False)
     straight, resumed = parameters_of(tmp_path / "straight"), parameters_of(interrupted)
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
-    drop_time = lambda lines: [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
+    def drop_time(lines: list[dict]) -> list[dict]:
+        return [{k: v for k, v in line.items() if k not in ("time", "ms_per_step")} for line in lines]
+
     assert drop_time(read_metrics(tmp_path / "straight")) == drop_time(read_metrics(interrupted))
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "g2lstm", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "g2lstm", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
+@pytest.mark.slow
 def test_cli_train_eval_and_finetune_with_json(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12"]
-    done = run_cli("lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--gate", "g2", "--epochs", "1",
-                   "--seed", "3", "--out", str(run), "--quiet", "--json", *small)
+    done = run_cli(
+        "lm",
+        "train",
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        "--gate",
+        "g2",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        str(run),
+        "--quiet",
+        "--json",
+        *small,
+    )
     assert done.returncode == 0, done.stderr
-    assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl"}
+    assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl", "signature"}
     evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--cache-pointer",
                         "--window", "20", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert {"valid_ppl", "test_ppl"} <= set(json.loads(evaluated.stdout.strip().splitlines()[-1]))
-    tuned = run_cli("lm", "finetune", str(run), "--data", str(corpus_dir), "--epochs", "1", "--quiet", "--json")
+    tuned = run_cli(
+        "lm", "finetune", str(run), "--data", str(corpus_dir), "--epochs", "1", "--quiet", "--json"
+    )
     assert tuned.returncode == 0, tuned.stderr
     assert (run / "finetune" / "best.pt").exists()
 
 
-def test_cli_character_level_reports_bits_per_character(corpus_dir: Path, tmp_path: Path) -> None:
+def test_cli_character_level_reports_bits_per_character(
+    corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "chars"
     small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=20"]
-    done = run_cli("lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--unit", "char", "--max-steps",
-                   "5", "--out", str(run), "--quiet", *small)
-    assert done.returncode == 0, done.stderr
-    evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--json")
-    result = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                "--data",
+                str(corpus_dir),
+                "--preset",
+                "tiny",
+                "--unit",
+                "char",
+                "--max-steps",
+                "5",
+                "--out",
+                str(run),
+                "--quiet",
+                *small,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["valid_bpc"] == pytest.approx(math.log2(result["valid_ppl"]))
 
 
@@ -240,21 +302,59 @@ def test_cli_character_level_reports_bits_per_character(corpus_dir: Path, tmp_pa
     ],
 )
 def test_cli_user_mistakes_end_in_one_line_and_exit_code_2(
-    corpus_dir: Path, tmp_path: Path, args: list[str], message: str
+    corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     # a later --data or --preset replaces the earlier one
-    argv = ["lm", "train", "--out", str(tmp_path / "run"), "--quiet", "--data", str(corpus_dir), "--preset", "tiny", *args]
-    done = run_cli(*argv)
-    assert done.returncode == 2
-    assert message in done.stderr and "Traceback" not in done.stderr
+    argv = [
+        "lm",
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        *args,
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "g2lstm",
-               "lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--max-steps", "6", "--out", str(run),
-               "--quiet", "--json", "--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "g2lstm",
+        "lm",
+        "train",
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "6",
+        "--out",
+        str(run),
+        "--quiet",
+        "--json",
+        "--set",
+        "emb_size=16",
+        "--set",
+        "hidden_size=24",
+        "--set",
+        "batch_size=4",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
@@ -262,6 +362,7 @@ def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Pa
     assert len(load_checkpoint(CheckpointPaths(run).last)["rng"]) == 2  # one random state per process
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_resumes(corpus_dir: Path, tmp_path: Path) -> None:
     import signal
     import time
@@ -290,14 +391,39 @@ def test_sigterm_saves_and_the_same_command_resumes(corpus_dir: Path, tmp_path: 
     assert any(line.get("final") for line in read_metrics(run))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Path, tmp_path: Path) -> None:
-    """A real `g2lstm lm train` process killed without warning, twice, resumes to the uninterrupted run's end."""
+    """A real `g2lstm lm train` process killed without warning, twice, resumes to an unbroken run's end."""
 
     def argv(run: Path) -> list[str]:
-        return [sys.executable, "-m", "g2lstm", "lm", "train", "--data", str(corpus_dir), "--preset", "tiny",
-                "--epochs", "3", "--out", str(run), "--quiet", "--set", "emb_size=16", "--set", "hidden_size=24",
-                "--set", "batch_size=4", "--set", "bptt=12", "--set", "log_interval=1",
-                "--set", "checkpoint_minutes=1e-9"]
+        return [
+            sys.executable,
+            "-m",
+            "g2lstm",
+            "lm",
+            "train",
+            "--data",
+            str(corpus_dir),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "3",
+            "--out",
+            str(run),
+            "--quiet",
+            "--set",
+            "emb_size=16",
+            "--set",
+            "hidden_size=24",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "bptt=12",
+            "--set",
+            "log_interval=1",
+            "--set",
+            "checkpoint_minutes=1e-9",
+        ]
 
     assert_killed_runs_resume_bit_identical(argv, tmp_path)
 
@@ -322,7 +448,143 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(
     taken = load_checkpoint(CheckpointPaths(tmp_path / "two").last)["progress"]
     assert taken["bad_steps"] == 0 and taken["step"] == calls["n"] - 2  # two steps skipped, not counted
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda parameters, max_norm: torch.tensor(float("inf")))
-    with pytest.raises(lm_train.TrainingDiverged, match="3 consecutive steps .* last finite ones"):
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda parameters, max_norm: torch.tensor(float("inf"))
+    )
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps .* no checkpoint was saved before"):
         lm_train.train_language_model(tiny_config(epochs=1, max_bad_steps=3), tmp_path / "all", corpus_dir,
                                       show_progress=False)
+
+
+def test_validation_uses_the_averaged_weights_and_training_goes_on_from_the_raw_ones(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    real = lm_train.evaluate
+
+    def recording_evaluate(model, data, bptt, cache=None):
+        seen.append({name: value.detach().clone() for name, value in model.named_parameters()})
+        return real(model, data, bptt, cache)
+
+    monkeypatch.setattr(lm_train, "evaluate", recording_evaluate)
+    config = tiny_config(epochs=1, asgd_epoch=1)  # averaged SGD from the first step
+    lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
+    last = load_checkpoint(CheckpointPaths(tmp_path).last)
+    order = [name for name, _ in AWDLSTM(config.model_spec(len(last["vocab"]))).named_parameters()]
+    averages = {order[index]: entry["ax"] for index, entry in last["optimizer"]["state"].items()}
+    validated = seen[0]  # the end-of-epoch validation (the final test reloads best.pt)
+    assert all(torch.equal(validated[name], averages[name]) for name in order)
+    assert not all(torch.equal(last["model"][name], averages[name]) for name in order)  # raw weights restored
+
+
+def test_the_learning_rate_of_each_step_is_scaled_to_its_length_and_logged_as_applied(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(epochs=1, log_interval=1)
+    lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
+    ratios = [line["lr"] * config.bptt / config.lr for line in read_metrics(tmp_path) if "train_loss" in line]
+    assert all(
+        ratio == pytest.approx(round(ratio)) and round(ratio) >= 1 for ratio in ratios
+    )  # whole lengths
+    assert len({round(ratio) for ratio in ratios}) > 1  # random lengths, so several learning rates
+
+
+def test_the_run_log_is_closed_however_the_run_ends(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from g2lstm.train import run_dir
+
+    writers = []
+
+    class Writer:
+        closed = False
+
+        def add_scalar(self, *args) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(run_dir, "_open_tensorboard", lambda *args: writers.append(Writer()) or writers[-1])
+    lm_train.train_language_model(tiny_config(epochs=1), tmp_path / "ends", corpus_dir, show_progress=False)
+    monkeypatch.setattr(lm_train, "stop_on_signals", lambda: contextmanager(lambda: (yield StopAfter(3)))())
+    with pytest.raises(TrainingInterrupted):
+        lm_train.train_language_model(tiny_config(epochs=1, log_interval=1), tmp_path / "stops", corpus_dir,
+                                      show_progress=False)
+    assert len(writers) == 2 and all(writer.closed for writer in writers)
+
+
+def test_a_rank_the_checkpoint_did_not_have_draws_its_own_noise() -> None:
+    from g2lstm.train import rng_state
+
+    torch.manual_seed(5)
+    saved = [rng_state()]
+    draws = []
+    for rank in (0, 1, 2, 1):
+        lm_train._restore_rank_rng(saved, rank, seed=141, step=30)
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    assert torch.equal(draws[1], draws[3])  # the same rank, seed and step: the same draws
+
+
+@pytest.mark.slow
+def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Without random gates and dropout, DDP's averaged gradient of two halves is the whole batch's."""
+    options = [
+        "--data",
+        str(corpus_dir),
+        "--preset",
+        "tiny",
+        "--gate",
+        "lstm",
+        "--max-steps",
+        "6",
+        "--quiet",
+        "--set",
+        "emb_size=16",
+        "--set",
+        "hidden_size=24",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "bptt=12",
+        *(
+            f"--set={name}=0"
+            for name in ("dropout", "dropout_hidden", "dropout_input", "dropout_embedding", "weight_dropout")
+        ),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, "-m", "g2lstm", "lm", "train", *options, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "g2lstm",
+            "lm",
+            "train",
+            *options,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, both = parameters_of(tmp_path / "one"), parameters_of(tmp_path / "two")
+    assert all(torch.allclose(one[name], both[name], atol=1e-5) for name in one)

@@ -14,12 +14,22 @@ MEMORY_BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "memo
 
 def peak_growth_mib(kind: str, steps: int, batch: int, inputs: int, hidden: int) -> float:
     """Peak-RSS growth of one training step, measured in a fresh process by benchmarks/memory.py."""
-    child = [sys.executable, str(MEMORY_BENCHMARK), "--child", kind, str(steps), str(batch), str(inputs), str(hidden)]
+    child = [
+        sys.executable,
+        str(MEMORY_BENCHMARK),
+        "--child",
+        kind,
+        str(steps),
+        str(batch),
+        str(inputs),
+        str(hidden),
+    ]
     done = subprocess.run(child, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps, batch", [(10_000, 1), (35, 2048)], ids=["long-sequence", "large-batch"])
 def test_training_step_memory_is_linear_in_the_sequence_and_near_nn_lstm(steps: int, batch: int) -> None:
     inputs, hidden = 16, 32

@@ -41,7 +41,9 @@ def test_tokenized_bleu_splits_on_spaces_only_while_sacrebleu_tokenizes() -> Non
 
 
 def test_sacrebleu_uses_raw_references_when_given() -> None:
-    scores = corpus_bleu(["it &apos;s a dog ."], ["it &apos;s a dog ."], lang="en", raw_references=["It's a cat."])
+    scores = corpus_bleu(
+        ["it &apos;s a dog ."], ["it &apos;s a dog ."], lang="en", raw_references=["It's a cat."]
+    )
     assert scores.bleu == pytest.approx(100.0) and scores.sacrebleu < 60
 
 

@@ -7,12 +7,12 @@ import itertools
 import pytest
 import torch
 
-from g2lstm import G2LSTM
+from g2lstm import G2LSTM, record_gates
 from g2lstm.mt.beam import beam_search
 from g2lstm.mt.bpe import BOS, EOS, PAD
 from g2lstm.mt.config import MTConfig
 from g2lstm.mt.data import collate
-from g2lstm.mt.model import AttentionSeq2Seq, TranslationModelSpec
+from g2lstm.mt.model import DECODERS, AttentionSeq2Seq, ConditionalDecoder, Encoded, TranslationModelSpec
 
 SOURCES = [[4, 5, 6, 7], [8, 9], [5, 5, 5, 6, 7, 8]]
 TARGETS = [[6, 7], [9, 9, 10], [4]]
@@ -23,10 +23,11 @@ def small_model(gate: str = "g2", **options: object) -> AttentionSeq2Seq:
     return AttentionSeq2Seq(spec)
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("gate", ["lstm", "sharpened", "g2"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_shapes_and_a_training_step_with_each_gate_type(gate: str, layers: int) -> None:
-    model = small_model(gate, encoder_layers=layers, decoder_layers=layers)
+def test_shapes_and_a_training_step_with_each_gate_type(gate: str, layers: int, decoder: str) -> None:
+    model = small_model(gate, encoder_layers=layers, decoder_layers=layers, decoder=decoder)
     batch = collate(SOURCES, TARGETS, [0, 1, 2])
     encoded = model.encode(batch.source, batch.source_lengths)
     width = 6 if layers > 1 else 12  # a lone bidirectional layer gives both directions
@@ -37,15 +38,19 @@ def test_shapes_and_a_training_step_with_each_gate_type(gate: str, layers: int) 
     logits = model(batch.source, batch.source_lengths, batch.target_input)
     assert logits.shape == (4, 3, 12)
     assert all(layer.gate == gate for layer in model.recurrent_layers())
-    assert model.bidirectional.bidirectional and isinstance(model.decoder, G2LSTM)
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD)
+    assert model.bidirectional.bidirectional
+    assert isinstance(model.decoder, ConditionalDecoder if decoder == "conditional" else G2LSTM)
+    loss = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch.target_output.flatten(), ignore_index=PAD
+    )
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_padding_changes_nothing_for_a_sentence() -> None:
-    model = small_model().eval()
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_padding_changes_nothing_for_a_sentence(decoder: str) -> None:
+    model = small_model(decoder=decoder).eval()
     alone = collate(SOURCES, TARGETS, [1])
     batched = collate(SOURCES, TARGETS, [0, 1, 2])
     expected = model(alone.source, alone.source_lengths, alone.target_input)[:, 0]
@@ -53,8 +58,9 @@ def test_padding_changes_nothing_for_a_sentence() -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_step_by_step_decoding_equals_teacher_forcing() -> None:
-    model = small_model().eval()
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_step_by_step_decoding_equals_teacher_forcing(decoder: str) -> None:
+    model = small_model(decoder=decoder).eval()
     batch = collate(SOURCES, TARGETS, [0, 1, 2])
     encoded = model.encode(batch.source, batch.source_lengths)
     state = model.initial_state(encoded)
@@ -62,7 +68,9 @@ def test_step_by_step_decoding_equals_teacher_forcing() -> None:
     for t in range(batch.target_input.shape[0]):
         logits, state = model.decode(batch.target_input[t : t + 1], encoded, state)
         steps.append(logits)
-    torch.testing.assert_close(torch.cat(steps), model(batch.source, batch.source_lengths, batch.target_input))
+    torch.testing.assert_close(
+        torch.cat(steps), model(batch.source, batch.source_lengths, batch.target_input)
+    )
 
 
 def test_training_mode_is_noisy_and_eval_mode_deterministic() -> None:
@@ -96,14 +104,20 @@ def test_wide_beam_finds_the_exhaustive_best(length_penalty: float) -> None:
     with torch.no_grad():
         model.output.weight.mul_(6.0)  # peaked, uneven next-word distributions
         model.output.bias.copy_(torch.tensor([0.0, 0.5, 0.0, -2.5, 1.0, -1.0]))
-    sources, max_length, words = [[4, 5, 1], [5], [4, 4, 5, 5, 1]], 4, [1, 4, 5]  # words: all but PAD, BOS, EOS
+    sources, max_length, words = (
+        [[4, 5, 1], [5], [4, 4, 5, 5, 1]],
+        4,
+        [1, 4, 5],
+    )  # words: all but PAD, BOS, EOS
     batch = collate(sources, None, [0, 1, 2])
     # 128 beams hold every live prefix (at most 27) and 2 x 128 candidates cover every extension
     found = beam_search(model, batch.source, batch.source_lengths, beam_size=128, max_length=max_length,
                         length_penalty=length_penalty)
     candidates = [list(prefix) for n in range(max_length) for prefix in itertools.product(words, repeat=n)]
     for source, hypothesis in zip(sources, found):
-        scored = [(sequence_log_prob(model, source, c) / (len(c) + 1) ** length_penalty, c) for c in candidates]
+        scored = [
+            (sequence_log_prob(model, source, c) / (len(c) + 1) ** length_penalty, c) for c in candidates
+        ]
         best_score, best = max(scored)
         assert hypothesis.tokens == best
         assert hypothesis.score == pytest.approx(best_score, abs=1e-4)
@@ -112,9 +126,10 @@ def test_wide_beam_finds_the_exhaustive_best(length_penalty: float) -> None:
         assert min(len(h.tokens) for h in found) >= 2
 
 
-def test_beam_of_one_is_greedy_and_batching_changes_nothing() -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_beam_of_one_is_greedy_and_batching_changes_nothing(decoder: str) -> None:
     torch.manual_seed(3)
-    model = small_model().eval()
+    model = small_model(decoder=decoder).eval()
     with torch.no_grad():  # large weights: varied translations, whose best is not always the top beam's
         for parameter in model.parameters():
             parameter.mul_(5.0)
@@ -126,7 +141,9 @@ def test_beam_of_one_is_greedy_and_batching_changes_nothing() -> None:
         assert single.tokens == together[index].tokens
         assert single.score == pytest.approx(together[index].score, abs=1e-5)
         # the tokens returned are those whose probability was scored
-        assert single.log_prob == pytest.approx(sequence_log_prob(model, SOURCES[index], single.tokens), abs=1e-4)
+        assert single.log_prob == pytest.approx(
+            sequence_log_prob(model, SOURCES[index], single.tokens), abs=1e-4
+        )
         # greedy by hand
         encoded = model.encode(alone.source, alone.source_lengths)
         state, token, greedy = model.initial_state(encoded), BOS, []
@@ -138,7 +155,9 @@ def test_beam_of_one_is_greedy_and_batching_changes_nothing() -> None:
             if token == EOS:
                 break
             greedy.append(token)
-        first = beam_search(model, alone.source, alone.source_lengths, beam_size=1, max_length=len(greedy) + 1)[0]
+        first = beam_search(
+            model, alone.source, alone.source_lengths, beam_size=1, max_length=len(greedy) + 1
+        )[0]
         assert first.tokens == greedy
 
 
@@ -148,3 +167,67 @@ def test_output_length_follows_the_source_up_to_an_absolute_cap() -> None:
     assert config.max_output_length(10**5) == 50  # a runaway source cannot make decoding run for hours
     with pytest.raises(ValueError, match="max_output_tokens must be >= 1"):
         MTConfig(max_output_tokens=0).validate()
+
+
+def first_layer_gates(model: AttentionSeq2Seq, target_input: torch.Tensor, encoded: Encoded,
+                      state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The recorded input and forget gates of the first decoder layer, ``(T, B, gates * H)``: every gate
+    layer whose name starts with 0, joined on the last dimension."""
+    first = [k for k, name in enumerate(model.decoder_gate_layers()) if name.split()[0] == "0"]
+    with record_gates(model.decoder) as recording:
+        model.decode(target_input, encoded, state)
+        gates = [torch.cat(recording.gates(layer, gate)) for layer in first for gate in ("input", "forget")]
+        return torch.cat(gates, dim=-1)
+
+
+@torch.no_grad()
+def gates_with_other_encoder_states(model: AttentionSeq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first decoder layer's gates while it reads the target prefixes from the initial state of the
+    sources, first with the encoder's states, then with other (randomly shifted) ones."""
+    batch = collate(SOURCES, TARGETS, [0, 1, 2])
+    encoded = model.encode(batch.source, batch.source_lengths)
+    state = model.initial_state(encoded)
+    states = encoded.states + torch.randn(encoded.states.shape)
+    other = Encoded(states, model.attention_key(states), encoded.mask)
+    return (first_layer_gates(model, batch.target_input, encoded, state),
+            first_layer_gates(model, batch.target_input, other, state))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_encoder_states_reach_the_first_decoder_layers_gates_at_every_step(decoder: str) -> None:
+    """Target prefix and initial state held fixed, other encoder states change the first decoder layer's gates
+    at every step of every sentence in the conditional decoder; the attention-on-top decoder (the model before
+    issue 18) reads the source only through its initial state, so there they stay as they were."""
+    before, after = gates_with_other_encoder_states(small_model(decoder=decoder).eval())
+    changed = (before - after).abs().amax(dim=-1)  # (T, B)
+    if decoder == "conditional":
+        assert (changed > 1e-4).all(), changed
+    else:
+        assert torch.equal(before, after)
+
+
+def test_the_context_reaches_the_gates_through_its_own_weight() -> None:
+    """W_c is a Parameter of its own: zeroed, the source no longer reaches the context update's gates."""
+    model = small_model().eval()
+    context_to_gate = model.decoder.context_update.weight_ih_l0
+    assert context_to_gate.shape == (4 * 6, 6)  # (4H, D): D = H, the states of a 2-layer encoder
+    with torch.no_grad():
+        context_to_gate.zero_()
+    torch.testing.assert_close(*gates_with_other_encoder_states(model))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_gate_matrices_split_the_weights_into_the_authors_blocks_and_the_input_blocks(decoder: str) -> None:
+    model = small_model(decoder=decoder, encoder_layers=2, decoder_layers=2)
+    recurrent, inputs = model.gate_matrices("recurrent"), model.gate_matrices("input")
+    weights = [name for name, _ in model.named_parameters() if ".weight_ih" in name or ".weight_hh" in name]
+    assert sorted(recurrent + inputs) == sorted(weights) and not set(recurrent) & set(inputs)
+    context_to_gate = ["decoder.context_update.weight_ih_l0"] if decoder == "conditional" else []
+    assert set(recurrent) == {name for name in weights if ".weight_hh" in name} | set(context_to_gate)
+    with pytest.raises(ValueError, match="kind must be"):
+        model.gate_matrices("output")
+
+
+def test_unknown_decoder_is_refused() -> None:
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        small_model(decoder="on-top")

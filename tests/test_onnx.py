@@ -73,12 +73,13 @@ def test_eval_gate_exports_with_dynamic_time_and_batch(eval_gate, dynamo, tmp_pa
 
 def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
     from g2lstm.cli import main
+    from g2lstm.gates import set_eval_gate
     from g2lstm.lm.config import LMConfig
     from g2lstm.lm.model import AWDLSTM
     from g2lstm.train import config_to_dict
     from g2lstm.train.checkpoint import save_checkpoint
 
-    vocab = [f"w{i}" for i in range(20)]
+    vocab = ["<eos>", *(f"w{i}" for i in range(19))]
     config = LMConfig(emb_size=6, hidden_size=10, num_layers=2)
     model = AWDLSTM(config.model_spec(len(vocab)))
     checkpoint = tmp_path / "best.pt"
@@ -94,7 +95,7 @@ def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
     for layer, (h, c) in enumerate(hidden):
         feeds.update({f"h0_l{layer}": h.numpy(), f"c0_l{layer}": c.numpy()})
     logits, *states = session.run(None, feeds)
-    model.set_eval_gate("hard")
+    set_eval_gate(model, "hard")
     model.eval()
     with torch.no_grad():
         result = model(tokens, hidden)

@@ -13,7 +13,7 @@ DEVICES = [("cpu", torch.bfloat16)] + ([("cuda", torch.float16)] if torch.cuda.i
 
 
 def low_precision_input(device: str, dtype: torch.dtype, scale: float) -> torch.Tensor:
-    """What an autocast region before the LSTM hands it: a low-precision activation (here with large values)."""
+    """What an autocast region before the LSTM hands it: a low-precision activation (here large values)."""
     generator = torch.Generator().manual_seed(1)
     x = (torch.randn(30, 6, 12, generator=generator) * scale).to(device)
     projection = torch.eye(12, device=device)
@@ -31,7 +31,9 @@ def test_autocast_runs_the_recurrence_in_float32_exactly_as_without_it(
     device: str, dtype: torch.dtype, gate: str, training: bool, scale: float
 ) -> None:
     torch.manual_seed(0)
-    module = G2LSTM(12, 20, num_layers=2, gate=gate, noise_p=1.0, bidirectional=True).to(device).train(training)
+    module = (
+        G2LSTM(12, 20, num_layers=2, gate=gate, noise_p=1.0, bidirectional=True).to(device).train(training)
+    )
     activation = low_precision_input(device, dtype, scale)
 
     torch.manual_seed(5)
@@ -75,7 +77,9 @@ def test_low_precision_module_keeps_gates_finite_and_in_range(dtype: torch.dtype
         output, (h, c) = module(inputs)
     output.float().square().mean().backward()
     assert output.dtype == dtype and torch.isfinite(output).all() and torch.isfinite(c).all()
-    assert torch.isfinite(inputs.grad).all() and all(torch.isfinite(p.grad).all() for p in module.parameters())
+    assert torch.isfinite(inputs.grad).all() and all(
+        torch.isfinite(p.grad).all() for p in module.parameters()
+    )
     for layer in range(2):
         for gate in ("input", "forget"):
             values = recording.gates(layer, gate)[0]

@@ -52,7 +52,9 @@ def test_g2lstm_equals_nn_lstm_for_any_shape_and_layout(case: dict) -> None:
     states = case["num_layers"] * (2 if case["bidirectional"] else 1)
     hx = None
     if case["with_state"]:
-        state_shape = (states, case["hidden_size"]) if layout == "unbatched" else (states, batch, case["hidden_size"])
+        state_shape = (
+            (states, case["hidden_size"]) if layout == "unbatched" else (states, batch, case["hidden_size"])
+        )
         hx = (torch.randn(state_shape, dtype=torch.double), torch.randn(state_shape, dtype=torch.double))
 
     def run(module: nn.Module):
@@ -105,7 +107,9 @@ def test_bad_inputs_raise_the_documented_errors(rank: int, features: int, dtype:
 )
 def test_wrong_state_shapes_are_refused(batch: int, wrong: str) -> None:
     module = G2LSTM(2, 3, num_layers=2)
-    shape = {"layers": (3, batch, 3), "batch": (2, batch + 1, 3), "hidden": (2, batch, 4), "rank": (2, 3)}[wrong]
+    shape = {"layers": (3, batch, 3), "batch": (2, batch + 1, 3), "hidden": (2, batch, 4), "rank": (2, 3)}[
+        wrong
+    ]
     state = torch.zeros(shape)
     with pytest.raises(ValueError, match="h_0 must have shape"):
         module(torch.zeros(4, batch, 2), (state, state))

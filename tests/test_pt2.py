@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from g2lstm import EVAL_GATES, GATE_MODES, G2LSTM, QuantizedG2LSTM, record_gates
+from g2lstm import EVAL_GATES, G2LSTM, GATE_MODES, QuantizedG2LSTM, record_gates
 from g2lstm.kernels import lstm_sequence, lstm_sequence_reference
 
 KERNELS = ("python", "compiled")

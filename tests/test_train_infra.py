@@ -509,6 +509,7 @@ with open(f"{sys.argv[1]}/rank{context.rank}.json", "w") as file:
 """
 
 
+@pytest.mark.slow
 def test_two_process_gloo_helpers(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER))

@@ -21,7 +21,7 @@ from g2lstm.lstm import G2LSTM, G2LSTMCell
 from g2lstm.recording import GATE_NAMES, GateRecording, record_gates
 
 __all__ = [
-    "BIN_EDGES",
+    "BINS",
     "PAPER_SHARES",
     "SENSITIVITY_TARGETS",
     "GateHistogram",
@@ -32,7 +32,7 @@ __all__ = [
     "gate_sensitivity",
 ]
 
-BIN_EDGES = torch.linspace(0.0, 1.0, 11)  # 10 bins of width 0.1, as the paper's Figures 1 and 3
+BINS = 10  # gate values are counted in bins of width 1/BINS = 0.1, as the paper's Figures 1 and 3
 
 # SPEC §3.3: shares (%) in the first bin, the last bin and both, per gate mode and gate, measured by the
 # paper on the first decoder layer of its translation model over 10,000 training sentence pairs.
@@ -43,14 +43,15 @@ PAPER_SHARES: dict[tuple[str, str], tuple[float, float, float]] = {
     ("g2", "forget"): (35.5, 26.3, 61.9),
 }
 
-SENSITIVITY_TARGETS = ("weights", "embedding")
+Target = Literal["weights", "embedding"]
+SENSITIVITY_TARGETS: tuple[Target, ...] = ("weights", "embedding")
 
-Forward = Callable[[nn.Module, Any], Any]
+Forward = Callable[[Any, Any], Any]  # (model, batch) -> anything; the model's type is the caller's
 
 
 @dataclass
 class GateHistogram:
-    """Shares (summing to 1) of gate values in the 10 bins of width 0.1, for one layer and gate."""
+    """Shares (summing to 1) of gate values in the :data:`BINS` bins of width 0.1, for one layer and gate."""
 
     layer: int
     gate: str
@@ -65,8 +66,8 @@ class GateHistogram:
 
 def _bin_counts(values: Tensor) -> Tensor:
     # The last bin is closed, [0.9, 1], as in the paper's tables.
-    index = torch.clamp((values.double() * 10).floor().long(), 0, 9)
-    return torch.bincount(index.flatten(), minlength=10)
+    index = torch.clamp((values.double() * BINS).floor().long(), 0, BINS - 1)
+    return torch.bincount(index.flatten(), minlength=BINS)
 
 
 def _recorded(recording: GateRecording) -> Iterator[tuple[tuple[int, str], Tensor]]:
@@ -100,13 +101,16 @@ def gate_histograms(model: nn.Module, batches: Sequence[Any], forward: Forward) 
 
 
 def gate_histogram_table(
-    histograms: Mapping[str, Sequence[GateHistogram]], gate_modes: Mapping[str, str] | None = None
+    histograms: Mapping[str, Sequence[GateHistogram]],
+    gate_modes: Mapping[str, str] | None = None,
+    layer_names: Mapping[int, str] | None = None,
 ) -> str:
     """A Markdown table of the bin shares (%) and outer-bin share per model, layer and gate.
 
     ``gate_modes`` maps model names to their gate mode (``"lstm"``, ``"g2"``, ...); where the paper
     reports values for that mode (:data:`PAPER_SHARES`), they are shown beside each row. A note under the
-    table says what the paper measured, so the two are not read as the same experiment.
+    table says what the paper measured, so the two are not read as the same experiment. ``layer_names``
+    shows a layer by name rather than by number.
     """
     if not isinstance(histograms, Mapping):
         raise TypeError(
@@ -118,7 +122,7 @@ def gate_histogram_table(
         raise ValueError(
             f"gate_modes names models that histograms lacks: {unknown}; models are {list(histograms)}"
         )
-    bins = [f"[{k / 10:.1f},{(k + 1) / 10:.1f})" for k in range(9)] + ["[0.9,1.0]"]
+    bins = [f"[{k / BINS:.1f},{(k + 1) / BINS:.1f})" for k in range(BINS - 1)] + [f"[{1 - 1 / BINS:.1f},1.0]"]
     header = ["model", "layer", "gate", *bins, "outer bins", "values", "paper: first / last / outer bin"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
     for name, hists in histograms.items():
@@ -130,7 +134,8 @@ def gate_histogram_table(
         for h in sorted(hists, key=lambda h: (h.layer, h.gate != "input")):
             paper = PAPER_SHARES.get((gate_modes.get(name, ""), h.gate))
             paper_cell = " / ".join(f"{v:.1f}" for v in paper) if paper else "–"
-            cells = [name, str(h.layer), h.gate, *(f"{100 * s:.1f}" for s in h.shares),
+            layer = (layer_names or {}).get(h.layer, h.layer)
+            cells = [name, str(layer), h.gate, *(f"{100 * s:.1f}" for s in h.shares),
                      f"**{100 * h.outer_share:.1f}**", f"{h.count:,}", paper_cell]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -173,7 +178,7 @@ def flip_share(reference: Tensor, perturbed: Tensor) -> float:
 
 
 def _recurrent(model: nn.Module) -> list[nn.Module]:
-    layers = [m for m in model.modules() if isinstance(m, (G2LSTM, G2LSTMCell))]
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, (G2LSTM, G2LSTMCell))]
     if not layers:
         raise ValueError(
             f"{type(model).__name__} contains no G2LSTM or G2LSTMCell whose gates could be analysed"
@@ -237,7 +242,7 @@ def _check_sigma(sigma: Any) -> float:
     return float(sigma)
 
 
-def _check_target(target: Any) -> str:
+def _check_target(target: Any) -> Target:
     if target not in SENSITIVITY_TARGETS:
         raise ValueError(f"target must be one of {SENSITIVITY_TARGETS}, got {target!r}")
     return target
@@ -250,7 +255,7 @@ def gate_sensitivities(
     batches: Sequence[Any],
     *,
     sigmas: Sequence[float],
-    targets: Sequence[Literal["weights", "embedding"]] = SENSITIVITY_TARGETS,
+    targets: Sequence[Target] = SENSITIVITY_TARGETS,
     seed: int = 0,
 ) -> dict[tuple[str, float], dict[tuple[int, str], float]]:
     """:func:`gate_sensitivity` for every ``(target, sigma)``, sharing one unperturbed pass.
@@ -275,7 +280,7 @@ def gate_sensitivities(
                 for key, values in _recorded(recording):
                     reference.setdefault(key, []).append(values >= 0.5)
                 recording.clear()
-        results = {}
+        results: dict[tuple[str, float], dict[tuple[int, str], float]] = {}
         for target in targets:
             for sigma in sigmas:
                 perturb = _weight_noise if target == "weights" else _input_noise
@@ -324,7 +329,7 @@ def gate_sensitivity(
     batches: Sequence[Any],
     *,
     sigma: float,
-    target: Literal["weights", "embedding"],
+    target: Target,
     seed: int = 0,
 ) -> dict[tuple[int, str], float]:
     """Share of input- and forget-gate values that flip across 0.5 under noise, per (layer, gate).

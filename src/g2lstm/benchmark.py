@@ -1,26 +1,22 @@
-"""Speed of G2LSTM against torch.nn.LSTM and a per-step reference loop, measured in one run."""
+"""Speed of G2LSTM against torch.nn.LSTM and a per-step reference loop, measured in one run; and the paired
+statistics of seeded runs that the results drivers share."""
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from g2lstm.lstm import G2LSTM, G2LSTMCell
-from g2lstm.train import read_metrics
 
-__all__ = ["SpeedRow", "AWD_SHAPES", "machine_description", "kernel_description", "measure_speed", "format_speed_table",
-           "run_stages", "stage_table", "epoch_pace"]
+__all__ = ["SpeedRow", "AWD_SHAPES", "PairedDifference", "machine_description", "kernel_description",
+           "measure_speed", "format_speed_table", "mean_sd", "paired_verdict"]
 
 # (time, batch, input, hidden): the AWD-LSTM layer of the paper, and two smaller common sizes.
 AWD_SHAPES = ((70, 20, 400, 1150), (35, 20, 200, 200), (35, 64, 256, 256))
@@ -65,66 +61,67 @@ def machine_description() -> str:
 
 def kernel_description(device: str | torch.device = "cpu") -> str:
     """Which fused-kernel loop a float32 training pass on ``device`` runs, and for the compiled loop, which
-    instruction-set build."""
-    from g2lstm.kernels.compiled import use_compiled, variant_in_use
+    instruction-set build (for the Triton loop, which Triton)."""
+    from g2lstm.kernels.compiled import variant_in_use
+    from g2lstm.kernels.ops import sequence_loop
 
-    if use_compiled(torch.device(device), torch.float32):
+    loop = sequence_loop(torch.device(device), torch.float32)
+    if loop == "compiled":
         return f"compiled loop, {variant_in_use()} build"
+    if loop == "triton":
+        import triton  # type: ignore[import-untyped]
+
+        return f"Triton loop, triton {triton.__version__}"
     return "Python loop"
 
 
-def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:
-    """Run the ``g2lstm`` commands of a results driver that are not yet done, in order, recording each one's
-    command, wall time, thread counts and (for stages named ``eval...``, which print JSON last) metrics in
-    ``record_path``; False after a failure. A stage cut off earlier runs again and resumes from its own
-    checkpoint; its wall time then sums the invocations that returned (a killed driver records nothing)."""
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    for stage, command in commands.items():
-        if record.get(stage, {}).get("done"):
-            continue
-        start = time.time()
-        argv = [sys.executable, "-m", "g2lstm", *command[1:]]
-        done = subprocess.run(argv, capture_output=True, text=True, env=env)
-        entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
-        entry["seconds"] += time.time() - start
-        entry["threads"] = sorted({*entry.get("threads", []), threads})
-        if done.returncode != 0:
-            entry["error"] = done.stderr[-2000:]
-            record_path.write_text(json.dumps(record, indent=2))
-            print(f"{label} {stage} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-            return False
-        entry["done"] = True
-        entry.pop("error", None)
-        if stage.startswith("eval"):
-            entry["metrics"] = json.loads(done.stdout.strip().splitlines()[-1])
-        record_path.write_text(json.dumps(record, indent=2))
-        print(f"{label} {stage} done in {entry['seconds'] / 60:.1f} min", flush=True)
-    return True
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (n - 1; NaN for a single value) of ``values``."""
+    if not values:
+        raise ValueError("mean_sd needs at least one value, got none")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def stage_table(records: dict[str, dict]) -> list[str]:
-    """Markdown lines: every stage :func:`run_stages` recorded, per run, with minutes, threads and command."""
-    lines = ["A stage's minutes sum the invocations that ran it to its end or to a failure; an invocation "
-             "killed together with its driver is not counted.", "",
-             "| run | stage | minutes | threads | command |", "|---|---|---|---|---|"]
-    for name, record in records.items():
-        for stage, entry in record.items():
-            state = "" if entry.get("done") else " (unfinished)"
-            threads = ", ".join(map(str, entry.get("threads", []))) or "not recorded"
-            lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | {threads} | "
-                         f"`{entry['command']}` |")
-    return lines
+@dataclass(frozen=True)
+class PairedDifference:
+    """Differences ``b_s - a_s`` of two models over the same seeds ``s``, as the decision rules of
+    ``results/*/DECISION.md`` use them: their mean, sd (n - 1) and standard error ``sd / sqrt(n)``."""
+
+    differences: tuple[float, ...]
+
+    @classmethod
+    def of(cls, first: Sequence[float], second: Sequence[float]) -> PairedDifference:
+        """``second - first``, seed by seed (both in the same seed order, at least two seeds)."""
+        if len(first) != len(second) or len(first) < 2:
+            raise ValueError(f"paired values need the same seeds, at least two; got {len(first)} and "
+                             f"{len(second)}")
+        return cls(tuple(b - a for a, b in zip(first, second)))
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.differences)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.differences)
+
+    @property
+    def se(self) -> float:
+        return self.sd / math.sqrt(len(self.differences))
 
 
-def epoch_pace(run_dir: Path, key: str) -> tuple[int, str]:
-    """Validations (records with ``key`` and an epoch) in a run folder's ``metrics.jsonl``, and the fewest and
-    the median minutes between consecutive ones: the run's own pace, and its pace including slowed epochs."""
-    if not (run_dir / "metrics.jsonl").exists():
-        return 0, "–"
-    ends = [m["time"] for m in read_metrics(run_dir) if key in m and "epoch" in m]
-    gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
-    return len(ends), f"{min(gaps) / 60:.1f} / {statistics.median(gaps) / 60:.1f}" if gaps else "–"
+def paired_verdict(paired: PairedDifference, margin: float | None = None) -> str:
+    """The decision rule on differences where a positive one favours the second model: ``"better"`` when every
+    difference is > 0 and the mean > se; ``"worse"`` when every one is < 0 and the mean < -se; else, when a
+    ``margin`` is given and ``mean - 2 se > -margin``, ``"no worse"``; otherwise ``"not resolved"``."""
+    values, mean, se = paired.differences, paired.mean, paired.se
+    if all(d > 0 for d in values) and mean > se:
+        return "better"
+    if all(d < 0 for d in values) and mean < -se:
+        return "worse"
+    if margin is not None and mean - 2 * se > -margin:
+        return "no worse"
+    return "not resolved"
 
 
 def _cell_loop(cell: G2LSTMCell, inputs: Tensor) -> Tensor:
@@ -161,65 +158,67 @@ def measure_speed(
     slow per-step loop, 0 to skip it) after one warm-up.
     """
     device = torch.device(device)
-    rows = []
-    for shape in shapes:
-        steps, batch, input_size, hidden = shape
-        torch.manual_seed(seed)
-        lstm = nn.LSTM(input_size, hidden, device=device)
-        g2 = G2LSTM.from_lstm(lstm, gate="g2")
-        cell = G2LSTMCell(input_size, hidden, gate="g2", device=device)
-        with torch.no_grad():
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(cell, name).copy_(getattr(lstm, f"{name}_l0"))
-        inputs = torch.randn(steps, batch, input_size, device=device, requires_grad=True)
+    return [_time_shape(shape, repeats, reference_repeats, device, seed) for shape in shapes]
 
-        def train(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                forward(inputs).sum().backward()
 
-            return run
+def _time_shape(
+    shape: tuple[int, int, int, int], repeats: int, reference_repeats: int, device: torch.device, seed: int
+) -> SpeedRow:
+    """The medians of :func:`measure_speed` for one shape."""
+    steps, batch, input_size, hidden = shape
+    torch.manual_seed(seed)
+    lstm = nn.LSTM(input_size, hidden, device=device)
+    g2 = G2LSTM.from_lstm(lstm, gate="g2")
+    cell = G2LSTMCell(input_size, hidden, gate="g2", device=device)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(lstm, f"{name}_l0"))
+    inputs = torch.randn(steps, batch, input_size, device=device, requires_grad=True)
 
-        def evaluate(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                with torch.no_grad():
-                    forward(inputs)
+    def train(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            forward(inputs).sum().backward()
 
-            return run
+        return run
 
-        implementations = {
-            "train_g2": (g2, train(lambda x: g2(x)[0])),
-            "train_lstm": (lstm, train(lambda x: lstm(x)[0])),
-            "eval_g2": (g2, evaluate(lambda x: g2(x)[0])),
-            "eval_lstm": (lstm, evaluate(lambda x: lstm(x)[0])),
-        }
-        slow = {
-            "train_reference": (cell, train(lambda x: _cell_loop(cell, x))),
-            "eval_reference": (cell, evaluate(lambda x: _cell_loop(cell, x))),
-        }
-        if reference_repeats > 0:
-            implementations.update(slow)
-        times: dict[str, list[float]] = {name: [] for name in implementations}
-        for repeat in range(max(repeats, reference_repeats) + 1):
-            for name, (module, run) in implementations.items():
-                if repeat > (reference_repeats if name in slow else repeats):
-                    continue
-                module.train(name.startswith("train"))
-                elapsed = _timed(run, device)
-                if repeat > 0:  # the first round is the warm-up
-                    times[name].append(elapsed)
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        rows.append(
-            SpeedRow(
-                shape=shape,
-                train_g2=medians["train_g2"],
-                train_lstm=medians["train_lstm"],
-                train_reference=medians.get("train_reference"),
-                eval_g2=medians["eval_g2"],
-                eval_lstm=medians["eval_lstm"],
-                eval_reference=medians.get("eval_reference"),
-            )
-        )
-    return rows
+    def evaluate(forward: Callable[[Tensor], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                forward(inputs)
+
+        return run
+
+    implementations = {
+        "train_g2": (g2, train(lambda x: g2(x)[0])),
+        "train_lstm": (lstm, train(lambda x: lstm(x)[0])),
+        "eval_g2": (g2, evaluate(lambda x: g2(x)[0])),
+        "eval_lstm": (lstm, evaluate(lambda x: lstm(x)[0])),
+    }
+    slow = {
+        "train_reference": (cell, train(lambda x: _cell_loop(cell, x))),
+        "eval_reference": (cell, evaluate(lambda x: _cell_loop(cell, x))),
+    }
+    if reference_repeats > 0:
+        implementations.update(slow)
+    times: dict[str, list[float]] = {name: [] for name in implementations}
+    for repeat in range(max(repeats, reference_repeats) + 1):
+        for name, (module, run) in implementations.items():
+            if repeat > (reference_repeats if name in slow else repeats):
+                continue
+            module.train(name.startswith("train"))
+            elapsed = _timed(run, device)
+            if repeat > 0:  # the first round is the warm-up
+                times[name].append(elapsed)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return SpeedRow(
+        shape=shape,
+        train_g2=medians["train_g2"],
+        train_lstm=medians["train_lstm"],
+        train_reference=medians.get("train_reference"),
+        eval_g2=medians["eval_g2"],
+        eval_lstm=medians["eval_lstm"],
+        eval_reference=medians.get("eval_reference"),
+    )
 
 
 def format_speed_table(rows: Sequence[SpeedRow]) -> str:
@@ -238,7 +237,8 @@ def format_speed_table(rows: Sequence[SpeedRow]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.shape} | {ms(row.train_lstm)} | {ms(row.train_g2)} | {ratio(row.train_g2, row.train_lstm)} "
+            f"| {row.shape} | {ms(row.train_lstm)} | {ms(row.train_g2)} | "
+            f"{ratio(row.train_g2, row.train_lstm)} "
             f"| {ms(row.train_reference)} | {ratio(row.train_reference, row.train_lstm)} "
             f"| {ms(row.eval_lstm)} | {ms(row.eval_g2)} | {ratio(row.eval_g2, row.eval_lstm)} "
             f"| {ms(row.eval_reference)} | {ratio(row.eval_reference, row.eval_lstm)} |"

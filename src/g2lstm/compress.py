@@ -11,72 +11,161 @@ direction, is compressed on its own by one of the paper's two methods:
   the factors ``u = U_k S_k^{1/2}`` ``(H, k)`` and ``v = S_k^{1/2} V_k^T`` ``(k, in)``, Parameters that a
   finetune can train.
 
-Compression works in place and really shrinks the model: the dense ``weight_ih_l{k}`` / ``weight_hh_l{k}``
-Parameters of a layer are removed and a :class:`CompressedLSTMWeights` holding the blocks is attached as the
-layer's ``compressed`` child; the gate blocks left uncompressed become dense Parameters of their own and the
-biases are not touched. Each forward pass rebuilds the dense ``(4H, in)`` matrices from the blocks (gate order
-i, f, g, o), so training and evaluation run as before while ``state_dict()``, and so a checkpoint, holds only
-the compact tensors. A checkpoint records :func:`compression_config` beside the state dict;
-:func:`restore_compressed` gives a freshly built model the same layout before ``load_state_dict``.
+``matrices`` narrows compression to some of the dense matrices (e.g. only the hidden-to-hidden ones, as
+the authors compress their translation model); by default every one is compressed.
+
+A compressed matrix is a torch parametrization (:mod:`torch.nn.utils.parametrize`), :class:`CompressedGates`:
+the layer keeps its attribute ``weight_hh_l0`` (the dense matrix, computed from the blocks when read), while
+its state dict holds only the compact tensors, so a checkpoint is small. ``G2LSTM`` knows nothing of it:
+``to_lstm()``, ``all_weights``, ``reset_parameters()`` and gradients work as for any parametrized module,
+and the fused kernel asks a parametrization for its blocks (:meth:`CompressedGates.blocks`) to multiply by the
+factors or the codes directly at inference. A checkpoint records :func:`compression_config` beside the state
+dict; :func:`restore_compressed` gives a freshly built model the same layout before ``load_state_dict``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
+from g2lstm.errors import ConfigError
+from g2lstm.gates import set_eval_gate
 from g2lstm.lstm import G2LSTM
 
 __all__ = [
     "GATES",
     "PAPER_GATES",
-    "CompressedLSTMWeights",
+    "CompressedGates",
     "CompressionReport",
     "compress",
     "compressed_copy",
     "compression_config",
     "count_parameters_and_bytes",
+    "compressed_gates",
     "restore_compressed",
+    "stored_gates",
+    "table_settings",
 ]
 
 GATES = ("input", "forget", "cell", "output")  # torch's row order i, f, g, o
 PAPER_GATES = ("input", "forget")
 _CODE_DTYPES = {"int8": torch.int8, "int16": torch.int16}
 _SETTING_KEYS = ("round", "clip", "rank", "gates", "codes", "converted")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+_OPTIONAL_SETTING_KEYS = ("matrices",)  # absent in configs saved before it existed: every matrix
 
 
-class _DenseBlock(nn.Module):
-    """A gate block left uncompressed: the Parameter ``weight`` of shape ``(H, in)``."""
+class CompressedGates(nn.Module):
+    """A parametrization holding one ``(4H, in)`` LSTM weight matrix as its four gate blocks (i, f, g, o).
 
-    def __init__(self, weight: Tensor, requires_grad: bool) -> None:
+    Each block is kept dense, as low-rank factors or as integer codes. The float tensors are the
+    parametrization's originals (registered by torch as ``original0``, ``original1``, ...: for each gate in
+    order, its dense block, or its factors ``u`` ``(H, k)`` and ``v`` ``(k, in)``); the codes of the rounded
+    blocks are the buffer ``codes`` (int8 or int16, ``(gates, in, H)``: each block stored transposed, the
+    layout the CPU kernel reads a block of hidden units from at inference) and their step the buffer
+    ``step``.
+
+    Args:
+        hidden_size: ``H``, the rows of one gate block.
+        compressed: The gates compressed, in the order of :data:`GATES`.
+        round, clip: Low precision: the step ``r`` and the optional bound ``c``.
+        rank: Low rank: the rank ``k``.
+        codes: The integer type of the codes, ``"int8"`` or ``"int16"`` (low precision).
+        converted: Whether the layer was an ``nn.LSTM`` before compression (recorded for restoring).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        compressed: Iterable[str],
+        *,
+        round: float | None = None,
+        clip: float | None = None,
+        rank: int | None = None,
+        codes: str | None = None,
+        converted: bool = False,
+    ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=requires_grad)
+        self.hidden_size = hidden_size
+        self.converted = converted
+        self.compressed = tuple(compressed)
+        self.round, self.clip, self.rank = round, clip, rank
+        self.codes_dtype = _CODE_DTYPES[codes] if codes is not None else None
+        self.register_buffer("codes", None)
+        self.register_buffer("step", None)
 
-    def dense(self, step: Tensor | None) -> Tensor:
-        return self.weight
+    def kind(self, gate: str) -> str:
+        """``"dense"``, ``"rank"`` or ``"round"``: how the block of ``gate`` is stored."""
+        if gate not in self.compressed:
+            return "dense"
+        return "rank" if self.rank is not None else "round"
+
+    def right_inverse(self, weight: Tensor) -> list[Tensor]:
+        """Compress ``weight``: keep the codes and step, return the float originals."""
+        originals, codes = [], []
+        with torch.no_grad():
+            for gate, rows in zip(GATES, weight.split(self.hidden_size)):
+                kind = self.kind(gate)
+                if kind == "dense":
+                    originals.append(rows.detach().clone())
+                elif kind == "rank":
+                    originals.extend(_low_rank_factors(rows.detach(), cast(int, self.rank)))
+                else:
+                    codes.append(_round_codes(rows.detach(), cast(float, self.round), self.clip))
+            if codes:
+                stacked = torch.stack([block.t() for block in codes]).contiguous()
+                dtype = self.codes_dtype or torch.int16
+                # (a model built on the meta device, to check a checkpoint's shapes, has no values to check)
+                if not stacked.is_meta and stacked.abs().max() > torch.iinfo(dtype).max:
+                    raise ConfigError(
+                        f"round={self.round!r} gives codes up to {int(stacked.abs().max())}, beyond "
+                        f"{dtype}; use a larger round or a clip"
+                    )
+                self.codes = stacked.to(dtype)
+                self.step = weight.new_tensor(self.round)
+        return originals
+
+    def forward(self, *originals: Tensor) -> Tensor:
+        return torch.cat([_dense_block(kind, tensors) for kind, tensors in self.factors(*originals).values()])
+
+    def factors(self, *originals: Tensor) -> dict[str, tuple[str, tuple[Tensor, ...]]]:
+        """Each gate's stored form without rebuilding it: ``{gate: (kind, tensors)}`` with ``(block,)`` for
+        ``"dense"``, ``(u, v)`` for ``"rank"`` and ``(codes, step)`` for ``"round"``."""
+        forms: dict[str, tuple[str, tuple[Tensor, ...]]] = {}
+        tensors = iter(originals)
+        code_rows = iter(block.t() for block in self.codes) if self.codes is not None else iter(())
+        for gate in GATES:
+            kind = self.kind(gate)
+            if kind == "dense":
+                forms[gate] = (kind, (next(tensors),))
+            elif kind == "rank":
+                forms[gate] = (kind, (next(tensors), next(tensors)))
+            else:
+                forms[gate] = (kind, (next(code_rows), self.step))
+        return forms
+
+    def settings(self) -> dict[str, Any]:
+        """The plain values :func:`compression_config` records for the layer."""
+        codes = None if self.codes is None else str(self.codes.dtype).removeprefix("torch.")
+        return {
+            "round": self.round,
+            "clip": self.clip,
+            "rank": self.rank,
+            "gates": list(self.compressed),
+            "codes": codes,
+            "converted": self.converted,
+        }
 
     def extra_repr(self) -> str:
-        return f"shape={tuple(self.weight.shape)}"
-
-
-class _QuantizedBlock(nn.Module):
-    """A low-precision gate block: integer ``codes`` of shape ``(H, in)``; the block is ``codes * step``."""
-
-    def __init__(self, codes: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("codes", codes)
-
-    def dense(self, step: Tensor) -> Tensor:
-        return self.codes.to(step.dtype) * step
-
-    def extra_repr(self) -> str:
-        return f"codes={str(self.codes.dtype).removeprefix('torch.')}{list(self.codes.shape)}"
+        method = f"rank={self.rank}" if self.rank is not None else f"round={self.round}, clip={self.clip}"
+        return f"{method}, gates={list(self.compressed)}"
 
     def _load_from_state_dict(
         self,
@@ -90,7 +179,7 @@ class _QuantizedBlock(nn.Module):
     ) -> None:
         # load_state_dict would copy int16 codes into an int8 buffer and silently wrap them around.
         incoming = state_dict.get(prefix + "codes")
-        if isinstance(incoming, Tensor) and incoming.dtype != self.codes.dtype:
+        if isinstance(incoming, Tensor) and self.codes is not None and incoming.dtype != self.codes.dtype:
             error_msgs.append(
                 f"{prefix}codes: the checkpoint holds {incoming.dtype} codes, this module "
                 f"{self.codes.dtype}; rebuild it with the checkpoint's compression config "
@@ -102,48 +191,37 @@ class _QuantizedBlock(nn.Module):
         )
 
 
-class _LowRankBlock(nn.Module):
-    """A low-rank gate block: Parameters ``u`` ``(H, k)`` and ``v`` ``(k, in)``; the block is ``u @ v``."""
-
-    def __init__(self, u: Tensor, v: Tensor, requires_grad: bool) -> None:
-        super().__init__()
-        self.u = nn.Parameter(u, requires_grad=requires_grad)
-        self.v = nn.Parameter(v, requires_grad=requires_grad)
-
-    def dense(self, step: Tensor | None) -> Tensor:
-        return self.u @ self.v
-
-    def extra_repr(self) -> str:
-        return f"rank={self.u.shape[1]}, shape={(self.u.shape[0], self.v.shape[1])}"
+def _dense_block(kind: str, tensors: tuple[Tensor, ...]) -> Tensor:
+    if kind == "dense":
+        return tensors[0]
+    if kind == "rank":
+        return tensors[0] @ tensors[1]
+    codes, step = tensors
+    return codes.to(step.dtype) * step
 
 
-class CompressedLSTMWeights(nn.ModuleDict):
-    """The compact weights of one compressed G2LSTM, attached by :func:`compress` as its ``compressed`` child.
+def stored_gates(module: nn.Module, name: str) -> dict[str, tuple[str, tuple[Tensor, ...]]] | None:
+    """How ``module``'s compressed matrix ``name`` is stored, gate by gate: ``{gate: (kind, tensors)}`` as
+    :meth:`CompressedGates.factors` (the live tensors: factors' gradients land on them); ``None`` when
+    ``name`` is not compressed."""
+    parametrization = compressed_gates(module, name)
+    if parametrization is None:
+        return None
+    stored = cast(Any, module.parametrizations)[name]
+    originals = (
+        [stored.original]
+        if stored.is_tensor
+        else [getattr(stored, f"original{i}") for i in range(stored.ntensors)]
+    )
+    return parametrization.factors(*originals)
 
-    Maps the name of each dense matrix it replaces (``weight_ih_l0``, ``weight_hh_l1_reverse``, ...) to that
-    matrix's four gate blocks, keyed ``input``, ``forget``, ``cell``, ``output``. A block holds a dense
-    Parameter ``weight`` (not compressed), int8/int16 ``codes`` (low precision: the block is ``codes * step``)
-    or Parameters ``u`` and ``v`` (low rank: the block is ``u @ v``). The buffer ``step`` holds the rounding
-    step ``r`` in the layer's dtype (``None`` for low rank); ``settings`` is the plain dict that
-    :func:`compression_config` records for the layer.
-    """
 
-    def __init__(self, settings: dict[str, Any], step: Tensor | None) -> None:
-        super().__init__()
-        self.settings = settings
-        self.register_buffer("step", step)
-
-    @property
-    def reference(self) -> Tensor:
-        """A floating-point tensor with the layer's dtype and device, for G2LSTM's checks of its inputs."""
-        return self.step if self.step is not None else next(self.parameters())
-
-    def dense(self, name: str) -> Tensor:
-        """The dense ``(4H, in)`` matrix ``name``: its gate blocks concatenated in the order i, f, g, o."""
-        return torch.cat([block.dense(self.step) for block in self[name].values()])
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.settings.items() if value is not None)
+def compressed_gates(module: nn.Module, name: str) -> CompressedGates | None:
+    """The :class:`CompressedGates` parametrization of ``module``'s tensor ``name``, if it has one."""
+    if not parametrize.is_parametrized(module, name):
+        return None
+    found = [p for p in cast(Any, module.parametrizations)[name] if isinstance(p, CompressedGates)]
+    return found[0] if found else None
 
 
 @dataclass
@@ -198,6 +276,7 @@ def compress(
     clip: float | None = None,
     rank: int | None = None,
     gates: Iterable[str] = PAPER_GATES,
+    matrices: Iterable[str] | None = None,
 ) -> CompressionReport:
     """Compress the gate weights of every G2LSTM and ``nn.LSTM`` layer in ``module``, in place.
 
@@ -211,13 +290,16 @@ def compress(
         rank: The rank ``k`` of the truncated SVD, at most the smaller side of every gate block.
         gates: Which gate blocks to compress. Default: ``("input", "forget")``, as the paper; any of
             ``"input"``, ``"forget"``, ``"cell"``, ``"output"`` widen it.
+        matrices: Which dense matrices to compress, by their names in ``module.named_parameters()``
+            (e.g. ``"decoder.weight_hh_l0"``); layers with none of them are left alone. Default: all.
 
     Exactly one of ``round`` and ``rank`` must be given. The paper's settings: language model ``round=0.2``,
     ``clip=0.4`` or ``rank=128`` / ``64``; translation ``round=0.5``, ``clip=1.0`` or ``rank=32`` / ``16``.
 
-    Everything is checked and computed before the module changes. Afterwards the compressed layers have no
-    ``weight_ih_l{k}`` / ``weight_hh_l{k}`` Parameters (so no ``to_lstm`` or ``all_weights``) but a
-    ``compressed`` child (:class:`CompressedLSTMWeights`); make an optimizer for finetuning after this call.
+    Everything is checked and computed before the module changes. Afterwards each compressed matrix is a
+    :class:`CompressedGates` parametrization: the layer still reads as dense ``weight_ih_l{k}`` /
+    ``weight_hh_l{k}`` (so ``to_lstm`` and ``all_weights`` work) while its state dict holds the compact
+    tensors; make an optimizer for finetuning after this call (the factors are new Parameters).
 
     Returns:
         A :class:`CompressionReport`; ``report.summary()`` prints it.
@@ -226,7 +308,7 @@ def compress(
         TypeError: an argument of the wrong type, or a bare ``nn.LSTM`` as ``module``.
         ValueError: neither or both of ``round`` and ``rank``, ``clip`` without ``round``, a value out of
             range, a ``rank`` above a block's smaller side, codes beyond int16, a module without LSTM
-            layers or one already compressed.
+            layers or one already compressed, or ``matrices`` naming no weight matrix of such a layer.
 
     Example::
 
@@ -237,24 +319,40 @@ def compress(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     settings = _check_settings(round, clip, rank, gates)
+    layers = _find_layers(module)
+    chosen = _choose_matrices(layers, matrices)
     targets = [
-        (path, layer, layer if isinstance(layer, G2LSTM) else G2LSTM.from_lstm(layer, gate="lstm"))
-        for path, layer in _find_layers(module)
+        (
+            path,
+            layer,
+            layer if isinstance(layer, G2LSTM) else G2LSTM.from_lstm(cast(nn.LSTM, layer), gate="lstm"),
+        )
+        for path, layer in layers
+        if path in chosen
     ]
     if rank is not None:
         for path, _, lstm in targets:
-            _check_rank(path, lstm, rank)
+            _check_rank(path, lstm, rank, chosen[path])
+    codes = {path: _codes_dtype(path, lstm, settings, chosen[path]) for path, _, lstm in targets}
     parameters_before, bytes_before = count_parameters_and_bytes(module)
-    errors: dict[str, float] = {}
-    stores = []
+    dense = {
+        (path, name): getattr(lstm, name).detach().clone()
+        for path, _, lstm in targets
+        for name in chosen[path]
+    }
     for path, layer, lstm in targets:
-        store, layer_errors = _compress_layer(path, lstm, settings, converted=lstm is not layer)
-        stores.append(store)
-        errors.update({_qualified(path, name): error for name, error in layer_errors.items()})
-    for (path, layer, lstm), store in zip(targets, stores):
-        _attach(lstm, store)
+        _parametrize(lstm, settings, codes[path], chosen[path], converted=lstm is not layer)
         if lstm is not layer:
             _replace(module, path, lstm)
+    errors = {}
+    with torch.no_grad():
+        for (path, name), before in dense.items():
+            after = getattr(module.get_submodule(path) if path else module, name)
+            for gate, rows, approximation in zip(
+                GATES, before.split(after.shape[0] // 4), after.split(after.shape[0] // 4)
+            ):
+                if gate in settings["gates"]:
+                    errors[_qualified(path, f"{name}.{gate}")] = _relative_error(rows, approximation)
     parameters_after, bytes_after = count_parameters_and_bytes(module)
     return CompressionReport(
         settings=settings,
@@ -268,14 +366,24 @@ def compress(
     )
 
 
-def compressed_copy(module: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+def table_settings(round_step: float, clip: float, ranks: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """The columns of the paper's compression tables (Table 3, language model; Table 4, translation), each
+    a setting for :func:`compressed_copy`: as trained, Round, Round & clip, each rank, hard 0/1 gates."""
+    return {
+        "original": {},
+        f"round {round_step:g}": {"round": round_step},
+        f"round {round_step:g} & clip {clip:g}": {"round": round_step, "clip": clip},
+        **{f"rank {rank}": {"rank": rank} for rank in ranks},
+        "hard gates": {"eval_gate": "hard"},
+    }
+
+
+def compressed_copy(module: ModuleT, settings: Mapping[str, Any]) -> ModuleT:
     """A deep copy of ``module`` for a sweep: ``{}`` leaves it as it is, ``{"eval_gate": "hard"}`` gives every
     G2LSTM layer that inference gate, other settings are the keyword arguments of :func:`compress`."""
     variant = copy.deepcopy(module)
     if "eval_gate" in settings:
-        for layer in variant.modules():
-            if isinstance(layer, G2LSTM):
-                layer.eval_gate = settings["eval_gate"]
+        set_eval_gate(variant, settings["eval_gate"])
     elif settings:
         compress(variant, **settings)
     return variant
@@ -285,14 +393,18 @@ def compression_config(module: nn.Module) -> dict[str, dict[str, Any]] | None:
     """The compression of each compressed layer in ``module``, as plain values for a checkpoint.
 
     Maps each layer's path in ``module`` (``""`` for ``module`` itself) to its settings: ``round``, ``clip``,
-    ``rank``, ``gates``, ``codes`` (``"int8"`` / ``"int16"``, or ``None`` for low rank) and ``converted``
-    (whether it was an ``nn.LSTM``). ``None`` when nothing in ``module`` is compressed.
+    ``rank``, ``gates``, ``codes`` (``"int8"`` / ``"int16"``, or ``None`` for low rank), ``converted``
+    (whether it was an ``nn.LSTM``) and ``matrices`` (the layer's compressed matrices, e.g.
+    ``["weight_hh_l0"]``). ``None`` when nothing in ``module`` is compressed.
     """
     config = {}
     for path, layer in module.named_modules():
-        store = getattr(layer, "compressed", None) if isinstance(layer, G2LSTM) else None
-        if isinstance(store, CompressedLSTMWeights):
-            config[path] = {**store.settings, "gates": list(store.settings["gates"])}
+        if isinstance(layer, G2LSTM):
+            found = {name: compressed_gates(layer, name) for name in _matrix_names(layer)}
+            kept = {name: parametrization for name, parametrization in found.items() if parametrization}
+            if kept:
+                first = next(iter(kept.values()))
+                config[path] = {**first.settings(), "matrices": list(kept)}
     return config or None
 
 
@@ -326,7 +438,7 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
     for path, entry in config.items():
         settings = _check_entry(path, entry)
         if path not in available:
-            raise ValueError(
+            raise ConfigError(
                 f"the compression config names the layer {path!r}, which the module lacks; "
                 f"its LSTM layers are {available}"
             )
@@ -334,18 +446,27 @@ def restore_compressed(module: nn.Module, config: dict[str, dict[str, Any]] | No
         if isinstance(layer, nn.LSTM) and settings["converted"]:
             lstm = G2LSTM.from_lstm(layer, gate="lstm")
         elif isinstance(layer, G2LSTM):
-            if isinstance(getattr(layer, "compressed", None), CompressedLSTMWeights):
-                raise ValueError(f"layer {path!r} is already compressed; restore into a freshly built model")
+            if _is_compressed(layer):
+                raise ConfigError(f"layer {path!r} is already compressed; restore into a freshly built model")
             lstm = layer
         else:
             raise TypeError(
                 f"the compression config expects layer {path!r} to be a G2LSTM, got {type(layer).__name__}"
             )
+        matrices = _matrix_names(lstm) if settings["matrices"] is None else settings["matrices"]
+        unknown = sorted(set(matrices) - set(_matrix_names(lstm)))
+        if unknown:
+            raise ConfigError(
+                f"the compression config of layer {path!r} names matrices it lacks: {unknown}; "
+                f"it has {_matrix_names(lstm)}"
+            )
         if settings["rank"] is not None:
-            _check_rank(path, lstm, settings["rank"])
-        plans.append((path, layer, lstm, _placeholder_layer(lstm, settings)))
-    for path, layer, lstm, store in plans:
-        _attach(lstm, store)
+            _check_rank(path, lstm, settings["rank"], matrices)
+        plans.append((path, layer, lstm, settings, matrices))
+    for path, layer, lstm, settings, matrices in plans:
+        _parametrize(
+            lstm, settings, settings["codes"], matrices, converted=settings["converted"], placeholder=True
+        )
         if lstm is not layer:
             _replace(module, path, lstm)
 
@@ -372,7 +493,7 @@ def _check_positive(name: str, value: Any, integer: bool) -> None:
         expected = "an int" if integer else "a number"
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        raise ConfigError(f"{name} must be positive and finite, got {value!r}")
 
 
 def _check_gates(gates: Any) -> list[str]:
@@ -382,11 +503,11 @@ def _check_gates(gates: Any) -> list[str]:
     names = list(gates)
     unknown = [name for name in names if name not in GATES]
     if unknown:
-        raise ValueError(f"gates must be names from {GATES}, got {unknown} among {names}")
+        raise ConfigError(f"gates must be names from {GATES}, got {unknown} among {names}")
     if not names:
-        raise ValueError(f"gates must name at least one of {GATES}, got an empty sequence")
+        raise ConfigError(f"gates must name at least one of {GATES}, got an empty sequence")
     if len(set(names)) != len(names):
-        raise ValueError(f"gates must name each gate once, got {names}")
+        raise ConfigError(f"gates must name each gate once, got {names}")
     return [gate for gate in GATES if gate in names]
 
 
@@ -394,13 +515,13 @@ def _check_settings(round_: Any, clip: Any, rank: Any, gates: Any) -> dict[str, 
     """Validated settings as plain values: ``round``, ``clip``, ``rank`` and ``gates``."""
     if (round_ is None) == (rank is None):
         given = "neither" if round_ is None else f"both (round={round_!r}, rank={rank!r})"
-        raise ValueError(f"give exactly one of round= (low precision) and rank= (low rank), got {given}")
+        raise ConfigError(f"give exactly one of round= (low precision) and rank= (low rank), got {given}")
     if round_ is not None:
         _check_positive("round", round_, integer=False)
         round_ = float(round_)
     if clip is not None:
         if round_ is None:
-            raise ValueError(
+            raise ConfigError(
                 f"clip= applies to low precision only: give it with round=, "
                 f"got clip={clip!r} with rank={rank!r}"
             )
@@ -408,7 +529,7 @@ def _check_settings(round_: Any, clip: Any, rank: Any, gates: Any) -> dict[str, 
         clip = float(clip)
         levels = clip / round_
         if levels < 1 or abs(levels - round(levels)) > 1e-9 * levels:
-            raise ValueError(
+            raise ConfigError(
                 f"clip must be a whole multiple of round (at least 1x), so that clipped values stay on the "
                 f"grid k * round; got clip={clip!r}, round={round_!r} (ratio {levels:g})"
             )
@@ -424,8 +545,11 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     where = f"the compression config of layer {path!r}"
     if not isinstance(entry, dict):
         raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
-    if set(entry) != set(_SETTING_KEYS):
-        raise ValueError(f"{where} must have the keys {list(_SETTING_KEYS)}, got {list(entry)}")
+    if not set(_SETTING_KEYS) <= set(entry) <= set(_SETTING_KEYS + _OPTIONAL_SETTING_KEYS):
+        raise ConfigError(
+            f"{where} must have the keys {list(_SETTING_KEYS)} (and optionally "
+            f"{list(_OPTIONAL_SETTING_KEYS)}), got {list(entry)}"
+        )
     try:
         settings = _check_settings(entry["round"], entry["clip"], entry["rank"], entry["gates"])
     except (TypeError, ValueError) as error:
@@ -433,28 +557,54 @@ def _check_entry(path: str, entry: Any) -> dict[str, Any]:
     codes, converted = entry["codes"], entry["converted"]
     expected_codes = list(_CODE_DTYPES) if settings["round"] is not None else [None]
     if codes not in expected_codes:
-        raise ValueError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
+        raise ConfigError(f"{where}: codes must be one of {expected_codes}, got {codes!r}")
     if not isinstance(converted, bool):
         raise TypeError(f"{where}: converted must be a bool, got {converted!r}")
-    return {**settings, "codes": codes, "converted": converted}
+    matrices = entry.get("matrices")
+    if matrices is not None and not (
+        isinstance(matrices, list) and matrices and all(isinstance(name, str) for name in matrices)
+    ):
+        raise TypeError(f"{where}: matrices must be a non-empty list of matrix names, got {matrices!r}")
+    return {**settings, "codes": codes, "converted": converted, "matrices": matrices}
 
 
-def _find_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def _find_layers(module: nn.Module) -> list[tuple[str, G2LSTM | nn.LSTM]]:
     """The paths and modules of the G2LSTM and nn.LSTM layers of ``module``, none of them compressed."""
     _refuse_bare_lstm(module)
-    targets = [
+    targets: list[tuple[str, G2LSTM | nn.LSTM]] = [
         (path, layer) for path, layer in module.named_modules() if isinstance(layer, (G2LSTM, nn.LSTM))
     ]
     if not targets:
-        raise ValueError(f"module ({type(module).__name__}) holds no G2LSTM or nn.LSTM layer to compress")
+        raise ConfigError(f"module ({type(module).__name__}) holds no G2LSTM or nn.LSTM layer to compress")
     done = [
-        path or "<module>"
-        for path, layer in targets
-        if isinstance(getattr(layer, "compressed", None), CompressedLSTMWeights)
+        path or "<module>" for path, layer in targets if isinstance(layer, G2LSTM) and _is_compressed(layer)
     ]
     if done:
-        raise ValueError(f"layers {done} are already compressed; compress a copy of the uncompressed model")
+        raise ConfigError(f"layers {done} are already compressed; compress a copy of the uncompressed model")
     return targets
+
+
+def _choose_matrices(layers: list[tuple[str, G2LSTM | nn.LSTM]], matrices: Any) -> dict[str, list[str]]:
+    """Per layer path, the names of its matrices that ``matrices`` (qualified names, or None: all) selects."""
+    local = {path: _matrix_names(layer) for path, layer in layers}
+    if matrices is None:
+        return local
+    if isinstance(matrices, str) or not isinstance(matrices, Iterable):
+        raise TypeError(
+            f"matrices must be a sequence of weight names such as ['decoder.weight_hh_l0'], got {matrices!r}"
+        )
+    wanted = list(matrices)
+    available = [_qualified(path, name) for path, names in local.items() for name in names]
+    unknown = [name for name in wanted if name not in available]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"matrices must name weight matrices of the module's LSTM layers, {available}; "
+            f"got {unknown if unknown else 'none'}"
+        )
+    chosen = {
+        path: [name for name in names if _qualified(path, name) in wanted] for path, names in local.items()
+    }
+    return {path: names for path, names in chosen.items() if names}
 
 
 def _refuse_bare_lstm(module: nn.Module) -> None:
@@ -465,17 +615,17 @@ def _refuse_bare_lstm(module: nn.Module) -> None:
         )
 
 
-def _matrix_names(lstm: G2LSTM) -> list[str]:
+def _matrix_names(lstm: G2LSTM | nn.LSTM) -> list[str]:
     """``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` of every layer and direction."""
     return [name for name in lstm._flat_weights_names if name.startswith("weight_")]
 
 
-def _check_rank(path: str, lstm: G2LSTM, rank: int) -> None:
-    for name in _matrix_names(lstm):
+def _check_rank(path: str, lstm: G2LSTM, rank: int, matrices: list[str]) -> None:
+    for name in matrices:
         columns = getattr(lstm, name).shape[1]
         smaller = min(lstm.hidden_size, columns)
         if rank > smaller:
-            raise ValueError(
+            raise ConfigError(
                 f"rank={rank} exceeds the smaller side of the {lstm.hidden_size}x{columns} gate blocks of "
                 f"{_qualified(path, name)}; use rank <= {smaller}"
             )
@@ -485,58 +635,69 @@ def _qualified(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _compress_layer(
-    path: str, lstm: G2LSTM, settings: dict[str, Any], converted: bool
-) -> tuple[CompressedLSTMWeights, dict[str, float]]:
-    """The compressed weights of ``lstm`` and the relative error of each compressed block."""
-    gates = settings["gates"]
-    step = None if settings["round"] is None else lstm.weight_ih_l0.new_tensor(settings["round"])
-    store = CompressedLSTMWeights({**settings, "codes": None, "converted": converted}, step)
-    errors: dict[str, float] = {}
+def _is_compressed(lstm: G2LSTM) -> bool:
+    return any(compressed_gates(lstm, name) is not None for name in _matrix_names(lstm))
+
+
+def _codes_dtype(path: str, lstm: G2LSTM, settings: dict[str, Any], matrices: list[str]) -> str | None:
+    """``"int8"`` when every code of the layer fits, else ``"int16"``; refuses codes beyond int16 and
+    non-finite weights (checked before anything changes)."""
+    largest = 0
     with torch.no_grad():
-        for name in _matrix_names(lstm):
+        for name in matrices:
             weight = getattr(lstm, name)
             if not torch.isfinite(weight).all():
-                raise ValueError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
-            blocks = nn.ModuleDict()
+                raise ConfigError(f"{_qualified(path, name)} holds non-finite values; nothing was compressed")
+            if settings["round"] is None:
+                continue
             for gate, rows in zip(GATES, weight.split(lstm.hidden_size)):
-                if gate not in gates:
-                    blocks[gate] = _DenseBlock(rows.clone(), weight.requires_grad)
-                    continue
-                if step is None:
-                    u, v = _low_rank_factors(rows, settings["rank"])
-                    blocks[gate] = _LowRankBlock(u, v, weight.requires_grad)
-                else:
-                    blocks[gate] = _QuantizedBlock(_round_codes(rows, settings["round"], settings["clip"]))
-                errors[f"{name}.{gate}"] = _relative_error(rows, blocks[gate].dense(step))
-            store[name] = blocks
-    if step is not None:
-        store.settings["codes"] = _narrow_codes(path, store)
-    return store, errors
+                if gate in settings["gates"]:
+                    codes = _round_codes(rows, settings["round"], settings["clip"])
+                    largest = max(largest, int(codes.abs().max().item()))
+    if settings["round"] is None:
+        return None
+    fitting = [name for name, dtype in _CODE_DTYPES.items() if largest <= torch.iinfo(dtype).max]
+    if not fitting:
+        raise ConfigError(
+            f"round={settings['round']!r} is too fine for the weights of {path or 'the module'}: codes reach "
+            f"{largest}, beyond int16 ({torch.iinfo(torch.int16).max}); use a larger round or a clip"
+        )
+    return fitting[0]
+
+
+def _parametrize(
+    lstm: G2LSTM,
+    settings: dict[str, Any],
+    codes: str | None,
+    matrices: list[str],
+    converted: bool,
+    placeholder: bool = False,
+) -> None:
+    """Register a :class:`CompressedGates` on the weight matrices ``matrices`` of ``lstm`` (``placeholder``:
+    compress zeros, for a state dict to be loaded over them)."""
+    for name in matrices:
+        parametrization = CompressedGates(
+            lstm.hidden_size,
+            settings["gates"],
+            round=settings["round"],
+            clip=settings["clip"],
+            rank=settings["rank"],
+            codes=codes,
+            converted=converted,
+        )
+        if placeholder:
+            with torch.no_grad():
+                getattr(lstm, name).zero_()
+        parametrize.register_parametrization(lstm, name, parametrization)
 
 
 def _round_codes(block: Tensor, step: float, clip: float | None) -> Tensor:
-    """``round(block / step)``, clamped to ``±clip / step``; floating point until :func:`_narrow_codes`."""
+    """``round(block / step)``, clamped to ``±clip / step``, in floating point."""
     codes = torch.round(block / step)
     if clip is not None:
         levels = round(clip / step)
         codes = codes.clamp_(-levels, levels)
     return codes
-
-
-def _narrow_codes(path: str, store: CompressedLSTMWeights) -> str:
-    """Turn the codes of ``store`` into int8 when all fit, else int16; the name of the dtype chosen."""
-    quantized = [block for block in store.modules() if isinstance(block, _QuantizedBlock)]
-    largest = max(int(block.codes.abs().max().item()) for block in quantized)
-    name = next((name for name, dtype in _CODE_DTYPES.items() if largest <= torch.iinfo(dtype).max), None)
-    if name is None:
-        raise ValueError(
-            f"round={store.settings['round']!r} is too fine for the weights of {path or 'the module'}: codes "
-            f"reach {largest}, beyond int16 ({torch.iinfo(torch.int16).max}); use a larger round or a clip"
-        )
-    for block in quantized:
-        block.codes = block.codes.to(_CODE_DTYPES[name])
-    return name
 
 
 def _low_rank_factors(block: Tensor, rank: int) -> tuple[Tensor, Tensor]:
@@ -551,35 +712,6 @@ def _relative_error(block: Tensor, approximation: Tensor) -> float:
     norm = torch.linalg.matrix_norm(block.double()).item()
     difference = torch.linalg.matrix_norm((block - approximation).double()).item()
     return difference / norm if norm > 0 else 0.0
-
-
-def _placeholder_layer(lstm: G2LSTM, settings: dict[str, Any]) -> CompressedLSTMWeights:
-    """Compressed weights with ``lstm``'s shapes and dtypes, filled with zeros, for a state dict to load."""
-    gates, rank = settings["gates"], settings["rank"]
-    step = None if settings["round"] is None else lstm.weight_ih_l0.new_tensor(settings["round"])
-    store = CompressedLSTMWeights(settings, step)
-    with torch.no_grad():
-        for name in _matrix_names(lstm):
-            weight = getattr(lstm, name)
-            blocks = nn.ModuleDict()
-            for gate, rows in zip(GATES, weight.split(lstm.hidden_size)):
-                if gate not in gates:
-                    blocks[gate] = _DenseBlock(rows.clone(), weight.requires_grad)
-                elif step is None:
-                    u, v = rows.new_zeros(rows.shape[0], rank), rows.new_zeros(rank, rows.shape[1])
-                    blocks[gate] = _LowRankBlock(u, v, weight.requires_grad)
-                else:
-                    codes = torch.zeros_like(rows, dtype=_CODE_DTYPES[settings["codes"]])
-                    blocks[gate] = _QuantizedBlock(codes)
-            store[name] = blocks
-    return store
-
-
-def _attach(lstm: G2LSTM, store: CompressedLSTMWeights) -> None:
-    """Replace ``lstm``'s dense weight matrices by ``store`` (the hook in ``G2LSTM._weight`` reads it)."""
-    for name in store:
-        delattr(lstm, name)
-    lstm.compressed = store
 
 
 def _replace(root: nn.Module, path: str, layer: nn.Module) -> None:

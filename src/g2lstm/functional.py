@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from g2lstm.gates import check_temperature
+
 __all__ = [
     "bits_dtype",
     "gate_bits",
@@ -15,8 +17,8 @@ __all__ = [
     "logistic_noise",
     "noise_from_bits",
     "noise_from_uniform",
-    "noise_key",
     "noise_seed",
+    "noise_seeds",
     "philox4x32",
     "uniform_from_bits",
 ]
@@ -89,37 +91,43 @@ def philox4x32(counter: tuple[Tensor, Tensor, Tensor, Tensor], key: tuple[int, i
     k0, k1 = key
     for _ in range(10):
         p0, p1 = x0 * _PHILOX_M0, x2 * _PHILOX_M1
-        x0, x1, x2, x3 = ((p1 >> 32) & _LOW32) ^ x1 ^ k0, p1 & _LOW32, ((p0 >> 32) & _LOW32) ^ x3 ^ k1, p0 & _LOW32
+        x0, x1, x2, x3 = (
+            ((p1 >> 32) & _LOW32) ^ x1 ^ k0,
+            p1 & _LOW32,
+            ((p0 >> 32) & _LOW32) ^ x3 ^ k1,
+            p0 & _LOW32,
+        )
         k0, k1 = (k0 + _PHILOX_W0) & _LOW32, (k1 + _PHILOX_W1) & _LOW32
     return x0, x1, x2, x3
 
 
-@torch.library.custom_op("g2lstm::noise_key", mutates_args=(), tags=torch.Tag.nondeterministic_seeded)
-def _draw_keys(count: int, after: list[Tensor]) -> Tensor:
+@torch.library.custom_op("g2lstm::noise_seeds", mutates_args=(), tags=torch.Tag.nondeterministic_seeded)
+def _draw_seeds(count: int, after: list[Tensor]) -> Tensor:
     return torch.randint(0, 2**62, (count,), dtype=torch.int64)
 
 
-@_draw_keys.register_fake
-def _draw_keys_fake(count: int, after: list[Tensor]) -> Tensor:
+@_draw_seeds.register_fake
+def _draw_seeds_fake(count: int, after: list[Tensor]) -> Tensor:
     return torch.empty(count, dtype=torch.int64)
 
 
-def noise_key(count: int = 1, after: Sequence[Tensor] = ()) -> Tensor:
-    """``count`` 62-bit draws from torch's default CPU generator, an int64 tensor ``(count,)``: keys of gate
-    noise, so that ``torch.manual_seed`` repeats the noise.
+def noise_seeds(count: int = 1, after: Sequence[Tensor] = ()) -> Tensor:
+    """``count`` seeds of :func:`noise_seed` at once, an int64 tensor ``(count,)``, for modules that may be
+    compiled or exported.
 
     The draw is a registered operator, so that ``torch.compile`` keeps it on torch's generator (eager and
-    compiled runs draw the same keys, where a compiled ``torch.randint`` would use the compiler's own
+    compiled runs draw the same seeds, where a compiled ``torch.randint`` would use the compiler's own
     generator) and ``torch.export`` records it as one node. A compiled graph orders operators by their
     data only, and the draw takes none: ``after`` names tensors it must follow (e.g. the input of the layer
-    that uses the keys), so that the keys of successive layers are drawn in the eager order.
+    that uses the seeds), so that the seeds of successive layers are drawn in the eager order.
     """
-    return _draw_keys(count, [tensor.detach() for tensor in after])
+    return _draw_seeds(count, [tensor.detach() for tensor in after])
 
 
 def noise_seed() -> int:
-    """One key of :func:`noise_key` as a Python int."""
-    return int(noise_key()[0])
+    """One 62-bit draw from torch's default CPU generator: the seed (Philox key) of one call's gate noise,
+    so that ``torch.manual_seed`` repeats the noise; the first of :func:`noise_seeds`."""
+    return int(noise_seeds()[0])
 
 
 def gate_bits(
@@ -139,12 +147,11 @@ def gate_bits(
     per_counter = 2 if wide else 4
     counters = -(-hidden // per_counter)
     shape = (rows, 2, counters)
-    index = {"dtype": torch.int64, "device": device}
-    x0 = torch.arange(counters, **index).expand(shape)
-    x1 = torch.arange(rows, **index)[:, None, None].expand(shape)
-    x2 = torch.arange(2, **index)[None, :, None].expand(shape)
-    words = torch.stack(philox4x32((x0, x1, x2, torch.zeros(shape, **index)), (seed & _LOW32, seed >> 32 & _LOW32)),
-                        dim=-1)
+    x0 = torch.arange(counters, dtype=torch.int64, device=device).expand(shape)
+    x1 = torch.arange(rows, dtype=torch.int64, device=device)[:, None, None].expand(shape)
+    x2 = torch.arange(2, dtype=torch.int64, device=device)[None, :, None].expand(shape)
+    x3 = torch.zeros(shape, dtype=torch.int64, device=device)
+    words = torch.stack(philox4x32((x0, x1, x2, x3), (seed & _LOW32, seed >> 32 & _LOW32)), dim=-1)
     if wide:
         pairs = words.view(rows, 2, counters, 2, 2)
         bits = (pairs[..., 0] & (2**21 - 1)) << 32 | pairs[..., 1]
@@ -196,8 +203,7 @@ def gumbel_sigmoid(
         raise TypeError(f"logits must be a Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must have a floating-point dtype, got {logits.dtype}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature)
     noise = logistic_noise(
         logits.shape, noise_p=noise_p, noise_eps=noise_eps, dtype=logits.dtype, device=logits.device
     )

@@ -6,12 +6,35 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["GATE_MODES", "EVAL_GATES", "DEFAULT_TEMPERATURE", "GateConfig", "GatePlan"]
+import torch
+from torch import nn
+
+__all__ = ["GATE_MODES", "EVAL_GATES", "DEFAULT_TEMPERATURE", "MIN_TEMPERATURE", "GateConfig", "GatePlan",
+           "check_temperature", "set_eval_gate"]
 
 GATE_MODES = ("g2", "sharpened", "lstm")
 EVAL_GATES = ("sigmoid", "tempered", "hard")
 DEFAULT_TEMPERATURE = {"g2": 0.9, "sharpened": 0.2, "lstm": 1.0}
 DEFAULT_EVAL_GATE = {"g2": "sigmoid", "sharpened": "tempered", "lstm": "sigmoid"}
+# The gates scale their inputs by 1/temperature in the weights' precision; below this, 1/temperature
+# overflows float32 (and bfloat16, whose range is the same) to infinity, and a·∞ turns 0 into NaN.
+MIN_TEMPERATURE = 1.0 / float(torch.finfo(torch.float32).max)
+
+
+def check_temperature(temperature: object) -> float:
+    """``temperature`` as a float, or TypeError / ValueError when it is no number, not finite, or so small
+    that 1/temperature overflows float32."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be at least {MIN_TEMPERATURE:.3g} (1 / the largest float32), so that "
+            f"1/temperature stays finite; got {temperature!r}. Gates that small are step functions: use "
+            f"eval_gate='hard' for those"
+        )
+    return float(temperature)
 
 
 class GatePlan(NamedTuple):
@@ -25,9 +48,15 @@ class GatePlan(NamedTuple):
     noise: bool
     hard: bool
 
-    @property
-    def is_plain_lstm(self) -> bool:
-        return self.scale == 1.0 and not self.noise and not self.hard
+
+def set_eval_gate(module: nn.Module, eval_gate: str | None) -> None:
+    """Give every G2LSTM and G2LSTMCell in ``module`` the evaluation-mode input/forget gate ``eval_gate``
+    (``None``: each layer's mode's default), e.g. ``"hard"`` for 0/1 gates at inference."""
+    from g2lstm.lstm import G2LSTM, G2LSTMCell  # here: g2lstm.lstm imports this module
+
+    for layer in module.modules():
+        if isinstance(layer, (G2LSTM, G2LSTMCell)):
+            layer.eval_gate = eval_gate
 
 
 @dataclass(frozen=True)
@@ -47,11 +76,7 @@ class GateConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in GATE_MODES:
             raise ValueError(f"gate must be one of {GATE_MODES}, got {self.mode!r}")
-        temperature = DEFAULT_TEMPERATURE[self.mode] if self.temperature is None else self.temperature
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        check_temperature(DEFAULT_TEMPERATURE[self.mode] if self.temperature is None else self.temperature)
         for name in ("noise_p", "noise_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -12,12 +12,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
-from g2lstm.functional import gate_bits, noise_from_bits, noise_key
+from g2lstm.functional import gate_bits, noise_from_bits, noise_seed, noise_seeds
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
+from g2lstm.kernels.cudnn import flatten_lstm_weights
 from g2lstm.kernels.export import eval_layer
+from g2lstm.kernels.stored import gate_projection, lstm_sequence_stored, stored_forms, use_stored_inference
 
 __all__ = ["DtypeError", "G2LSTM", "G2LSTMCell", "ShapeError"]
 
@@ -321,6 +324,7 @@ class G2LSTM(_GateOptions):
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
                     self._flat_weights_names.append(name)
         self.reset_parameters()
+        self.flatten_parameters()
 
     @property
     def num_directions(self) -> int:
@@ -343,12 +347,31 @@ class G2LSTM(_GateOptions):
         return [flat[k : k + per_group] for k in range(0, len(flat), per_group)]
 
     def reset_parameters(self) -> None:
+        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``nn.LSTM``; a parametrized one is set
+        through its parametrization (which may store it in another form)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        with torch.no_grad():
+            for name in self._flat_weights_names:
+                if parametrize.is_parametrized(self, name):
+                    setattr(self, name, torch.empty_like(getattr(self, name)).uniform_(-bound, bound))
+                else:
+                    nn.init.uniform_(getattr(self, name), -bound, bound)
 
     def flatten_parameters(self) -> None:
-        """Accepted for ``nn.LSTM`` compatibility; the kernels need no flattened weight buffer."""
+        """Keep the weights in one cuDNN buffer (on CUDA with cuDNN; a no-op elsewhere), as ``nn.LSTM`` does,
+        so that evaluation runs cuDNN on them without copying them on every call. Called on construction and
+        after every ``.to()`` / ``.cuda()``; the Parameter objects stay the same."""
+        weights = [self._parameters.get(name) for name in self._flat_weights_names]
+        if all(isinstance(weight, Tensor) for weight in weights):
+            flatten_lstm_weights(
+                weights, input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                bias=self.bias, batch_first=self.batch_first, bidirectional=self.bidirectional,
+            )
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> G2LSTM:
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
@@ -475,7 +498,7 @@ class G2LSTM(_GateOptions):
 
     def to_lstm(self) -> nn.LSTM:
         """An ``nn.LSTM`` with this module's architecture and a copy of its weights."""
-        reference = self.weight_ih_l0
+        reference = self._reference()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             lstm = nn.LSTM(
@@ -490,7 +513,9 @@ class G2LSTM(_GateOptions):
                 device=reference.device,
                 dtype=reference.dtype,
             )
-        lstm.load_state_dict(self.state_dict())
+        with torch.no_grad():
+            for name in self._flat_weights_names:
+                getattr(lstm, name).copy_(getattr(self, name))
         lstm.train(self.training)
         return lstm
 
@@ -502,21 +527,13 @@ class G2LSTM(_GateOptions):
         suffix = self._direction_suffixes[direction]
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
         names += ["weight_hr"] if self.proj_size else []
-        weights = [self._weight(f"{name}_l{layer}{suffix}") for name in names]
+        weights = [getattr(self, f"{name}_l{layer}{suffix}") for name in names]
         weights[1] = self._dropconnect(weights[1])
         return weights
 
-    def _weight(self, name: str) -> Tensor:
-        """The dense weight ``name``: its Parameter, or rebuilt from the compact blocks of g2lstm.compress."""
-        compressed = self._modules.get("compressed")
-        if compressed is not None and name in compressed:
-            return compressed.dense(name)
-        return getattr(self, name)
-
     def _reference(self) -> Tensor:
-        """A tensor with the weights' dtype and device (a compressed module keeps no ``weight_ih_l0``)."""
-        compressed = self._modules.get("compressed")
-        return self.weight_ih_l0 if compressed is None else compressed.reference
+        """A tensor with the weights' dtype and device, without computing a parametrized weight."""
+        return next(tensor for tensor in (*self.parameters(), *self.buffers()) if tensor.is_floating_point())
 
     def _check_state(self, hx: Any, batch: int, batched: bool, reference: Tensor) -> State:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -579,19 +596,25 @@ class G2LSTM(_GateOptions):
 
         plan = self._gate_config.plan(self.training)
         exporting = not self.training and self._gate_sink is None and torch.onnx.is_in_onnx_export()
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        # inference from the stored forms of parametrized weights runs in eager mode only (the compiled loop
+        # it calls is no operator a graph can hold; traced graphs compute the parametrized weights instead)
+        stored = not (exporting or tracing) and use_stored_inference(
+            self, reference, self._flat_weights_names, plan.noise
+        )
         if exporting and (plan.hard or not torch.jit.is_tracing()):
             if packed:
                 raise ValueError("ONNX export of G2LSTM takes padded input, not a PackedSequence")
             output, h_n, c_n = self._forward_exportable(input, h0, c0, plan)
             if not batched:
                 output = output.squeeze(0 if self.batch_first else 1)
-        elif plan.noise or plan.hard or self._gate_sink is not None or torch.compiler.is_compiling():
+        elif stored or plan.noise or plan.hard or self._gate_sink is not None or torch.compiler.is_compiling():
             if packed:
                 rows = data
             else:
                 time_major = input.transpose(0, 1) if self.batch_first else input
                 rows = time_major.reshape(-1, self.input_size)
-            output, h_n, c_n, recorded = self._forward_fused(rows, batch_sizes, h0, c0, plan)
+            output, h_n, c_n, recorded = self._forward_fused(rows, batch_sizes, h0, c0, plan, stored)
             if packed:
                 def layout(values: Tensor) -> Any:
                     indices = [
@@ -642,10 +665,17 @@ class G2LSTM(_GateOptions):
         return weights
 
     def _forward_fused(
-        self, rows: Tensor, batch_sizes: Tensor | None, h0: Tensor, c0: Tensor, plan: GatePlan
+        self,
+        rows: Tensor,
+        batch_sizes: Tensor | None,
+        h0: Tensor,
+        c0: Tensor,
+        plan: GatePlan,
+        stored: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor, list[tuple[int, Tensor, Tensor]]]:
         """All layers on packed, time-major rows ``(N, features)`` with the fused kernel (``batch_sizes``:
-        those of a PackedSequence, ``None`` for a plain batch).
+        those of a PackedSequence, ``None`` for a plain batch); with ``stored`` (inference only), weights that
+        a parametrization stores in another form are used in that form (:mod:`g2lstm.kernels.stored`).
 
         Returns the last layer's output rows, ``h_n``, ``c_n`` and, while gates are recorded, each
         layer's input- and forget-gate rows (detached, on the CPU).
@@ -657,29 +687,75 @@ class G2LSTM(_GateOptions):
         layer_input = rows
         for layer in range(self.num_layers):
             outputs, input_gates, forget_gates = [], [], []
-            weights = [self._layer_weights(layer, direction) for direction in range(self.num_directions)]
-            keys = noise_key(len(weights), [layer_input] + [w[1] for w in weights]) if plan.noise else None
-            for direction, (weight_ih, weight_hh, *rest) in enumerate(weights):
-                weight_hr = rest.pop() if self.proj_size else None
-                bias = rest[0] + rest[1] if rest else None
-                gate_inputs = F.linear(layer_input, weight_ih, bias)
-                state = layer * self.num_directions + direction
-                output, h, c, gates = lstm_sequence(
-                    gate_inputs, h0[state], c0[state], weight_hh, batch_sizes, direction == 1, plan.scale,
-                    plan.hard, weight_hr=weight_hr, noise_seed=None if keys is None else keys[direction],
-                    noise_p=self._gate_config.noise_p, noise_eps=self._gate_config.noise_eps,
-                )
+            if stored:  # no noise at inference: every weight read in the form it is stored in
+                results = [
+                    self._stored_direction(layer_input, layer, direction, h0, c0, batch_sizes, plan)
+                    for direction in range(self.num_directions)
+                ]
+            else:
+                weights = [self._layer_weights(layer, direction) for direction in range(self.num_directions)]
+                seeds = noise_seeds(len(weights), [layer_input] + [w[1] for w in weights]) if plan.noise else None
+                results = []
+                for direction, (weight_ih, weight_hh, *rest) in enumerate(weights):
+                    weight_hr = rest.pop() if self.proj_size else None
+                    gate_inputs = F.linear(layer_input, weight_ih, rest[0] + rest[1] if rest else None)
+                    state = layer * self.num_directions + direction
+                    results.append(lstm_sequence(
+                        gate_inputs, h0[state], c0[state], weight_hh, batch_sizes, direction == 1, plan.scale,
+                        plan.hard, weight_hr=weight_hr, noise_seed=None if seeds is None else seeds[direction],
+                        noise_p=self._gate_config.noise_p, noise_eps=self._gate_config.noise_eps,
+                    ))
+            for output, h, c, gates in results:
                 outputs.append(output)
                 h_n.append(h)
                 c_n.append(c)
-                input_gates.append(gates[:, :hidden])
-                forget_gates.append(gates[:, hidden : 2 * hidden])
+                if self._gate_sink is not None:
+                    input_gates.append(gates[:, :hidden])
+                    forget_gates.append(gates[:, hidden : 2 * hidden])
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
             if self._gate_sink is not None:
                 recorded.append((layer, torch.cat(input_gates, 1).cpu(), torch.cat(forget_gates, 1).cpu()))
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n), torch.stack(c_n), recorded
+
+    def _stored_direction(
+        self,
+        layer_input: Tensor,
+        layer: int,
+        direction: int,
+        h0: Tensor,
+        c0: Tensor,
+        batch_sizes: Tensor | None,
+        plan: GatePlan,
+    ) -> tuple[Tensor, Tensor, Tensor, Any]:
+        """One layer direction at inference, its parametrized weights used in their stored forms
+        (:mod:`g2lstm.kernels.stored`): the input projection from the factors or codes, and the recurrence in
+        the compiled loop that multiplies by them; other weights dense. Returns as :func:`lstm_sequence`
+        (``gates`` only while gates are recorded)."""
+        suffix = f"_l{layer}{self._direction_suffixes[direction]}"
+        state = layer * self.num_directions + direction
+        forms_ih = stored_forms(self, f"weight_ih{suffix}")
+        # the compiled inference loop has no projection and no DropConnect (a training pass under no_grad)
+        dense_hh = self.proj_size or (self.training and self.weight_dropout > 0)
+        forms_hh = None if dense_hh else stored_forms(self, f"weight_hh{suffix}")
+        bias = getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}") if self.bias else None
+        if forms_ih is not None:
+            gate_inputs = gate_projection(layer_input, forms_ih, bias)
+        else:
+            gate_inputs = F.linear(layer_input, getattr(self, f"weight_ih{suffix}"), bias)
+        if forms_hh is None:
+            return lstm_sequence(
+                gate_inputs, h0[state], c0[state], self._dropconnect(getattr(self, f"weight_hh{suffix}")),
+                batch_sizes, direction == 1, plan.scale, plan.hard,
+                weight_hr=getattr(self, f"weight_hr{suffix}") if self.proj_size else None,
+            )
+        batch = h0.shape[1]
+        sizes = [batch] * (layer_input.shape[0] // batch) if batch_sizes is None else batch_sizes.tolist()
+        return lstm_sequence_stored(
+            gate_inputs, h0[state], c0[state], forms_hh, sizes, direction == 1, plan.scale, plan.hard,
+            keep_gates=self._gate_sink is not None,
+        )
 
     def _forward_exportable(
         self, input: Tensor, h0: Tensor, c0: Tensor, plan: GatePlan
@@ -826,7 +902,7 @@ class G2LSTMCell(_GateOptions):
         )
         if plan.noise:
             config = self._gate_config
-            bits = gate_bits(int(noise_key()[0]), batch, self.hidden_size, preactivations.dtype, preactivations.device)
+            bits = gate_bits(noise_seed(), batch, self.hidden_size, preactivations.dtype, preactivations.device)
             noise = noise_from_bits(bits, preactivations.dtype, config.noise_p, config.noise_eps)
             preactivations = preactivations + F.pad(noise, (0, 2 * self.hidden_size))
         h, c, gates = lstm_step(preactivations, c0, plan.scale, plan.hard)

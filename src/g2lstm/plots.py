@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from g2lstm.analysis import GateHistogram
+from g2lstm.train.storage import make_output_folder, storage_error
 
 __all__ = ["plot_compression_curves", "plot_gate_histograms", "plot_gate_words", "plot_learning_curves"]
 
@@ -19,9 +20,13 @@ def _save(figure: Any, path: str | Path, tight: bool = True) -> Path:
     if tight:
         figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    make_output_folder(path.parent)
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as error:
+        raise storage_error(f"cannot write {path}", path, error) from error
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -42,9 +47,14 @@ def _pyplot():
 
 
 def plot_gate_histograms(
-    histograms: Mapping[str, Sequence[GateHistogram]], path: str | Path, title: str
+    histograms: Mapping[str, Sequence[GateHistogram]],
+    path: str | Path,
+    title: str,
+    layer_names: Mapping[int, str] | None = None,
 ) -> Path:
-    """Grouped bars of gate-value shares, one panel per (gate, layer), one colour per model."""
+    """Grouped bars of gate-value shares, one panel per (gate, layer), one colour per model; ``layer_names``
+    titles a layer by name rather than by number."""
+    names = layer_names or {}
     plt = _pyplot()
     layers = sorted({h.layer for hs in histograms.values() for h in hs})
     gates = ("input", "forget")
@@ -62,7 +72,7 @@ def plot_gate_histograms(
                 offsets = [c + (index - (len(histograms) - 1) / 2) * bar_width for c in centres]
                 axis.bar(offsets, [100 * s for s in h.shares], width=bar_width,
                          label=f"{name} (outer bins {100 * h.outer_share:.1f}%)")
-            axis.set_title(f"layer {layer}, {gate} gate")
+            axis.set_title(f"layer {names.get(layer, layer)}, {gate} gate")
             axis.set_xlim(0, 1)
             axis.set_xlabel("gate value")
             axis.set_ylabel("share of values (%)")
@@ -76,13 +86,15 @@ def plot_gate_words(
     averages: Mapping[str, Sequence[Mapping[tuple[int, str], Sequence[float]]]],
     path: str | Path,
     title: str,
+    layer_names: Mapping[int, str] | None = None,
 ) -> Path:
     """The paper's Figure 4: heat maps of the per-word average gate value (mean over hidden units).
 
     ``words[s]`` labels the x axis of sentence ``s``; ``averages[model][s][(layer, gate)]`` holds one value
     per word. One panel per sentence and layer, one row per model and gate, one colour scale (0 to 1) for
-    all panels, each cell also printed as a number.
+    all panels, each cell also printed as a number; ``layer_names`` titles a layer by name.
     """
+    names = layer_names or {}
     if not averages:
         raise ValueError("averages must hold at least one model, got none")
     for name, per_sentence in averages.items():
@@ -123,7 +135,7 @@ def plot_gate_words(
                           color="black" if value > 0.6 else "white")
         axis.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
         axis.set_xticks(range(len(words[s])), list(words[s]), rotation=35, ha="right", fontsize=8)
-        axis.set_title(f"sentence {s + 1}, layer {layer}", fontsize=9, loc="left")
+        axis.set_title(f"sentence {s + 1}, layer {names.get(layer, layer)}", fontsize=9, loc="left")
         axis.set_xlabel("word (as read, left to right)", fontsize=8)
     colour_bar = figure.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, pad=0.02)
     colour_bar.set_label("gate value averaged over hidden units")

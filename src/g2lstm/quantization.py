@@ -142,14 +142,14 @@ class QuantizedG2LSTM(nn.Module):
                 )
                 gate_inputs = gate_inputs.view(steps, batch, -1)
                 h, c = h0[state], c0[state]
-                output = []
+                rows = []
                 for t in range(steps - 1, -1, -1) if direction == 1 else range(steps):
                     pre = gate_inputs[t] + torch.ops.quantized.linear_dynamic(h, packed_hh, True)
                     h, c = eval_step(pre, c, None, self._scale, self._hard)
                     if projection:
                         h = torch.ops.quantized.linear_dynamic(h, projection[0], True)
-                    output.append(h)
-                outputs.append(torch.stack(output[::-1] if direction == 1 else output))
+                    rows.append(h)
+                outputs.append(torch.stack(rows[::-1] if direction == 1 else rows))
                 h_n.append(h)
                 c_n.append(c)
             x = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)

@@ -73,9 +73,13 @@ def record_gates(module: nn.Module) -> Iterator[GateRecording]:
         raise TypeError(f"record_gates expects an nn.Module, got {type(module).__name__}")
     recurrent = [m for m in module.modules() if isinstance(m, (G2LSTM, G2LSTMCell))]
     if not recurrent:
-        raise ValueError(f"{type(module).__name__} contains no G2LSTM or G2LSTMCell whose gates could be recorded")
+        raise ValueError(
+            f"{type(module).__name__} contains no G2LSTM or G2LSTMCell whose gates could be recorded"
+        )
     if any(m._gate_sink is not None for m in recurrent):
-        raise RuntimeError("these gates are already being recorded; nested record_gates blocks are not supported")
+        raise RuntimeError(
+            "these gates are already being recorded; nested record_gates blocks are not supported"
+        )
     counts = [m.num_layers if isinstance(m, G2LSTM) else 1 for m in recurrent]
     recording = GateRecording(counts)
     first = 0

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from g2lstm.data.locate import cache_dir
+from g2lstm.errors import DataError
 
 __all__ = ["EOS", "UNK", "UNITS", "Corpus", "CorpusError", "Vocabulary", "batchify"]
 
@@ -36,7 +37,7 @@ _LAYOUTS = (
 _CACHE_FORMAT = 1
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A corpus file that is missing, empty or not UTF-8; the message names the file."""
 
 
@@ -362,7 +363,8 @@ def _cached(
         try:
             stored = torch.load(file, weights_only=True)
             vocabulary = Vocabulary.from_list(stored["vocab"])
-            return Corpus(*(stored[s] for s in SPLITS), vocabulary, stored["unit"], source)
+            splits = (stored["train"], stored["valid"], stored["test"])
+            return Corpus(*splits, vocabulary, stored["unit"], source)
         except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
             pass  # a damaged entry: rebuild it below
     corpus = build()

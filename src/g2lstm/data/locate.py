@@ -20,6 +20,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import IO, Any
 
+from g2lstm.errors import DataError, MissingFileError
+
 __all__ = [
     "DATASETS",
     "ChecksumError",
@@ -37,11 +39,11 @@ _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataError):
     """A data file whose md5 differs from the one the registry expects."""
 
 
-class DownloadError(OSError):
+class DownloadError(DataError, OSError):
     """No mirror delivered every file of a data set; the message lists what each attempt ran into."""
 
 
@@ -163,13 +165,13 @@ def find_dataset(name: str, data: str | os.PathLike[str] | None = None, *, downl
     if data is not None:
         path = Path(data).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"data path {path} (for data set {name!r}) does not exist")
+            raise MissingFileError(f"data path {path} (for data set {name!r}) does not exist")
         if info is None:
             return path
         found = _holding(path, name, info)
         if found is None:
             missing = ", ".join(_missing(path, info))
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data path {path} lacks files of data set {name!r}: {missing} (also looked in {path / name})"
             )
         return found
@@ -186,7 +188,7 @@ def find_dataset(name: str, data: str | os.PathLike[str] | None = None, *, downl
         searched.append(f"$G2LSTM_DATA={root} (and {root / name})")
     if info is None:
         where = f", nor found in {searched[0]}" if searched else ""
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{name!r} is not a known data set (known: {', '.join(sorted(DATASETS))}){where}; "
             f"pass its folder (--data FOLDER) or set G2LSTM_DATA to a folder with a {name}/ subfolder"
         )
@@ -196,7 +198,7 @@ def find_dataset(name: str, data: str | os.PathLike[str] | None = None, *, downl
         return cached
     searched.append(f"the cache {cached}")
     if not download:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"data set {name!r} not found; searched: {'; '.join(searched)}. Pass the folder holding "
             f"{', '.join(info.files)} (--data FOLDER), set G2LSTM_DATA to it or to its parent, "
             "or allow the download"

@@ -24,8 +24,18 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["COMPILED_DTYPES", "KERNEL_ENV", "KERNELS", "VARIANT_ENV", "VARIANTS", "compiled_module", "kernel_choice",
-           "supported_variants", "use_compiled", "variant_in_use"]
+__all__ = [
+    "COMPILED_DTYPES",
+    "KERNEL_ENV",
+    "KERNELS",
+    "VARIANT_ENV",
+    "VARIANTS",
+    "compiled_module",
+    "kernel_choice",
+    "supported_variants",
+    "use_compiled",
+    "variant_in_use",
+]
 
 KERNEL_ENV = "G2LSTM_CPU_KERNEL"
 KERNELS = ("auto", "compiled", "python")
@@ -36,8 +46,16 @@ _SOURCE = Path(__file__).with_name("cpu_step.cpp")
 # it; "default" is ATen's portable vector code with no instruction-set flag.
 VARIANTS = ("avx512", "avx2", "default")
 _ISA_FLAGS = {
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
-               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "avx512": [
+        "-mavx512f",
+        "-mavx512bw",
+        "-mavx512vl",
+        "-mavx512dq",
+        "-mfma",
+        "-mf16c",
+        "-DCPU_CAPABILITY=AVX512",
+        "-DCPU_CAPABILITY_AVX512",
+    ],
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
     "default": [],
 }

@@ -211,12 +211,12 @@ int team_size() {
 
 // ------------------------------------------------------------------------------------------ the product
 
-// out[r][0 .. NV*U) = sum_k a_rows[r][k] * panel[k][0 .. NV*U) for R rows: the register-blocked core of both
-// directions (R x NV vector accumulators). The unroll pragmas keep the accumulators in registers: without
-// them GCC stores every accumulator back to the stack on each k.
+// out[r * out_stride + (0 .. NV*U)] = sum_k a_rows[r][k] * panel[k][0 .. NV*U) for R rows: the
+// register-blocked core of every product here (R x NV vector accumulators). The unroll pragmas keep the
+// accumulators in registers: without them GCC stores every accumulator back to the stack on each k.
 template <typename scalar_t, int R, int NV>
 void panel_product(const scalar_t* __restrict__ panel, const scalar_t* const* a_rows, int64_t K,
-                   scalar_t* __restrict__ out) {
+                   scalar_t* __restrict__ out, int64_t out_stride) {
   using V = Vec<scalar_t>;
   constexpr int64_t U = V::size();
   V acc[R][NV];
@@ -241,22 +241,22 @@ void panel_product(const scalar_t* __restrict__ panel, const scalar_t* const* a_
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v].store(out + (r * NV + v) * U);
+    for (int v = 0; v < NV; ++v) acc[r][v].store(out + r * out_stride + v * U);
   }
 }
 
 // panel_product with the row count (at most kBlockRows) and vector count (1 to 4) chosen at run time.
 template <typename scalar_t, int R = kBlockRows>
 void panel_rows(const scalar_t* panel, const scalar_t* const* a_rows, int64_t rows, int64_t vectors, int64_t K,
-                scalar_t* out) {
+                scalar_t* out, int64_t out_stride) {
   if constexpr (R > 1) {
-    if (rows < R) return panel_rows<scalar_t, R - 1>(panel, a_rows, rows, vectors, K, out);
+    if (rows < R) return panel_rows<scalar_t, R - 1>(panel, a_rows, rows, vectors, K, out, out_stride);
   }
   switch (vectors) {
-    case 1: return panel_product<scalar_t, R, 1>(panel, a_rows, K, out);
-    case 2: return panel_product<scalar_t, R, 2>(panel, a_rows, K, out);
-    case 3: return panel_product<scalar_t, R, 3>(panel, a_rows, K, out);
-    default: return panel_product<scalar_t, R, 4>(panel, a_rows, K, out);
+    case 1: return panel_product<scalar_t, R, 1>(panel, a_rows, K, out, out_stride);
+    case 2: return panel_product<scalar_t, R, 2>(panel, a_rows, K, out, out_stride);
+    case 3: return panel_product<scalar_t, R, 3>(panel, a_rows, K, out, out_stride);
+    default: return panel_product<scalar_t, R, 4>(panel, a_rows, K, out, out_stride);
   }
 }
 
@@ -327,7 +327,7 @@ void forward_block(const ForwardStep<scalar_t>& s, int64_t b) {
       h_rows[r] = row < s.continuing ? s.h_prev + row * H : s.h0 + row * H;
     }
     if (s.noisy) gate_bits<scalar_t, kBlockRows>(s.key0, s.key1, s.start + r0, rows, unit, random);
-    panel_rows(panel, h_rows, rows, 4, H, products);
+    panel_rows(panel, h_rows, rows, 4, H, products, 4 * U);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = r0 + r, packed_row = s.start + row;
       const scalar_t* pre = s.gate_inputs + packed_row * 4 * H + unit;
@@ -445,7 +445,7 @@ void backward_product(const BackwardStep<scalar_t>& s, const Chunk& chunk) {
   for (int64_t r0 = 0; r0 < s.next_size; r0 += step_rows) {
     const int64_t rows = std::min(step_rows, s.next_size - r0);
     for (int64_t r = 0; r < rows; ++r) rows_of_dG[r] = s.next_grad_gates + (r0 + r) * J;
-    panel_rows(panel, rows_of_dG, rows, chunk.vectors, J, products);
+    panel_rows(panel, rows_of_dG, rows, chunk.vectors, J, products, width);
     for (int64_t r = 0; r < rows; ++r) std::copy_n(products + r * width, units, s.dh + (r0 + r) * H + unit);
   }
 }
@@ -517,6 +517,248 @@ void backward_loop(BackwardStep<scalar_t> step, const Schedule& schedule, const 
         if (step.next_grad_gates) backward_product(step, chunk);
         if (step.elementwise) backward_elementwise(step, chunk);
       }
+#pragma omp barrier
+    }
+  }
+}
+
+// ----------------------------------------------------------------------- inference with stored gate forms
+
+// How one gate's block of the hidden-to-hidden weights is stored (g2lstm.compress): dense rows (H, H), the
+// low-rank factors u (H, k) and v (k, H), or int8 codes (H, H) times a step. At inference the products are
+// formed from the stored form itself: h v^T then (h v^T) u^T for low rank, the codes converted block by block
+// for low precision, so no dense matrix is rebuilt.
+enum GateKind { kDense = 0, kLowRank = 1, kCodes = 2 };
+
+template <typename scalar_t>
+struct GateForm {
+  GateKind kind = kDense;
+  const scalar_t* dense = nullptr;  // kDense
+  const scalar_t* u = nullptr;      // kLowRank
+  const scalar_t* v = nullptr;
+  int64_t rank = 0;
+  const int8_t* codes = nullptr;    // kCodes, stored transposed: (in, H), unit u of input k at k * H + u
+  scalar_t step = 1;
+};
+
+// Everything one inference step needs; as ForwardStep without noise and without the saved quantities.
+template <typename scalar_t>
+struct InferenceStep {
+  const scalar_t* gate_inputs;
+  GateForm<scalar_t> forms[4];
+  int group[4];                 // consecutive dense gates share one panel: the count at the first, 0 after it
+  scalar_t* panels[4];          // per group: [unit block][K][count * U], K = H (dense) or rank (low rank)
+  scalar_t* v_panels[4];        // low rank: [rank vectors][H][U] of v^T, for z = h v^T
+  scalar_t* z[4];               // low rank: (B, rank rounded up to U) of this step
+  const scalar_t* h_prev;
+  const scalar_t* c_prev;
+  const scalar_t* h0;
+  const scalar_t* c0;
+  scalar_t* gates;              // (N, 4H) or null
+  scalar_t* cells;
+  scalar_t* output;
+  int64_t start, size, continuing, hidden;
+  scalar_t scale;
+  bool hard;
+};
+
+template <typename scalar_t>
+int64_t padded_rank(const GateForm<scalar_t>& form) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  return (form.rank + U - 1) / U * U;
+}
+
+// Pack the panels of unit block b for the dense rows and the low-rank u. Codes are not copied: each step
+// converts the block's codes to floats in a scratch panel of the thread, so their memory stays int8.
+template <typename scalar_t>
+void pack_inference_block(const InferenceStep<scalar_t>& s, int64_t b) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const int64_t H = s.hidden;
+  for (int g = 0; g < 4; ++g) {
+    const GateForm<scalar_t>& form = s.forms[g];
+    if (form.kind == kCodes) continue;
+    const int count = s.group[g];
+    if (count == 0) continue;
+    const int64_t K = form.kind == kLowRank ? form.rank : H, width = count * U;
+    scalar_t* panel = s.panels[g] + b * K * width;
+    for (int j = 0; j < count; ++j) {
+      const scalar_t* source = form.kind == kLowRank ? form.u : s.forms[g + j].dense;
+      for (int64_t u = 0; u < U; ++u) {
+        const int64_t unit = b * U + u;
+        for (int64_t k = 0; k < K; ++k) {
+          panel[k * width + j * U + u] = unit < H ? source[unit * K + k] : scalar_t(0);
+        }
+      }
+    }
+  }
+}
+
+// Pack vector block c (columns [c*U, c*U + U) of v^T, i.e. rows of v) of a low-rank gate's v for z = h v^T.
+template <typename scalar_t>
+void pack_v_block(const InferenceStep<scalar_t>& s, int g, int64_t c) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const GateForm<scalar_t>& form = s.forms[g];
+  const int64_t H = s.hidden;
+  scalar_t* panel = s.v_panels[g] + c * H * U;
+  for (int64_t u = 0; u < U; ++u) {
+    const int64_t row = c * U + u;
+    for (int64_t k = 0; k < H; ++k) panel[k * U + u] = row < form.rank ? form.v[row * H + k] : scalar_t(0);
+  }
+}
+
+// The step's h rows: previous step's output for continuing rows, h0 beyond.
+template <typename scalar_t>
+void step_rows(const InferenceStep<scalar_t>& s, int64_t r0, int64_t rows, const scalar_t** out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = r0 + r;
+    out[r] = row < s.continuing ? s.h_prev + row * s.hidden : s.h0 + row * s.hidden;
+  }
+}
+
+// z[:, c*U .. c*U + U) = h v^T of low-rank gate g, all rows of the step.
+template <typename scalar_t>
+void low_rank_z(const InferenceStep<scalar_t>& s, int g, int64_t c) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const int64_t stride = padded_rank(s.forms[g]), step_rows_count = block_rows(s.size);
+  const scalar_t* h_rows[kBlockRows];
+  for (int64_t r0 = 0; r0 < s.size; r0 += step_rows_count) {
+    const int64_t rows = std::min(step_rows_count, s.size - r0);
+    step_rows(s, r0, rows, h_rows);
+    panel_rows(s.v_panels[g] + c * s.hidden * U, h_rows, rows, 1, s.hidden, s.z[g] + r0 * stride + c * U, stride);
+  }
+}
+
+// Unit block b of one step: each gate's product from its stored form, then the element-wise update.
+template <typename scalar_t>
+void inference_block(const InferenceStep<scalar_t>& s, int64_t b, scalar_t* scratch) {
+  using V = Vec<scalar_t>;
+  constexpr int64_t U = V::size();
+  const int64_t H = s.hidden, unit = b * U, n = std::min<int64_t>(U, H - unit), step_rows_count = block_rows(s.size);
+  const V zero(0), scale(s.scale);
+  const scalar_t* gate_panels[4];
+  for (int g = 0; g < 4; ++g) {
+    const GateForm<scalar_t>& form = s.forms[g];
+    if (form.kind == kCodes) {  // this block's codes as floats, once per step for all its rows
+      scalar_t* panel = scratch + g * H * U;
+      if (n == U) {  // codes are (in, H): the block's U units are contiguous per k
+        for (int64_t k = 0; k < H; ++k) {
+          const int8_t* codes = form.codes + k * H + unit;
+#pragma GCC unroll 16
+          for (int64_t u = 0; u < U; ++u) panel[k * U + u] = scalar_t(codes[u]);
+        }
+      } else {
+        for (int64_t k = 0; k < H; ++k) {
+          for (int64_t u = 0; u < U; ++u) panel[k * U + u] = u < n ? scalar_t(form.codes[k * H + unit + u]) : 0;
+        }
+      }
+      gate_panels[g] = panel;
+    } else if (s.group[g] > 0) {
+      gate_panels[g] = s.panels[g] + b * (form.kind == kLowRank ? form.rank : H) * s.group[g] * U;
+    }
+  }
+  alignas(64) scalar_t products[kBlockRows * 4 * U];
+  const scalar_t* h_rows[kBlockRows];
+  const scalar_t* z_rows[kBlockRows];
+  for (int64_t r0 = 0; r0 < s.size; r0 += step_rows_count) {
+    const int64_t rows = std::min(step_rows_count, s.size - r0);
+    step_rows(s, r0, rows, h_rows);
+    for (int g = 0; g < 4; ++g) {
+      const GateForm<scalar_t>& form = s.forms[g];
+      if (form.kind == kLowRank) {
+        for (int64_t r = 0; r < rows; ++r) z_rows[r] = s.z[g] + (r0 + r) * padded_rank(form);
+        panel_rows(gate_panels[g], z_rows, rows, 1, form.rank, products + g * U, 4 * U);
+      } else if (form.kind == kCodes || s.group[g] > 0) {
+        const int count = form.kind == kCodes ? 1 : s.group[g];
+        panel_rows(gate_panels[g], h_rows, rows, count, H, products + g * U, 4 * U);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r, packed_row = s.start + row;
+      const scalar_t* pre = s.gate_inputs + packed_row * 4 * H + unit;
+      const scalar_t* product = products + r * 4 * U;
+      V a[4];
+      for (int g = 0; g < 4; ++g) a[g] = V::loadu(product + g * U) * V(s.forms[g].step) + load(pre + g * H, n);
+      const V i = s.hard ? a[0].ge(zero) : sigmoid(a[0] * scale);
+      const V f = s.hard ? a[1].ge(zero) : sigmoid(a[1] * scale);
+      const V g = gate_tanh(a[2]);
+      const V o = sigmoid(a[3]);
+      const scalar_t* c_row = row < s.continuing ? s.c_prev + row * H : s.c0 + row * H;
+      const V c = f * load(c_row + unit, n) + i * g;
+      if (s.gates) {
+        scalar_t* gates = s.gates + packed_row * 4 * H + unit;
+        store(i, gates, n);
+        store(f, gates + H, n);
+        store(g, gates + 2 * H, n);
+        store(o, gates + 3 * H, n);
+      }
+      store(c, s.cells + packed_row * H + unit, n);
+      store(o * gate_tanh(c), s.output + packed_row * H + unit, n);
+    }
+  }
+}
+
+// The whole sequence at inference: per step, the low-rank gates' h v^T (shared out by vector blocks, then a
+// barrier), then every unit block's products and update (then a barrier).
+template <typename scalar_t>
+void inference_loop(InferenceStep<scalar_t> step, const Schedule& schedule, int threads) {
+  constexpr int64_t U = Vec<scalar_t>::size();
+  const int64_t hidden = step.hidden, batch = schedule.sizes.empty() ? 0 : *std::max_element(
+      schedule.sizes.begin(), schedule.sizes.end());
+  const int64_t blocks = (hidden + U - 1) / U;
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  std::vector<Tensor> buffers;
+  std::vector<std::pair<int, int64_t>> z_items;  // (gate, vector block of its rank)
+  for (int g = 0; g < 4; ++g) {
+    const GateForm<scalar_t>& form = step.forms[g];
+    step.panels[g] = step.v_panels[g] = step.z[g] = nullptr;
+    const bool continues_group = form.kind == kDense && g > 0 && step.forms[g - 1].kind == kDense;
+    step.group[g] = continues_group ? 0 : 1;
+    if (continues_group) {
+      int leader = g - 1;
+      while (step.group[leader] == 0) --leader;
+      ++step.group[leader];
+    }
+    if (form.kind == kCodes) continue;
+    if (continues_group) continue;
+    const int64_t K = form.kind == kLowRank ? form.rank : hidden;
+    const int64_t count = form.kind == kDense ? std::count_if(step.forms + g, step.forms + 4,
+        [](const auto& f) { return f.kind == kDense; }) : 1;  // at most the dense gates that follow
+    buffers.push_back(at::empty({blocks * K * count * U}, options));
+    step.panels[g] = buffers.back().data_ptr<scalar_t>();
+    if (form.kind == kLowRank) {
+      const int64_t columns = padded_rank(form);
+      buffers.push_back(at::empty({columns * hidden}, options));
+      step.v_panels[g] = buffers.back().data_ptr<scalar_t>();
+      buffers.push_back(at::empty({batch * columns}, options));
+      step.z[g] = buffers.back().data_ptr<scalar_t>();
+      for (int64_t c = 0; c < columns / U; ++c) z_items.emplace_back(g, c);
+    }
+  }
+  const bool codes = std::any_of(step.forms, step.forms + 4, [](const auto& f) { return f.kind == kCodes; });
+  const int64_t z_count = static_cast<int64_t>(z_items.size());
+#pragma omp parallel num_threads(threads) firstprivate(step)
+  {
+    const int thread = omp_get_thread_num(), team = omp_get_num_threads();
+    const auto [first, last] = share(blocks, thread, team);
+    const auto [z_first, z_last] = share(z_count, thread, team);
+    std::vector<scalar_t> scratch(codes ? 4 * hidden * U : 0);
+    for (int64_t b = first; b < last; ++b) pack_inference_block(step, b);
+    for (int64_t item = z_first; item < z_last; ++item) pack_v_block(step, z_items[item].first, z_items[item].second);
+#pragma omp barrier
+    for (size_t k = 0; k < schedule.order.size(); ++k) {
+      const int64_t previous = schedule.previous[k];
+      step.start = schedule.offsets[k];
+      step.size = schedule.sizes[k];
+      step.continuing = schedule.continuing(k);
+      if (previous >= 0) {
+        step.h_prev = step.output + schedule.offsets[previous] * hidden;
+        step.c_prev = step.cells + schedule.offsets[previous] * hidden;
+      }
+      if (z_count > 0) {
+        for (int64_t item = z_first; item < z_last; ++item) low_rank_z(step, z_items[item].first, z_items[item].second);
+#pragma omp barrier
+      }
+      for (int64_t b = first; b < last; ++b) inference_block(step, b, scratch.data());
 #pragma omp barrier
     }
   }
@@ -642,9 +884,65 @@ std::vector<Tensor> sequence_backward(const std::optional<Tensor>& grad_output_i
   return {grad_gates, dh, dc, grad_weight};
 }
 
+// Inference over a packed sequence with the hidden-to-hidden weights in their stored forms (see GateForm):
+// forms[g] is (kind, tensors) for gate g = i, f, g, o: (0, [rows (H, H)]), (1, [u (H, k), v (k, H)]) or
+// (2, [int8 codes transposed (H_in, H), step]). Returns (output, h_n, c_n, gates or undefined).
+std::vector<Tensor> sequence_inference(const Tensor& gate_inputs_in, const Tensor& h0_in, const Tensor& c0_in,
+                                       const std::vector<int64_t>& kinds, const std::vector<Tensor>& tensors,
+                                       const std::vector<int64_t>& batch_sizes, bool reverse, double scale,
+                                       bool hard, bool keep_gates) {
+  TORCH_CHECK(kinds.size() == 4, "one form per gate");
+  const Tensor gate_inputs = gate_inputs_in.contiguous(), h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
+  const int64_t hidden = h0.size(1), rows = gate_inputs.size(0);
+  TORCH_CHECK(gate_inputs.dim() == 2 && gate_inputs.size(1) == 4 * hidden, "gate_inputs must be (N, 4H)");
+  std::vector<Tensor> kept;  // contiguous copies alive for the call
+  Tensor output = at::empty({rows, hidden}, gate_inputs.options()), cells = at::empty_like(output);
+  Tensor gates = keep_gates ? at::empty_like(gate_inputs) : Tensor();
+  const Schedule schedule(batch_sizes, reverse);
+  const int threads = team_size();
+  AT_DISPATCH_FLOATING_TYPES(gate_inputs.scalar_type(), "g2lstm_sequence_inference", [&] {
+    InferenceStep<scalar_t> step{};
+    size_t next = 0;
+    for (int g = 0; g < 4; ++g) {
+      GateForm<scalar_t>& form = step.forms[g];
+      form.kind = static_cast<GateKind>(kinds[g]);
+      if (form.kind == kDense) {
+        kept.push_back(tensors.at(next++).contiguous());
+        TORCH_CHECK(kept.back().sizes() == at::IntArrayRef({hidden, hidden}), "a dense block must be (H, H)");
+        form.dense = kept.back().data_ptr<scalar_t>();
+      } else if (form.kind == kLowRank) {
+        kept.push_back(tensors.at(next++).contiguous());
+        form.u = kept.back().data_ptr<scalar_t>();
+        form.rank = kept.back().size(1);
+        kept.push_back(tensors.at(next++).contiguous());
+        TORCH_CHECK(kept.back().sizes() == at::IntArrayRef({form.rank, hidden}), "v must be (k, H)");
+        form.v = kept.back().data_ptr<scalar_t>();
+      } else {
+        kept.push_back(tensors.at(next++).contiguous());
+        TORCH_CHECK(kept.back().scalar_type() == at::kChar && kept.back().sizes() == at::IntArrayRef({hidden, hidden}),
+                    "codes must be int8 (H, H), transposed");
+        form.codes = kept.back().data_ptr<int8_t>();
+        form.step = static_cast<scalar_t>(tensors.at(next++).item<double>());
+      }
+    }
+    step.gate_inputs = gate_inputs.data_ptr<scalar_t>();
+    step.h0 = h0.data_ptr<scalar_t>();
+    step.c0 = c0.data_ptr<scalar_t>();
+    step.gates = keep_gates ? gates.data_ptr<scalar_t>() : nullptr;
+    step.cells = cells.data_ptr<scalar_t>();
+    step.output = output.data_ptr<scalar_t>();
+    step.hidden = hidden;
+    step.scale = static_cast<scalar_t>(scale);
+    step.hard = hard;
+    inference_loop(step, schedule, threads);
+  });
+  return {output, final_states(output, h0, schedule), final_states(cells, c0, schedule), gates};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("forward", &sequence_forward, "G2-LSTM sequence forward (one direction of one layer)");
   module.def("backward", &sequence_backward, "G2-LSTM sequence backward through time");
+  module.def("inference", &sequence_inference, "G2-LSTM sequence at inference from stored gate forms");
 }

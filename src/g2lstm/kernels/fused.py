@@ -4,10 +4,11 @@ Each step is one matrix product (see :mod:`g2lstm.kernels.backends`) and a few e
 preallocated buffers; states are carried as views, never copied; everything that does not depend on the
 recurrence (local derivatives, the gradient of the hidden-to-hidden weights) is computed for all steps at
 once, the latter as a single product. It runs on every device and dtype and is the only loop with a
-projection (``proj_size``); the compiled CPU loop (:mod:`g2lstm.kernels.compiled`) computes the same
-function. Both take and return the same tensors (forward: ``output, h_n, c_n`` and the ``gates, cells,
-tanh_cells`` the backward pass needs), so either backward can follow either forward. They are called by the
-registered operators of :mod:`g2lstm.kernels.ops`, never directly by a module.
+projection (``proj_size``); the compiled CPU loop (:mod:`g2lstm.kernels.compiled`) and the Triton CUDA loop
+(:mod:`g2lstm.kernels.triton_loop`) compute the same function. All three take and return the same tensors
+(forward: ``output, h_n, c_n`` and the ``gates, cells, tanh_cells`` the backward pass needs), so any backward
+can follow any forward. They are called by the registered operators of :mod:`g2lstm.kernels.ops`, which
+choose the loop, never directly by a module.
 """
 
 from __future__ import annotations

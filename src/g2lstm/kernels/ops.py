@@ -3,17 +3,20 @@
 ``g2lstm::lstm_sequence`` (forward) and ``g2lstm::lstm_sequence_backward`` are ``torch.library`` custom
 operators with fake (meta) implementations, so that ``torch.compile`` traces them without a graph break and
 with symbolic sequence length and batch size, ``torch.export`` keeps them as single nodes, and
-``torch.func`` transforms see ordinary operators. Their autograd formula is registered with
-``register_autograd``: the backward operator runs the hand-written backward through time (the compiled CPU
-loop where it applies, else the Python loop). When the backward pass itself must be differentiable
-(``create_graph=True``, as in ``torch.func.grad`` or gradient penalties), or when a gradient reaches the
-auxiliary outputs (which only a second-order pass does), the same backward is computed with differentiable
-tensor operations instead, on the auxiliary outputs (gates, cells, their tanh), which are differentiable
-outputs of the forward operator: so gradients of any order exist.
+``torch.func`` transforms see ordinary operators. Each operator runs one of three loops, chosen per call
+by device and dtype (:func:`sequence_loop`): the compiled CPU loop (:mod:`g2lstm.kernels.compiled`), the
+Triton CUDA loop (:mod:`g2lstm.kernels.triton_loop`) or the Python loop on any device
+(:mod:`g2lstm.kernels.fused`, the only one with a projection). Their autograd formula is registered with
+``register_autograd``: the backward operator runs the hand-written backward through time of the same loop.
+When the backward pass itself must be differentiable (``create_graph=True``, as in ``torch.func.grad`` or
+gradient penalties), or when a gradient reaches the auxiliary outputs (which only a second-order pass does),
+the same backward is computed with differentiable tensor operations instead, on the auxiliary outputs (gates,
+cells, their tanh), which are differentiable outputs of the forward operator: so gradients of any order
+exist.
 
-The gate noise is keyed by a 0-dim int64 tensor (:func:`g2lstm.functional.noise_key`, itself an operator
-that draws from torch's generator), an input of the forward operator: eager and compiled runs draw the
-same key and make the same noise.
+The gate noise is keyed by its seed as a 0-dim int64 tensor (:func:`g2lstm.functional.noise_seeds`, itself
+an operator that draws from torch's generator), an input of the forward operator: eager and compiled runs
+draw the same seed and make the same noise.
 """
 
 from collections.abc import Sequence
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor
 
 from g2lstm.functional import gate_bits, noise_from_bits
-from g2lstm.kernels.compiled import compiled_module, kernel_choice, use_compiled
+from g2lstm.kernels.compiled import compiled_module, use_compiled
 from g2lstm.kernels.fused import (
     _assemble,
     _resize,
@@ -32,8 +35,11 @@ from g2lstm.kernels.fused import (
     sequence_backward,
     sequence_forward,
 )
+from g2lstm.kernels.triton_loop import triton_backward, triton_forward, use_triton
 
-__all__ = ["lstm_sequence"]
+__all__ = ["LOOPS", "lstm_sequence", "sequence_loop"]
+
+LOOPS = ("auto", "compiled", "triton", "python")
 
 _Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 _Gradients = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -44,11 +50,21 @@ def _sizes(batch_sizes: Optional[Tensor], rows: int, batch: int) -> list[int]:
     return [batch] * (rows // batch) if batch_sizes is None else batch_sizes.tolist()
 
 
-def _compiled(gate_inputs: Tensor, weight_hr: Optional[Tensor], kernel: Optional[str]) -> bool:
-    """Whether this call runs the compiled CPU loop (which has no projection: ``proj_size`` runs the Python
-    loop)."""
-    kernel_choice(kernel)
-    return weight_hr is None and use_compiled(gate_inputs.device, gate_inputs.dtype, kernel)
+def sequence_loop(device: torch.device, dtype: torch.dtype, kernel: str | None = None) -> str:
+    """The loop that runs a sequence on ``device`` in ``dtype``: ``"compiled"`` (CPU), ``"triton"`` (CUDA)
+    or ``"python"`` (any device); see ``kernel`` in :func:`lstm_sequence`."""
+    if kernel is not None and kernel not in LOOPS:
+        raise ValueError(f"kernel must be one of {LOOPS}, got {kernel!r}")
+    if kernel == "triton" or (device.type == "cuda" and kernel in (None, "auto")):
+        return "triton" if use_triton(device, dtype, kernel) else "python"
+    return "compiled" if use_compiled(device, dtype, kernel) else "python"
+
+
+def _loop(tensor: Tensor, weight_hr: Optional[Tensor], kernel: Optional[str]) -> str:
+    """The loop of one operator call: :func:`sequence_loop`, except that a projection (``proj_size``), which
+    only the Python loop has, runs there."""
+    loop = sequence_loop(tensor.device, tensor.dtype, kernel)
+    return "python" if weight_hr is not None else loop
 
 
 @torch.library.custom_op("g2lstm::lstm_sequence", mutates_args=())
@@ -59,7 +75,7 @@ def _forward_op(
     weight_hh: Tensor,
     weight_hr: Optional[Tensor],
     batch_sizes: Optional[Tensor],
-    noise_key: Optional[Tensor],
+    noise_seed: Optional[Tensor],
     reverse: bool,
     scale: float,
     hard: bool,
@@ -70,10 +86,16 @@ def _forward_op(
 ) -> _Outputs:
     """``(output, h_n, c_n, gates, cells, tanh_cells)`` of one direction of one layer."""
     sizes = _sizes(batch_sizes, gate_inputs.shape[0], h0.shape[0])
-    seed = None if noise_key is None else int(noise_key)
-    if _compiled(gate_inputs, weight_hr, kernel):
+    seed = None if noise_seed is None else int(noise_seed)
+    loop = _loop(gate_inputs, weight_hr, kernel)
+    if loop == "compiled":
         settings = (sizes, reverse, scale, hard, seed, noise_p, noise_eps)
         return tuple(compiled_module(required=True).forward(gate_inputs, h0, c0, weight_hh, *settings))
+    if loop == "triton":
+        output, h_n, c_n, gates, cells, _ = triton_forward(
+            gate_inputs, h0, c0, weight_hh, sizes, reverse, scale, hard, seed, noise_p, noise_eps
+        )
+        return output, h_n, c_n, gates, cells, cells.tanh()
     noise = None
     if seed is not None:
         bits = gate_bits(seed, gate_inputs.shape[0], c0.shape[1], gate_inputs.dtype, gate_inputs.device)
@@ -120,7 +142,16 @@ def _backward_op(
     """Gradients of ``gate_inputs``, ``h0``, ``c0``, ``weight_hh`` (made transposed: ``(h^T dG)^T``) and
     ``weight_hr`` (the last two empty where ``weight_grads`` does not ask for them)."""
     sizes = _sizes(batch_sizes, gates.shape[0], h0.shape[0])
-    if _compiled(gates, weight_hr, kernel):
+    loop = _loop(gates, weight_hr, kernel)
+    if loop == "triton":
+        grad_gates, grad_h0, grad_c0 = triton_backward(
+            grad_output, grad_h_n, grad_c_n, gates, cells, c0, weight_hh, sizes, reverse, scale, hard
+        )
+        grad_weight_hh = None
+        if weight_grads[0]:  # made transposed, as the other loops make it
+            grad_weight_hh = previous_rows(output, h0, sizes, reverse).t().mm(grad_gates).t()
+        grads = [grad_gates, grad_h0, grad_c0, grad_weight_hh, None]
+    elif loop == "compiled":
         grads = compiled_module(required=True).backward(
             grad_output,
             grad_h_n,
@@ -388,12 +419,16 @@ def lstm_sequence(
         hard: input and forget gates are ``1[a >= 0]`` (no gradient through them) instead of sigmoids.
         backend: how the Python loop computes its per-step products
             (:func:`g2lstm.kernels.backends.step_product`); the compiled loop has its own.
-        kernel: the sequence loop on CPU: ``"compiled"``, ``"python"`` or ``"auto"`` (compiled where it
-            builds); ``None`` reads ``$G2LSTM_CPU_KERNEL`` (see :mod:`g2lstm.kernels.compiled`). Other
-            devices, and projections, always run the Python loop.
+        kernel: the sequence loop: ``"auto"`` (the compiled loop on CPU where it builds, the Triton loop for
+            float32 and float64 on CUDA where Triton imports, else the Python loop), ``"compiled"`` (CPU),
+            ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1``) or ``"python"``; ``None`` reads
+            ``$G2LSTM_CPU_KERNEL`` for CPU tensors (:mod:`g2lstm.kernels.compiled`) and
+            ``$G2LSTM_CUDA_KERNEL`` for CUDA tensors (:mod:`g2lstm.kernels.triton_loop`). Projections
+            always run the Python loop.
         weight_hr: ``(P, H)`` projection (``proj_size``): ``h = W_hr (o * tanh(c))``; ``None``: none.
-        noise_seed: key of the input- and forget-gate noise (a 62-bit integer, or a 0-dim int64 tensor such
-            as :func:`~g2lstm.functional.noise_key` draws), or ``None`` for no noise; those gates'
+        noise_seed: seed (Philox key) of the input- and forget-gate noise (a 62-bit integer such as
+            :func:`~g2lstm.functional.noise_seed` draws, or a 0-dim int64 tensor, one of
+            :func:`~g2lstm.functional.noise_seeds`), or ``None`` for no noise; those gates'
             pre-activations get :func:`~g2lstm.functional.noise_from_bits` of
             :func:`~g2lstm.functional.gate_bits` ``(seed, N, H)`` added (noise distributed as
             :func:`g2lstm.functional.logistic_noise`).
@@ -404,11 +439,11 @@ def lstm_sequence(
         i, f, g, o as the cell used them and carries no gradient.
     """
     if isinstance(noise_seed, Tensor):
-        key: Optional[Tensor] = noise_seed
+        seed: Optional[Tensor] = noise_seed
     elif noise_seed is None:
-        key = None
+        seed = None
     elif isinstance(noise_seed, int) and not isinstance(noise_seed, bool) and 0 <= noise_seed < 2**63:
-        key = torch.tensor(noise_seed, dtype=torch.int64)
+        seed = torch.tensor(noise_seed, dtype=torch.int64)
     else:
         raise ValueError(f"noise_seed must be an int in [0, 2**63), got {noise_seed!r}")
     sizes = _batch_sizes_argument(batch_sizes, gate_inputs.shape[0], h0.shape[0])
@@ -420,7 +455,7 @@ def lstm_sequence(
         weight_hh,
         weight_hr,
         sizes,
-        key,
+        seed,
         bool(reverse),
         float(scale),
         bool(hard),

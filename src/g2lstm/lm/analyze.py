@@ -30,11 +30,13 @@ from g2lstm.analysis import (
 )
 from g2lstm.data import UNK, Corpus, Vocabulary, batchify
 from g2lstm.data.corpus import SPLITS
-from g2lstm.gates import EVAL_GATES
+from g2lstm.errors import ConfigError, MissingFileError
+from g2lstm.gates import EVAL_GATES, set_eval_gate
+from g2lstm.lm.evaluate import load_corpus, load_model
 from g2lstm.lm.model import AWDLSTM
-from g2lstm.lm.train import load_corpus, load_model
 from g2lstm.recording import GATE_NAMES, record_gates
-from g2lstm.train import describe_environment, load_checkpoint, run_names
+from g2lstm.signature import model_signature
+from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
 __all__ = ["DEFAULT_SENTENCES", "analyze_language_models"]
 
@@ -82,37 +84,37 @@ def analyze_language_models(
     paths = _check_checkpoints(checkpoints)
     names = run_names(paths) if names is None else _check_names(names, len(paths))
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise TypeError(f"max_tokens must be an int, got {type(max_tokens).__name__}")
     if max_tokens < STREAMS:
-        raise ValueError(f"max_tokens must be >= {STREAMS} (one token per stream), got {max_tokens}")
+        raise ConfigError(f"max_tokens must be >= {STREAMS} (one token per stream), got {max_tokens}")
     if isinstance(sentences, str) or not isinstance(sentences, Sequence):
         raise TypeError(f"sentences must be a list of str, got {type(sentences).__name__}")
     if not sentences or not all(isinstance(s, str) and s.strip() for s in sentences):
-        raise ValueError(f"sentences must hold at least one non-empty str, got {list(sentences)!r}")
+        raise ConfigError(f"sentences must hold at least one non-empty str, got {list(sentences)!r}")
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence):
         raise TypeError(f"sigmas must be a list of floats, got {type(sigmas).__name__}")
     for sigma in sigmas:
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
             raise TypeError(f"sigmas must hold floats, got {type(sigma).__name__}: {sigma!r}")
         if not (math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigmas must hold finite numbers >= 0, got {sigma!r}")
+            raise ConfigError(f"sigmas must hold finite numbers >= 0, got {sigma!r}")
     if eval_gate is not None and eval_gate not in EVAL_GATES:
-        raise ValueError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
+        raise ConfigError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
     out = Path(out)
 
     # ---- models, then the sentences each reads (a sentence it cannot read stops before any long pass)
     loaded = []
     for path in paths:
         state = load_checkpoint(path)
-        model, config, vocab = load_model(state)
+        model, config, vocab = load_model(state, source=path)
         if eval_gate is not None:
-            model.set_eval_gate(eval_gate)
+            set_eval_gate(model, eval_gate)
         loaded.append((state, model.eval(), config, vocab))
     units = {name: config.unit for name, (_, _, config, _) in zip(names, loaded)}
     if len(set(units.values())) > 1:
-        raise ValueError(
+        raise ConfigError(
             f"checkpoints must share one unit (gate_words compares them token by token), got {units}"
         )
     unit = next(iter(units.values()))
@@ -144,6 +146,16 @@ def analyze_language_models(
         valid_loss = state.get("metrics", {}).get("valid_loss")
         models[name] = {
             "checkpoint": str(path),
+            "signature": str(
+                model_signature(
+                    model,
+                    noise_p=config.noise_p,
+                    seed=config.seed,
+                    data=corpus.source,
+                    split=split,
+                    compression=state.get("compression"),
+                )
+            ),
             "gate": config.gate,
             "temperature": model.layers[0].temperature,
             "eval_gate": model.layers[0].eval_gate,
@@ -152,11 +164,18 @@ def analyze_language_models(
             "hidden_size": config.hidden_size,
             "valid_ppl_at_save": math.exp(valid_loss) if valid_loss is not None else None,
         }
-    signature = {"data": corpus.source, "split": split, "tokens": stream.numel(), "streams": STREAMS,
-                 "mode": "eval", **describe_environment(SEED)}
+    source = corpora[tuple(loaded[0][3])].source  # one data set for all, read with each one's vocabulary
+    signature = {
+        "data": Path(source).name,
+        "split": split,
+        "tokens": stream.numel(),
+        "streams": STREAMS,
+        "mode": "eval",
+        **describe_environment(SEED),
+    }
 
     # ---- write
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     from g2lstm.plots import plot_gate_histograms, plot_gate_words
 
     tokens_read = signature["tokens"]
@@ -183,7 +202,8 @@ def analyze_language_models(
         f"(eval gate: {_describe_modes(modes)})\nlegend: share in the outer bins [0, 0.1) and [0.9, 1]",
     ))
     table = gate_histogram_table(histograms, {name: info["gate"] for name, info in models.items()})
-    (out / "gate_histograms.md").write_text(
+    write_file(
+        out / "gate_histograms.md",
         f"# Gate-value histograms\n\n{_signature_line(signature, models)}\n\n{table}"
     )
     files["gate_histograms.md"] = str(out / "gate_histograms.md")
@@ -197,7 +217,7 @@ def analyze_language_models(
         f"Per-word average gate value, each sentence read from a zero state in eval mode{unknown_note}",
     ))
     if sigmas:
-        (out / "sensitivity.md").write_text(_sensitivity_markdown(results["sensitivity"], signature, models))
+        write_file(out / "sensitivity.md", _sensitivity_markdown(results["sensitivity"], signature, models))
         files["sensitivity.md"] = str(out / "sensitivity.md")
         _write_json(out / "sensitivity.json", _pick(results, "signature", "models", "sensitivity"))
         files["sensitivity.json"] = str(out / "sensitivity.json")
@@ -208,14 +228,14 @@ def _check_checkpoints(checkpoints: Any) -> list[Path]:
     if isinstance(checkpoints, (str, Path)) or not isinstance(checkpoints, Sequence):
         raise TypeError(f"checkpoints must be a list of paths, got {type(checkpoints).__name__}")
     if not checkpoints:
-        raise ValueError("checkpoints must name at least one checkpoint file, got none")
+        raise ConfigError("checkpoints must name at least one checkpoint file, got none")
     paths = [Path(c) for c in checkpoints]
     seen: dict[Path, Path] = {}
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
+            raise MissingFileError(f"checkpoint {path} does not exist")
         if path.resolve() in seen:
-            raise ValueError(f"checkpoints lists {path} twice (also as {seen[path.resolve()]})")
+            raise ConfigError(f"checkpoints lists {path} twice (also as {seen[path.resolve()]})")
         seen[path.resolve()] = path
     return paths
 
@@ -225,9 +245,9 @@ def _check_names(names: Any, count: int) -> list[str]:
         raise TypeError(f"names must be a list of str, got {type(names).__name__}")
     names = list(names)
     if len(names) != count or not all(isinstance(n, str) and n for n in names):
-        raise ValueError(f"names must hold {count} non-empty str (one per checkpoint), got {names!r}")
+        raise ConfigError(f"names must hold {count} non-empty str (one per checkpoint), got {names!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"names must be distinct, got {names!r}")
+        raise ConfigError(f"names must be distinct, got {names!r}")
     return names
 
 
@@ -241,7 +261,7 @@ def _encode(vocab: Vocabulary, tokens: list[str], name: str) -> Tensor:
         return vocab.encode(tokens)
     except ValueError:
         unknown = next(t for t in tokens if t not in vocab)
-        raise ValueError(
+        raise ConfigError(
             f"sentences: {unknown!r} is not in the vocabulary of {name}, which has no {UNK} to stand in; "
             f"pass sentences made of its words"
         ) from None
@@ -295,7 +315,7 @@ def _pick(results: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    write_file(path, json.dumps(value, indent=2) + "\n")
 
 
 def _describe_modes(modes: dict[str, str]) -> str:
@@ -305,11 +325,7 @@ def _describe_modes(modes: dict[str, str]) -> str:
 
 
 def _signature_line(signature: dict[str, Any], models: dict[str, Any]) -> str:
-    described = "; ".join(
-        f"{name}: {info['checkpoint']} (gate {info['gate']}, τ {info['temperature']:g}, "
-        f"eval gate {info['eval_gate']})"
-        for name, info in models.items()
-    )
+    described = "; ".join(f"{name}: `{info['signature']}`" for name, info in models.items())
     return (
         f"{signature['data']}, {signature['split']} split, first {signature['tokens']:,} tokens as "
         f"{signature['streams']} streams, eval mode; g2lstm {signature['g2lstm_version']}, commit "

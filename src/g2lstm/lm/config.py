@@ -6,14 +6,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from g2lstm.gates import check_temperature
 from g2lstm.lm.model import LanguageModelSpec
 
-__all__ = ["LMConfig", "PRESET_DIR", "ARCHITECTURE_KEYS"]
+__all__ = ["LMConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "RESUMABLE_KEYS"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "lm"
 
 # Keys that define the model's shape: on resume and at evaluation they come from the checkpoint.
 ARCHITECTURE_KEYS = ("unit", "emb_size", "hidden_size", "num_layers", "tie_weights")
+# Keys a resumed run may change: how long it goes on, how often it logs and saves, and where it computes.
+# Any other difference from the run's config stops the resume (g2lstm.train.check_resume).
+RESUMABLE_KEYS = ("epochs", "finetune_epochs", "max_steps", "log_interval", "checkpoint_minutes", "device")
 
 
 @dataclass
@@ -78,8 +82,8 @@ class LMConfig:
         for name in ("lr", "clip", "checkpoint_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature is not None:
+            check_temperature(self.temperature)
         if self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.asgd_epoch is not None and self.asgd_epoch < 1:

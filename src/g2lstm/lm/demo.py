@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,14 +12,21 @@ from g2lstm.analysis import GateHistogram, gate_histograms
 from g2lstm.data import batchify
 from g2lstm.lm.compression import compression_sweep
 from g2lstm.lm.config import PRESET_DIR, LMConfig
+from g2lstm.lm.evaluate import load_corpus, load_model
 from g2lstm.lm.model import AWDLSTM
-from g2lstm.lm.train import load_corpus, load_model, train_language_model
-from g2lstm.train import CheckpointPaths, load_checkpoint, load_config
+from g2lstm.lm.train import train_language_model
+from g2lstm.train import CheckpointPaths, load_checkpoint, load_config, write_file
 
-__all__ = ["format_demo_table", "run_demo", "lm_gate_histograms"]
+__all__ = ["QUICK_STEPS", "format_demo_table", "run_demo", "lm_gate_histograms"]
+
+# Training steps per model of the quick demo (`g2lstm demo`, `make run`): a few minutes in all on two CPU
+# cores, enough for the G2 gates to move towards 0 and 1; `g2lstm demo --full` trains the preset's epochs.
+QUICK_STEPS = 300
 
 
-def lm_gate_histograms(model: AWDLSTM, stream: torch.Tensor, bptt: int, max_tokens: int) -> list[GateHistogram]:
+def lm_gate_histograms(
+    model: AWDLSTM, stream: torch.Tensor, bptt: int, max_tokens: int
+) -> list[GateHistogram]:
     """Gate histograms of a language model over the first ``max_tokens`` of a (T, B) stream, in eval mode."""
     model.eval()
     rows = max(2, min(stream.shape[0], max_tokens // max(stream.shape[1], 1)))
@@ -40,18 +48,31 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
     from g2lstm.plots import plot_gate_histograms
 
     out = Path(out)
-    results: dict[str, dict] = {}
+    results: dict[str, Any] = {}
     histograms: dict[str, list[GateHistogram]] = {}
     for gate in ("lstm", "g2"):
         config = load_config(LMConfig, preset, {**(overrides or {}), "gate": gate}, preset_dir=PRESET_DIR)
         metrics = train_language_model(config, out / gate, data, show_progress=show_progress)
-        model, config, vocab = load_model(load_checkpoint(CheckpointPaths(out / gate).best))
+        best = CheckpointPaths(out / gate).best
+        model, config, vocab = load_model(load_checkpoint(best), source=best)
         corpus = load_corpus(data, config.unit, vocab)
-        histograms[gate] = lm_gate_histograms(model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000)
-        results[gate] = {**metrics, "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]}}
+        histograms[gate] = lm_gate_histograms(
+            model, batchify(corpus.valid, config.eval_batch_size), config.bptt, 20_000
+        )
+        results[gate] = {
+            **metrics,
+            "outer_share": {f"layer{h.layer}_{h.gate}": h.outer_share for h in histograms[gate]},
+        }
     hidden = config.hidden_size  # the same for both models
-    sweep = compression_sweep([CheckpointPaths(out / gate).best for gate in ("lstm", "g2")], out / "compression", data,
-                              names=["lstm", "g2"], ranks=[max(1, round(hidden / 9))], curves=False, splits=("test",))
+    sweep = compression_sweep(
+        [CheckpointPaths(out / gate).best for gate in ("lstm", "g2")],
+        out / "compression",
+        data,
+        names=["lstm", "g2"],
+        ranks=[max(1, round(hidden / 9))],
+        curves=False,
+        splits=("test",),
+    )
     for gate in ("lstm", "g2"):
         results[gate]["compressed_test_ppl"] = {
             column: metrics["test_ppl"] for column, metrics in sweep["runs"][gate]["table"].items()
@@ -61,7 +82,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, preset: str = "tin
         f"Gate values on PTB validation ({preset} preset, eval mode)",
     )
     results["figure"] = str(figure)
-    (out / "summary.json").write_text(json.dumps(results, indent=2))
+    write_file(out / "summary.json", json.dumps(results, indent=2))
     return results
 
 

@@ -46,12 +46,13 @@ def export_language_model(
     ``dynamo`` picks torch's dynamo-based exporter instead of the TorchScript-based one (both give graphs
     with dynamic time and batch axes; the TorchScript one is faster to run here).
     """
-    from g2lstm.lm.train import load_model
+    from g2lstm.gates import set_eval_gate
+    from g2lstm.lm.evaluate import load_model
     from g2lstm.train.checkpoint import load_checkpoint
 
-    model, _, vocab = load_model(load_checkpoint(checkpoint))
+    model, _, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
     if eval_gate is not None:
-        model.set_eval_gate(eval_gate)
+        set_eval_gate(model, eval_gate)
     model.eval()
     layers = len(model.layers)
     tokens = torch.zeros(5, 2, dtype=torch.int64)

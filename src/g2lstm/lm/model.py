@@ -75,6 +75,7 @@ class AWDLSTM(nn.Module):
         sizes = [spec.emb_size] + [spec.hidden_size] * (spec.num_layers - 1)
         last = spec.emb_size if spec.tie_weights else spec.hidden_size
         outputs = [spec.hidden_size] * (spec.num_layers - 1) + [last]
+        self.state_sizes = outputs  # the hidden size of each layer, for init_hidden
         self.layers = nn.ModuleList(
             G2LSTM(
                 in_size,
@@ -93,17 +94,10 @@ class AWDLSTM(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
 
-    def set_eval_gate(self, eval_gate: str | None) -> None:
-        """Choose the evaluation-mode input/forget gate of every layer (``None``: each mode's default)."""
-        for layer in self.layers:
-            layer.eval_gate = eval_gate
-
     def init_hidden(self, batch_size: int) -> State:
         weight = self.embedding.weight
-        return [
-            (weight.new_zeros(1, batch_size, layer.hidden_size), weight.new_zeros(1, batch_size, layer.hidden_size))
-            for layer in self.layers
-        ]
+        shapes = [(1, batch_size, size) for size in self.state_sizes]
+        return [(weight.new_zeros(shape), weight.new_zeros(shape)) for shape in shapes]
 
     def forward(self, words: Tensor, hidden: State) -> ForwardResult:
         spec = self.spec

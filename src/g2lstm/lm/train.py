@@ -9,11 +9,12 @@ the same non-monotone criterion, as the authors' finetune.py.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +24,57 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from g2lstm.compress import restore_compressed
-from g2lstm.data import Corpus, Vocabulary, batchify, find_dataset
-from g2lstm.lm.config import ARCHITECTURE_KEYS, LMConfig
-from g2lstm.lm.evaluate import CachePointer, EvalResult, evaluate
-from g2lstm.lm.model import AWDLSTM
+from g2lstm.data import Corpus, CorpusError
+from g2lstm.errors import CheckpointError, ConfigError, MissingFileError
+from g2lstm.lm.config import RESUMABLE_KEYS, LMConfig
+from g2lstm.lm.evaluate import (
+    MODEL_ENTRIES,
+    check_layers,
+    checkpoint_vocab,
+    evaluate,
+    load_corpus,
+    split_streams,
+)
+from g2lstm.lm.model import AWDLSTM, State
+from g2lstm.signature import model_signature
 from g2lstm.train import (
     CheckpointPaths,
+    DistributedContext,
     RunLog,
-    any_rank,
+    any_ranks,
+    check_resume,
+    check_same_data,
+    checkpoint_config,
     cleanup,
-    config_from_dict,
     config_to_dict,
+    data_fingerprint,
     init_distributed,
     load_checkpoint,
+    lock_run_folder,
+    other_data,
+    require_entries,
+    restore_model,
     rng_state,
     save_checkpoint,
     set_rng_state,
     stop_on_signals,
 )
-from g2lstm.train.faults import TrainingDiverged, skip_non_finite_step
+from g2lstm.train.faults import skip_non_finite_step
+from g2lstm.train.signals import stop_if_requested
 
-__all__ = ["TrainingDiverged", "TrainingInterrupted", "load_corpus", "load_model", "train_language_model", "finetune", "evaluate_checkpoint",
-           "evaluate_language_model"]
+__all__ = ["corpus_fingerprint", "finetune", "train_language_model"]
 
-
-class TrainingInterrupted(Exception):
-    """Training stopped on a signal after saving its last checkpoint; the same command resumes it."""
-
-    def __init__(self, message: str, signal_name: str | None) -> None:
-        super().__init__(message)
-        self.signal_name = signal_name
+RESUME_ENTRIES = (
+    *MODEL_ENTRIES,
+    "optimizer",
+    "progress",
+    "hidden",
+    "rng",
+    "lengths_rng",
+)  # what resuming needs
+# Under torchrun the ranks agree on a stop or a time-based checkpoint every CHECK_IN_STEPS steps (one
+# all_reduce), not at every step: a signal is honoured within that many steps.
+CHECK_IN_STEPS = 10
 
 
 @dataclass
@@ -65,29 +86,18 @@ class Progress:
     step: int = 0
     averaging: bool = False  # averaged SGD switched on
     best_valid: float = math.inf
-    valid_history: list[float] | None = None
+    valid_history: list[float] = field(default_factory=list)
     bad_steps: int = 0
     done: bool = False
 
 
-def load_corpus(data: str | Path | None, unit: str, vocab: list[str] | None = None) -> Corpus:
-    """The corpus at ``data`` (a folder of splits, or one raw text file for ``unit="char"``); Penn
-    Treebank from ``$G2LSTM_DATA``, the cache or its public address when ``data`` is None."""
-    known = Vocabulary.from_list(vocab) if vocab is not None else None
-    if data is not None and Path(data).is_file():
-        return Corpus.from_text_file(data, unit=unit, vocab=known)
-    folder = Path(data) if data is not None else find_dataset("ptb")
-    return Corpus.from_folder(folder, unit=unit, vocab=known)
-
-
-def load_model(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[AWDLSTM, LMConfig, list[str]]:
-    """Rebuild the model of a checkpoint (its config, vocabulary and any compression travel with it)."""
-    config = config_from_dict(LMConfig, checkpoint["config"])
-    vocab = checkpoint["vocab"]
-    model = AWDLSTM(config.model_spec(len(vocab)))
-    restore_compressed(model, checkpoint.get("compression"))
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device), config, vocab
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """The fingerprint of the corpus a run trains on: its vocabulary and token ids (so where the files lie
+    does not matter, what they hold does)."""
+    parts = ["\n".join(corpus.vocab.to_list()).encode()]
+    return data_fingerprint(
+        parts + [getattr(corpus, split).numpy().tobytes() for split in ("train", "valid", "test")]
+    )
 
 
 def _cross_entropy(model: AWDLSTM, output: Tensor, targets: Tensor) -> Tensor:
@@ -118,23 +128,14 @@ def _averaged_weights(optimizer: torch.optim.Optimizer, active: bool) -> Iterato
 
 def _make_optimizer(model: nn.Module, config: LMConfig, averaging: bool) -> torch.optim.Optimizer:
     if averaging:
-        return torch.optim.ASGD(model.parameters(), lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay)
+        return torch.optim.ASGD(
+            model.parameters(), lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay
+        )
     return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _detach(hidden: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
     return [(h.detach(), c.detach()) for h, c in hidden]
-
-
-def split_streams(corpus: Corpus, split: str, streams: int) -> Tensor:
-    """``batchify`` of one split, refusing a split too short to give every stream a word and its successor."""
-    tokens = getattr(corpus, split)
-    if len(tokens) < 2 * streams:
-        raise ValueError(
-            f"the {split} split of {corpus.source or 'the corpus'} has {len(tokens)} tokens, too few for {streams} "
-            f"parallel streams (at least {2 * streams}); add text to it or lower the batch size with --set"
-        )
-    return batchify(tokens, streams)
 
 
 def train_language_model(
@@ -145,33 +146,75 @@ def train_language_model(
     phase: str = "train",
     init_checkpoint: str | Path | None = None,
     show_progress: bool = True,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Train (``phase="train"``) or finetune (``phase="finetune"``, from ``init_checkpoint``) into
-    ``run_dir``, resuming from ``run_dir/last.pt`` when it exists. Returns the final metrics; raises
-    :class:`TrainingInterrupted` after saving when SIGINT or SIGTERM asks it to stop."""
-    # ---- setup
-    run_dir = Path(run_dir)
-    paths = CheckpointPaths(run_dir)
-    resume = load_checkpoint(paths.last) if paths.last.exists() else None
-    if resume is not None:  # the architecture is the checkpoint's, whatever the preset says now
-        saved = config_from_dict(LMConfig, resume["config"])
-        for key in ARCHITECTURE_KEYS:
-            setattr(config, key, getattr(saved, key))
+    ``run_dir``, resuming from ``run_dir/last.pt`` when it exists. Returns the final metrics.
+
+    The run folder is locked while this runs (rank 0 writes it). A resume must keep the run's config but
+    for :data:`~g2lstm.lm.config.RESUMABLE_KEYS`, and its data.
+
+    Raises:
+        TrainingInterrupted: SIGINT or SIGTERM asked it to stop; ``last.pt`` was saved first.
+        ConfigError: a resume with other settings or data than the run's.
+        RunFolderBusy: another process writes ``run_dir``.
+        CheckpointError: ``last.pt`` or ``init_checkpoint`` cannot be continued from.
+    """
     dist = init_distributed(config.device)
+    with ExitStack() as resources:  # closed in reverse, however the run ends: run log, lock, process group
+        resources.callback(cleanup)
+        if dist.is_main:
+            resources.enter_context(lock_run_folder(run_dir))
+        return _train(config, Path(run_dir), data, dist, phase, init_checkpoint, show_progress, resources)
+
+
+def _train(
+    config: LMConfig,
+    run_dir: Path,
+    data: str | Path | None,
+    dist: DistributedContext,
+    phase: str,
+    init_checkpoint: str | Path | None,
+    show_progress: bool,
+    resources: ExitStack,
+) -> dict[str, Any]:
+    # ---- setup: the checkpoints to start from, checked before anything is written
+    paths = CheckpointPaths(run_dir)
+    resume = (
+        _checked_state(paths.last, RESUME_ENTRIES, "resuming a language-model run")
+        if paths.last.exists()
+        else None
+    )
+    init = (_checked_state(init_checkpoint, MODEL_ENTRIES, f"{phase} from a checkpoint")
+            if init_checkpoint is not None and resume is None else None)
+    changes = {}
+    if resume is not None:  # the run's settings, but for those that may change on resume
+        saved = config_to_dict(checkpoint_config(LMConfig, resume, paths.last))
+        changes = check_resume(saved, config_to_dict(config), RESUMABLE_KEYS, run_dir)
     device = dist.device
-    log = RunLog(run_dir, enabled=dist.is_main)
-    log.write_config(config_to_dict(config), seed=config.seed)
     torch.manual_seed(config.seed + dist.rank)  # identical weights come from DDP's broadcast
     lengths_rng = np.random.default_rng(config.seed)  # the same BPTT lengths on every rank
 
-    # ---- data
-    init = load_checkpoint(init_checkpoint) if init_checkpoint is not None else None
-    vocab = (resume or init or {}).get("vocab")
-    corpus = load_corpus(data, config.unit, vocab)
+    # ---- data: the same as the run's when resuming
+    start = resume or init  # the checkpoint whose weights (and vocabulary) the run starts from
+    start_path = init_checkpoint if resume is None and init_checkpoint is not None else paths.last
+    try:
+        corpus = load_corpus(
+            data, config.unit, checkpoint_vocab(start, start_path) if start is not None else None
+        )
+    except CorpusError as error:
+        if resume is None:
+            raise
+        load_corpus(data, config.unit)  # files that cannot be read at all raise their own error here
+        raise ConfigError(other_data(run_dir, data, f" ({error})")) from None
+    fingerprint = corpus_fingerprint(corpus)
+    if resume is not None:
+        check_same_data(resume.get("data"), fingerprint, run_dir, data)
     train_data = split_streams(corpus, "train", config.batch_size)
     if dist.enabled:
         if config.batch_size % dist.world_size:
-            raise ValueError(f"batch_size {config.batch_size} must divide by the {dist.world_size} processes")
+            raise ConfigError(
+                f"batch_size {config.batch_size} must divide by the {dist.world_size} processes"
+            )
         share = config.batch_size // dist.world_size
         train_data = train_data[:, dist.rank * share : (dist.rank + 1) * share]
     train_data = train_data.to(device)
@@ -179,33 +222,47 @@ def train_language_model(
     test_data = split_streams(corpus, "test", config.test_batch_size).to(device)
 
     # ---- model and optimizer
-    model = AWDLSTM(config.model_spec(len(corpus.vocab))).to(device)
-    if init is not None:
-        model.load_state_dict(init["model"])
+    def build() -> AWDLSTM:
+        return AWDLSTM(config.model_spec(len(corpus.vocab)))
+
+    if start is not None:
+        check_layers(config, start["model"], start_path)
+    model = (
+        restore_model(build, start["model"], start_path, device) if start is not None else build().to(device)
+    )
     trainable: nn.Module = model
     if dist.enabled:
         trainable = nn.parallel.DistributedDataParallel(model)
-    progress = Progress(averaging=phase == "finetune" or config.asgd_epoch == 1, valid_history=[])
+    progress = Progress(averaging=phase == "finetune" or config.asgd_epoch == 1)
     optimizer = _make_optimizer(model, config, progress.averaging)
     hidden = None
 
-    # ---- resume
+    # ---- resume: the training state of last.pt
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        progress = Progress(**resume["progress"])
-        optimizer = _make_optimizer(model, config, progress.averaging)
-        optimizer.load_state_dict(resume["optimizer"])
-        hidden = [(h.to(device), c.to(device)) for h, c in resume["hidden"]] if resume["hidden"] else None
-        set_rng_state(resume["rng"][dist.rank] if dist.rank < len(resume["rng"]) else resume["rng"][0])
-        lengths_rng.bit_generator.state = resume["lengths_rng"]
+        try:
+            progress = Progress(**resume["progress"])
+            optimizer = _make_optimizer(model, config, progress.averaging)
+            optimizer.load_state_dict(resume["optimizer"])
+            hidden = _saved_hidden(resume["hidden"], model.init_hidden(train_data.shape[1]), device)
+            _restore_rank_rng(resume["rng"], dist.rank, config.seed, progress.step)
+            lengths_rng.bit_generator.state = resume["lengths_rng"]
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"checkpoint {paths.last} holds a training state this run cannot continue "
+                                  f"from ({error}); resume from another copy or start a new run") from None
+    log = resources.enter_context(RunLog(run_dir, enabled=dist.is_main))
+    log.write_config(config_to_dict(config), seed=config.seed, changes=changes,
+                     resumed_at_step=progress.step if resume is not None else None)
+    if resume is not None:
         if "metrics_lines" in resume:  # older checkpoints lack it: their log is kept whole
             log.truncate(resume["metrics_lines"], step=progress.step)
-        log.message(f"resumed from {paths.last} at epoch {progress.epoch}, step {progress.step}")
+        changed = "".join(f"; {key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        log.message(f"resumed from {paths.last} at epoch {progress.epoch}, step {progress.step}{changed}")
 
     def checkpoint_state() -> dict[str, Any]:
         return {
             "config": config_to_dict(config),
             "vocab": corpus.vocab.to_list(),
+            "data": fingerprint,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "progress": vars(progress).copy(),
@@ -228,70 +285,88 @@ def train_language_model(
         if dist.is_main:
             save_checkpoint(paths.best, state)
 
-    if init is not None and resume is None:  # finetune keeps the starting model unless it improves on it
+    if init is not None:  # finetune keeps the starting model unless it improves on it
         save_best(evaluate(model, valid_data, config.bptt).loss)
 
     # ---- loop
     epochs = config.finetune_epochs if phase == "finetune" else config.epochs
     last_save = time.monotonic()
     with stop_on_signals() as stop:
-        while not progress.done and progress.epoch <= epochs:
+
+        def check_in(every: int) -> tuple[bool, ...]:
+            """Whether any rank was asked to stop, and whether a checkpoint is due on any (rank 0's clock
+            decides for all): every rank gets the same answers at the same step. Under torchrun that takes an
+            all_reduce, so it is asked at every ``every``-th step only; a single process asks each time."""
+            if dist.enabled and progress.step % every:
+                return False, False
+            return any_ranks(stop.requested, time.monotonic() - last_save > config.checkpoint_minutes * 60)
+
+        def where() -> str:
+            return f"epoch {progress.epoch}, step {progress.step}"
+
+        # max_steps ends the loop rather than the run (progress.done): a resume may raise it and go on
+        while (
+            not progress.done and progress.epoch <= epochs and progress.step < (config.max_steps or math.inf)
+        ):
             trainable.train()
             if hidden is None:
                 hidden = model.init_hidden(train_data.shape[1])
             streams = train_data.shape[1]
-            bar = tqdm(
-                total=(train_data.shape[0] - 1) * streams, initial=progress.position * streams,
+            # the bar's total (and so its ETA): the epoch, or the tokens max_steps leaves, if fewer
+            rows_left = ((config.max_steps or math.inf) - progress.step) * config.bptt * 0.975  # mean length
+            epoch_rows = min(train_data.shape[0] - 1, progress.position + rows_left)
+            with tqdm(
+                total=int(epoch_rows * streams), initial=progress.position * streams,
                 desc=f"{phase} epoch {progress.epoch}", unit="tok", unit_scale=True,
                 disable=not (show_progress and dist.is_main), leave=False,
-            )
-            step_start, interval_steps = time.monotonic(), 0
-            while progress.position < train_data.shape[0] - 2:
-                base = config.bptt if lengths_rng.random() < 0.95 else config.bptt / 2
-                length = max(5, int(lengths_rng.normal(base, 5)))
-                length = min(length, train_data.shape[0] - 1 - progress.position)
-                start = progress.position
-                words, targets = train_data[start : start + length], train_data[start + 1 : start + 1 + length]
-                hidden = _detach(hidden)
-                result = trainable(words, hidden)
-                hidden = result.hidden
-                raw_loss = _cross_entropy(model, result.output, targets)
-                loss = raw_loss + config.alpha * result.output.pow(2).mean()
-                loss = loss + config.beta * (result.raw_last[1:] - result.raw_last[:-1]).pow(2).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-                progress.position += length
-                bar.update(length * streams)
-                if skip_non_finite_step(loss, grad_norm, progress, config.max_bad_steps, paths.last, log):
-                    continue
-                for group in optimizer.param_groups:  # learning rate scaled to the sequence length
-                    group["lr"] = config.lr * length / config.bptt
-                optimizer.step()
-                progress.step += 1
-                interval_steps += 1
-                if progress.step % config.log_interval == 0:
-                    ms = (time.monotonic() - step_start) * 1000 / interval_steps
-                    log.log(phase=phase, step=progress.step, epoch=progress.epoch, train_loss=raw_loss.item(),
-                            train_ppl=math.exp(raw_loss.item()), lr=config.lr, ms_per_step=ms)
-                    bar.set_postfix(loss=f"{raw_loss.item():.2f}", ppl=f"{math.exp(raw_loss.item()):.0f}")
-                    step_start, interval_steps = time.monotonic(), 0
-                out_of_steps = config.max_steps is not None and progress.step >= config.max_steps
-                if any_rank(stop.requested):
-                    save_last()
-                    bar.close()
-                    cleanup()
-                    raise TrainingInterrupted(
-                        f"stopped by {stop.signal_name} at epoch {progress.epoch}, step {progress.step} after "
-                        f"saving {paths.last}; run the same command again to resume",
-                        stop.signal_name,
-                    )
-                if out_of_steps:
-                    break
-                if time.monotonic() - last_save > config.checkpoint_minutes * 60:
-                    save_last()
-                    last_save = time.monotonic()
-            bar.close()
+            ) as bar:
+                step_start, interval_steps = time.monotonic(), 0
+                while progress.position < train_data.shape[0] - 2:
+                    base = config.bptt if lengths_rng.random() < 0.95 else config.bptt / 2
+                    length = max(5, int(lengths_rng.normal(base, 5)))
+                    length = min(length, train_data.shape[0] - 1 - progress.position)
+                    start_row = progress.position
+                    words = train_data[start_row : start_row + length]
+                    targets = train_data[start_row + 1 : start_row + 1 + length]
+                    hidden = _detach(hidden)
+                    result = trainable(words, hidden)
+                    hidden = result.hidden
+                    raw_loss = _cross_entropy(model, result.output, targets)
+                    loss = raw_loss + config.alpha * result.output.pow(2).mean()
+                    loss = loss + config.beta * (result.raw_last[1:] - result.raw_last[:-1]).pow(2).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                    progress.position += length
+                    bar.update(length * streams)
+                    if skip_non_finite_step(loss, grad_norm, progress, config.max_bad_steps, paths.last, log):
+                        continue
+                    for group in optimizer.param_groups:  # learning rate scaled to the sequence length
+                        group["lr"] = config.lr * length / config.bptt
+                    optimizer.step()
+                    progress.step += 1
+                    interval_steps += 1
+                    if progress.step % config.log_interval == 0:
+                        ms = (time.monotonic() - step_start) * 1000 / interval_steps
+                        applied_lr = optimizer.param_groups[0]["lr"]  # this step's, scaled to its length
+                        log.log(
+                            phase=phase,
+                            step=progress.step,
+                            epoch=progress.epoch,
+                            train_loss=raw_loss.item(),
+                            train_ppl=math.exp(raw_loss.item()),
+                            lr=applied_lr,
+                            ms_per_step=ms,
+                        )
+                        bar.set_postfix(loss=f"{raw_loss.item():.2f}", ppl=f"{math.exp(raw_loss.item()):.0f}")
+                        step_start, interval_steps = time.monotonic(), 0
+                    stop_asked, save_due = check_in(every=CHECK_IN_STEPS)
+                    stop_if_requested(stop, stop_asked, save_last, paths.last, where())
+                    if progress.step >= (config.max_steps or math.inf):
+                        break
+                    if save_due:
+                        save_last()
+                        last_save = time.monotonic()
 
             # ---- end of epoch: validation, best model, averaged-SGD switch or finetune stop
             with _averaged_weights(optimizer, progress.averaging):
@@ -300,8 +375,10 @@ def train_language_model(
                     save_best(valid.loss)
             log.log(phase=phase, step=progress.step, epoch=progress.epoch, valid_loss=valid.loss,
                     valid_ppl=valid.perplexity, averaging=progress.averaging)
-            log.message(f"{phase} epoch {progress.epoch}: valid ppl {valid.perplexity:.2f} "
-                        f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}")
+            log.message(
+                f"{phase} epoch {progress.epoch}: valid ppl {valid.perplexity:.2f} "
+                f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}"
+            )
             history = progress.valid_history
             stalled = len(history) > config.nonmono and valid.loss > min(history[: -config.nonmono])
             switch = stalled if config.asgd_epoch is None else progress.epoch + 1 >= config.asgd_epoch
@@ -316,76 +393,65 @@ def train_language_model(
             progress.epoch += 1
             progress.position = 0
             hidden = None
-            if config.max_steps is not None and progress.step >= config.max_steps:
-                progress.done = True
             save_last()
             last_save = time.monotonic()
+            # a signal during validation: the run stops here, not after its final test
+            stop_if_requested(stop, check_in(every=1)[0], lambda: None, paths.last, where())
 
     # ---- final evaluation of the best model
-    best = load_checkpoint(paths.best)
-    model.load_state_dict(best["model"])
-    metrics = {
+    model.load_state_dict(load_checkpoint(paths.best)["model"])
+    metrics: dict[str, Any] = {
         "valid_ppl": evaluate(model, valid_data, config.bptt).perplexity,
         "test_ppl": evaluate(model, test_data, config.bptt).perplexity,
     }
+    signature = model_signature(model, noise_p=config.noise_p, seed=config.seed, data=corpus.source,
+                                split="valid,test")
+    metrics["signature"] = str(signature)
     log.log(phase=phase, step=progress.step, final=True, **metrics)
-    cleanup()
     return metrics
 
 
+def _checked_state(path: str | Path, entries: Sequence[str], use: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, refused unless it has ``entries`` (and is not compressed)."""
+    state = load_checkpoint(path)
+    require_entries(state, entries, path, use, trains=True)
+    return state
+
+
+def _restore_rank_rng(saved: list[dict[str, Any]], rank: int, seed: int, step: int) -> None:
+    """The random generators of ``rank`` from the per-rank states a checkpoint saved. A rank the run did not
+    have before (a resume with more processes) gets rank 0's Python and NumPy states and a torch generator
+    seeded from (seed, rank, step) of its own, so that no two ranks draw the same gate noise and dropout."""
+    if rank < len(saved):
+        set_rng_state(saved[rank])
+        return
+    set_rng_state(saved[0])
+    torch.manual_seed(int.from_bytes(hashlib.sha256(f"{seed}:{rank}:{step}".encode()).digest()[:8], "little"))
+
+
+def _saved_hidden(saved: Any, expected: State, device: torch.device) -> State | None:
+    """The hidden state a checkpoint carried between steps (``None`` at an epoch start), checked against
+    the shapes of ``expected``."""
+    if not saved:
+        return None
+    shapes = [[tuple(h.shape), tuple(c.shape)] for h, c in saved]
+    wanted = [[tuple(h.shape), tuple(c.shape)] for h, c in expected]
+    if shapes != wanted:
+        raise ValueError(f"the saved hidden state has shapes {shapes}, the model needs {wanted}")
+    return [(h.to(device), c.to(device)) for h, c in saved]
+
+
 def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int | None = None,
-             show_progress: bool = True) -> dict[str, float]:
+             show_progress: bool = True) -> dict[str, Any]:
     """Finetune the best model of a training run into ``run_dir/finetune`` (resumable as well)."""
     run_dir = Path(run_dir)
     best = CheckpointPaths(run_dir).best
     if not best.exists():
-        raise FileNotFoundError(f"{best} does not exist: finetune needs a finished (or validated) training run")
-    config = config_from_dict(LMConfig, load_checkpoint(best)["config"])
+        raise MissingFileError(
+            f"{best} does not exist: finetune needs a finished (or validated) training run"
+        )
+    config = checkpoint_config(LMConfig, load_checkpoint(best), best)
     if epochs is not None:
         config.finetune_epochs = epochs
     return train_language_model(config, run_dir / "finetune", data, phase="finetune", init_checkpoint=best,
                                 show_progress=show_progress)
-
-
-def evaluate_language_model(
-    model: AWDLSTM,
-    config: LMConfig,
-    corpus: Corpus,
-    *,
-    cache: CachePointer | None = None,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    splits: Sequence[str] = ("valid", "test"),
-) -> dict[str, float]:
-    """Perplexity on each split (and bits per token for characters) of a model in memory.
-
-    Streams per split: ``batch_size``, else 1 with the cache pointer (as the authors' pointer.py), else the
-    config's evaluation batch sizes."""
-    results: dict[str, float] = {}
-    default_batches = {"train": config.eval_batch_size, "valid": config.eval_batch_size, "test": config.test_batch_size}
-    for split in splits:
-        default_batch = default_batches[split]
-        streams = batch_size or (1 if cache is not None else default_batch)
-        result: EvalResult = evaluate(model, split_streams(corpus, split, streams).to(device), config.bptt, cache)
-        results[f"{split}_loss"] = result.loss
-        results[f"{split}_ppl"] = result.perplexity
-        if config.unit == "char":
-            results[f"{split}_bpc"] = result.bits_per_token
-    return results
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data: str | Path | None = None,
-    *,
-    cache: CachePointer | None = None,
-    eval_gate: str | None = None,
-    batch_size: int | None = None,
-    device: str = "cpu",
-) -> dict[str, float]:
-    """:func:`evaluate_language_model` of a saved (possibly compressed) model."""
-    model, config, vocab = load_model(load_checkpoint(checkpoint), device)
-    if eval_gate is not None:
-        model.set_eval_gate(eval_gate)
-    corpus = load_corpus(data, config.unit, vocab)
-    return evaluate_language_model(model, config, corpus, cache=cache, batch_size=batch_size, device=device)

@@ -6,8 +6,14 @@
   (layer 0 is the first decoder layer, the paper's figure) over the first 10,000 training pairs, or all of
   them when there are fewer, each read with its reference translation in eval mode; the share in the two
   outer bins stands beside the paper's;
-* ``gate_words.png``: the per-word average gate value of the decoder while it reads the reference
-  translation of given test pairs (the paper's case study).
+* ``gate_words.png``: the per-word average gate value of the first decoder layer while it reads the
+  reference translation of given test pairs (the paper's case study).
+
+The conditional decoder's first layer makes two gated updates per word, and each has its gates: layer
+``"0 input update"`` (gates of ``x·W + h·U``) and ``"0 context update"`` (gates of ``ctx·W_c + h'·U_nl``,
+the ones that see the attention context); the layers above are ``"1"``, ``"2"``, ... For the
+attention-on-top decoder the layers are ``"0"``, ``"1"``, ... In the JSON file each histogram carries its
+layer's number (as :func:`g2lstm.record_gates` counts them) and its ``name``.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import torch
 from torch import nn
 
 from g2lstm.analysis import GateHistogram, gate_histogram_table, gate_histograms
-from g2lstm.gates import EVAL_GATES
+from g2lstm.errors import ConfigError
+from g2lstm.gates import EVAL_GATES, set_eval_gate
 from g2lstm.mt.data import Batch, ParallelSplit, collate, find_corpus_folder, load_split
 from g2lstm.mt.evaluate import load_model
 from g2lstm.mt.model import AttentionSeq2Seq
 from g2lstm.recording import GATE_NAMES, record_gates
-from g2lstm.train import describe_environment, load_checkpoint, run_names
+from g2lstm.signature import model_signature
+from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
 __all__ = ["analyze_translation_models"]
 
@@ -44,7 +52,7 @@ def _same_length_batches(split: ParallelSplit, count: int) -> list[Batch]:
 
 
 def _teacher_forced(model: AttentionSeq2Seq) -> Callable[[nn.Module, Batch], None]:
-    """``forward(decoder, batch)`` for :func:`gate_histograms`, which records the gates of ``decoder`` only."""
+    """``forward(decoder, batch)`` for :func:`gate_histograms`, which records ``decoder``'s gates only."""
 
     def forward(decoder: nn.Module, batch: Batch) -> None:
         model(batch.source, batch.source_lengths, batch.target_input)
@@ -54,10 +62,11 @@ def _teacher_forced(model: AttentionSeq2Seq) -> Callable[[nn.Module, Batch], Non
 
 @torch.no_grad()
 def _word_gates(model: AttentionSeq2Seq, batch: Batch) -> dict[tuple[int, str], list[float]]:
-    """Per-position average over hidden units of each decoder layer's input and forget gates."""
+    """Per-position average over hidden units of each decoder layer's input and forget gates (a layer that
+    steps through time records one call per position: they are joined along time)."""
     with record_gates(model.decoder) as recording:
         model(batch.source, batch.source_lengths, batch.target_input)
-        return {(layer, gate): recording.gates(layer, gate)[0].mean(dim=(1, 2)).tolist()
+        return {(layer, gate): torch.cat(recording.gates(layer, gate)).mean(dim=(1, 2)).tolist()
                 for layer in range(recording.num_layers) for gate in GATE_NAMES}
 
 
@@ -85,17 +94,27 @@ def analyze_translation_models(
     """
     paths = [Path(c) for c in checkpoints]
     if not paths:
-        raise ValueError("checkpoints must name at least one checkpoint file, got none")
+        raise ConfigError("checkpoints must name at least one checkpoint file, got none")
     names = list(names) if names is not None else run_names(paths)
     if max_pairs < 1:
-        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+        raise ConfigError(f"max_pairs must be >= 1, got {max_pairs}")
     if eval_gate is not None and eval_gate not in EVAL_GATES:
-        raise ValueError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
-    loaded = [load_model(load_checkpoint(path)) for path in paths]
+        raise ConfigError(f"eval_gate must be one of {EVAL_GATES} or None, got {eval_gate!r}")
+    loaded = [load_model(load_checkpoint(path), source=path) for path in paths]
     pieces = {vocab.model_proto for _, _, vocab in loaded}
     if len(pieces) > 1:
-        raise ValueError("the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
-                         "line up; analyze runs of one preset on one corpus together")
+        raise ConfigError(
+            "the checkpoints have different BPE vocabularies, so their per-word gate maps would not "
+            "line up; analyze runs of one preset on one corpus together"
+        )
+    layouts = {tuple(model.decoder_gate_layers()) for model, _, _ in loaded}
+    if len(layouts) > 1:
+        raise ConfigError(
+            f"the checkpoints have different decoders (gate layers {sorted(layouts)}), so their "
+            "layers would not line up; analyze models of one decoder together"
+        )
+    layer_names = dict(enumerate(loaded[0][0].decoder_gate_layers()))
+    first_layer = [layer for layer, name in layer_names.items() if name.split()[0] == "0"]
 
     histograms: dict[str, list[GateHistogram]] = {}
     words: dict[str, list[dict[tuple[int, str], list[float]]]] = {}
@@ -103,52 +122,120 @@ def analyze_translation_models(
     labels: list[list[str]] = []
     for name, path, (model, config, vocab) in zip(names, paths, loaded):
         if eval_gate is not None:
-            model.set_eval_gate(eval_gate)
+            set_eval_gate(model, eval_gate)
         folder = find_corpus_folder(data, config.dataset)
         train = load_split(folder, "train", config.src, config.tgt, vocab)
         test = load_split(folder, "test", config.src, config.tgt, vocab)
         for index in pairs:
             if not 0 <= index < len(test):
-                raise ValueError(f"pairs: {index} is not a line of the test split ({len(test)} pairs)")
+                raise ConfigError(f"pairs: {index} is not a line of the test split ({len(test)} pairs)")
         batches = _same_length_batches(train, max_pairs)
         histograms[name] = gate_histograms(model.decoder, batches, _teacher_forced(model))
-        words[name] = [_word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs]
+        words[name] = [
+            _word_gates(model, collate(test.source_ids, test.target_ids, [index])) for index in pairs
+        ]
         labels = [["<s>", *vocab.pieces(test.target_ids[index])] for index in pairs]
-        models[name] = {"checkpoint": str(path), "gate": config.gate, "eval_gate": model.decoder.eval_gate,
-                        "temperature": model.decoder.temperature, "hidden_size": config.hidden_size,
-                        "pairs_read": min(max_pairs, len(train))}
+        state_compression = load_checkpoint(path).get("compression")
+        encoder = model.bidirectional  # every layer has the same gate options
+        models[name] = {
+            "checkpoint": str(path),
+            "signature": str(
+                model_signature(
+                    model,
+                    noise_p=config.noise_p,
+                    seed=config.seed,
+                    data=folder,
+                    split="train",
+                    compression=state_compression,
+                )
+            ),
+            "gate": config.gate,
+            "decoder": config.decoder,
+            "eval_gate": encoder.eval_gate,
+            "temperature": encoder.temperature,
+            "hidden_size": config.hidden_size,
+            "pairs_read": min(max_pairs, len(train)),
+        }
     sentences = [" ".join(label[1:]) for label in labels]
-    signature = {"data": str(folder), "split": "train", "pairs": min(max_pairs, len(train)), "mode": "eval",
-                 "layers": "decoder (layer 0 = first decoder layer)", **describe_environment()}
+    signature = {
+        "data": folder.name,
+        "split": "train",
+        "pairs": min(max_pairs, len(train)),
+        "mode": "eval",
+        "layers": "decoder (a name starting with 0: the first decoder layer)",
+        "layer_names": layer_names,
+        **describe_environment(),
+    }
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     from g2lstm.plots import plot_gate_histograms, plot_gate_words
 
-    plot_gate_histograms(histograms, out / "gate_histograms.png",
-                         f"Decoder gate values over {signature['pairs']:,} training pairs, eval mode\n"
-                         "legend: share in the outer bins [0, 0.1) and [0.9, 1]")
-    table = gate_histogram_table(histograms, {name: info["gate"] for name, info in models.items()})
-    (out / "gate_histograms.md").write_text(
-        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, read "
-        f"with their reference translations in eval mode; layer 0 is the first decoder layer.\n\n{table}"
+    plot_gate_histograms(
+        histograms,
+        out / "gate_histograms.png",
+        f"Decoder gate values over {signature['pairs']:,} training pairs, eval mode\n"
+        "legend: share in the outer bins [0, 0.1) and [0.9, 1]",
+        layer_names,
     )
-    results = {
+    gate_modes = {name: info["gate"] for name, info in models.items()}
+    table = gate_histogram_table(histograms, gate_modes, layer_names)
+    write_file(
+        out / "gate_histograms.md",
+        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, "
+        "read "
+        f"with their reference translations in eval mode; layers named 0... are the first decoder layer. "
+        "Models: "
+        + "; ".join(f"{name}: `{info['signature']}`" for name, info in models.items())
+        + f"\n\n{table}",
+    )
+    results: dict[str, Any] = {
         "signature": signature,
         "models": models,
-        "histograms": {name: [{"layer": h.layer, "gate": h.gate, "shares": h.shares, "outer_share": h.outer_share,
-                               "count": h.count} for h in hists] for name, hists in histograms.items()},
-        "gate_words": {name: [{"sentence": sentence, "tokens": label,
-                               **{f"layer{layer}_{gate}": values for (layer, gate), values in per_word.items()}}
-                              for sentence, label, per_word in zip(sentences, labels, per_sentence)]
-                       for name, per_sentence in words.items()},
+        "histograms": {
+            name: [
+                {
+                    "layer": h.layer,
+                    "name": layer_names[h.layer],
+                    "gate": h.gate,
+                    "shares": h.shares,
+                    "outer_share": h.outer_share,
+                    "count": h.count,
+                }
+                for h in hists
+            ]
+            for name, hists in histograms.items()
+        },
+        "gate_words": {
+            name: [
+                {
+                    "sentence": sentence,
+                    "tokens": label,
+                    **{f"layer{layer}_{gate}": values for (layer, gate), values in per_word.items()},
+                }
+                for sentence, label, per_word in zip(sentences, labels, per_sentence)
+            ]
+            for name, per_sentence in words.items()
+        },
     }
-    (out / "gate_histograms.json").write_text(json.dumps(results, indent=2))
-    first_layer = {name: [{key: values for key, values in per_word.items() if key[0] == 0} for per_word in per_sentence]
-                   for name, per_sentence in words.items()}
-    plot_gate_words(labels, first_layer, out / "gate_words.png",
-                    "First decoder layer: per-word average gate value while reading the reference translation "
-                    "(<s> = start), eval mode")
-    results["files"] = [str(out / name) for name in ("gate_histograms.png", "gate_histograms.md",
-                                                      "gate_histograms.json", "gate_words.png")]
+    write_file(out / "gate_histograms.json", json.dumps(results, indent=2))
+    first = {
+        name: [
+            {key: values for key, values in per_word.items() if key[0] in first_layer}
+            for per_word in per_sentence
+        ]
+        for name, per_sentence in words.items()
+    }
+    plot_gate_words(
+        labels,
+        first,
+        out / "gate_words.png",
+        "First decoder layer: per-word average gate value while reading the reference translation "
+        "(<s> = start), eval mode",
+        layer_names,
+    )
+    results["files"] = [
+        str(out / name)
+        for name in ("gate_histograms.png", "gate_histograms.md", "gate_histograms.json", "gate_words.png")
+    ]
     return results

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from g2lstm.errors import ConfigError
 from g2lstm.mt.bpe import BOS, EOS, PAD
 from g2lstm.mt.model import AttentionSeq2Seq
 
@@ -44,9 +45,9 @@ def beam_search(
     first for deterministic gates and no dropout).
     """
     if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        raise ConfigError(f"beam_size must be >= 1, got {beam_size}")
     if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+        raise ConfigError(f"max_length must be >= 1, got {max_length}")
     sentences, width = source.shape[1], beam_size
     rows = torch.arange(sentences, device=source.device).repeat_interleave(width)  # beam row -> sentence
     encoded = model.encode(source, lengths)

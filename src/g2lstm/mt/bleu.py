@@ -53,7 +53,9 @@ def corpus_bleu(
     from sacrebleu.metrics import BLEU
 
     if len(hypotheses) != len(references):
-        raise ValueError(f"got {len(hypotheses)} hypotheses for {len(references)} references; give one per line")
+        raise ValueError(
+            f"got {len(hypotheses)} hypotheses for {len(references)} references; give one per line"
+        )
     if raw_references is not None and len(raw_references) != len(references):
         raise ValueError(f"got {len(raw_references)} raw references for {len(references)} references")
     tokenized = BLEU(tokenize="none", lowercase=True, force=True)  # tokenized on purpose: no warning

@@ -73,10 +73,11 @@ class SubwordVocabulary:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as a sentencepiece ``.model`` file."""
+        from g2lstm.train.storage import make_output_folder, write_file
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.model_proto)
-        return path
+        make_output_folder(path.parent)
+        return write_file(path, self.model_proto)
 
     def __len__(self) -> int:
         return self._processor.get_piece_size()

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from g2lstm.gates import check_temperature
 from g2lstm.mt.model import TranslationModelSpec
+from g2lstm.train import checkpoint_config
 
-__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS"]
+__all__ = ["MTConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "MAX_BEAM_SIZE", "RESUMABLE_KEYS", "saved_config"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "mt"
 
 # Keys that define the model and its vocabulary: on resume and at evaluation they come from the checkpoint.
 ARCHITECTURE_KEYS = ("src", "tgt", "bpe_size", "emb_size", "hidden_size", "encoder_layers", "decoder_layers",
-                     "tie_embeddings")
+                     "tie_embeddings", "decoder")
+# Keys a resumed run may change: how long it goes on, how often it logs and saves, and where it computes.
+# Any other difference from the run's config stops the resume (g2lstm.train.check_resume).
+RESUMABLE_KEYS = ("epochs", "max_steps", "log_interval", "checkpoint_minutes", "device")
+# Beam search keeps batch x beam hypotheses and scores each over the whole vocabulary; wider beams than
+# this need gigabytes and rarely translate better.
+MAX_BEAM_SIZE = 256
 
 
 @dataclass
@@ -39,6 +48,9 @@ class MTConfig:
     decoder_layers: int = 2
     dropout: float = 0.2
     tie_embeddings: bool = False
+    # "conditional": the attention context enters the first decoder layer's gates (the paper's, dl4mt's
+    # conditional LSTM); "attention-on-top": attention over the decoder's outputs (see g2lstm.mt.model)
+    decoder: Literal["conditional", "attention-on-top"] = "conditional"
     # optimisation
     optimizer: Literal["adadelta", "adam"] = "adadelta"
     lr: float = 1.0
@@ -80,8 +92,11 @@ class MTConfig:
         for name in ("lr", "clip", "max_output_ratio", "checkpoint_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature is not None:
+            check_temperature(self.temperature)
+        for name in ("beam_size", "valid_beam_size"):
+            if getattr(self, name) > MAX_BEAM_SIZE:
+                raise ValueError(f"{name} must be <= {MAX_BEAM_SIZE}, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 when given, got {self.max_steps}")
         if self.tie_embeddings and self.emb_size != self.hidden_size:
@@ -95,3 +110,13 @@ class MTConfig:
     def max_output_length(self, source_length: int) -> int:
         """The most sub-words (EOS included) a translation of a ``source_length``-long source may have."""
         return min(int(self.max_output_ratio * source_length) + 10, self.max_output_tokens)
+
+
+def saved_config(state: Mapping[str, Any], source: str | Path) -> MTConfig:
+    """The config saved in the translation checkpoint ``state``, checked as
+    :func:`g2lstm.train.checkpoint_config` does; one saved before the ``decoder`` key existed (issue 18) holds
+    the attention-on-top decoder, the only one there was."""
+    stored = state.get("config")
+    if isinstance(stored, Mapping) and "decoder" not in stored:
+        state = {**state, "config": {"decoder": "attention-on-top", **stored}}
+    return checkpoint_config(MTConfig, state, source)

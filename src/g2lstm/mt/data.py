@@ -21,16 +21,30 @@ import torch
 from torch import Tensor
 
 from g2lstm.data import find_dataset
+from g2lstm.errors import ConfigError, DataError, MissingFileError
 from g2lstm.mt.bpe import BOS, EOS, PAD, SubwordVocabulary
 
-__all__ = ["SPLITS", "Batch", "ParallelCorpusError", "ParallelSplit", "SplitFiles", "batch_indices", "collate",
-           "find_corpus_folder", "find_split", "load_split", "read_parallel", "read_references"]
+__all__ = [
+    "SPLITS",
+    "Batch",
+    "ParallelCorpusError",
+    "ParallelSplit",
+    "SplitFiles",
+    "batch_indices",
+    "collate",
+    "split_lines",
+    "find_corpus_folder",
+    "find_split",
+    "load_split",
+    "read_parallel",
+    "read_references",
+]
 
 SPLITS = ("train", "valid", "test")
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val", "dev"), "test": ("test", "test_2016_flickr")}
 
 
-class ParallelCorpusError(ValueError):
+class ParallelCorpusError(DataError):
     """A parallel corpus that cannot be used as it is; the message names the file and the fix."""
 
 
@@ -51,7 +65,7 @@ def find_corpus_folder(data: str | Path | None, dataset: str) -> Path:
         return find_dataset(dataset)
     folder = Path(data).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"data folder {folder} does not exist (or is not a folder); pass the folder "
+        raise MissingFileError(f"data folder {folder} does not exist (or is not a folder); pass the folder "
                                 f"holding the {{split}}.{{lang}} files")
     nested = folder / dataset
     return nested if nested.is_dir() and not _has_train(folder) else folder
@@ -64,7 +78,7 @@ def _has_train(folder: Path) -> bool:
 def find_split(folder: Path, split: str, src: str, tgt: str) -> SplitFiles:
     """The files of ``split`` (``"train"``, ``"valid"``, ``"test"``) for the pair ``src`` -> ``tgt``."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     tried = []
     for name in SPLIT_NAMES[split]:
         candidates = [(folder / "tok", f"{name}.lc.norm.tok"), (folder, name)]
@@ -76,9 +90,9 @@ def find_split(folder: Path, split: str, src: str, tgt: str) -> SplitFiles:
                 return SplitFiles(source, target, raw if raw is not None and raw.is_file() else None)
             if source.is_file() != target.is_file():
                 missing = target if source.is_file() else source
-                raise FileNotFoundError(f"{missing} is missing: the {split} split needs both "
+                raise MissingFileError(f"{missing} is missing: the {split} split needs both "
                                         f"{source.name} and {target.name}")
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no {split} split for {src}->{tgt} in {folder}: looked for {', '.join(tried)} (and the same for "
         f".{tgt}); pass --data with a folder of {{split}}.{{lang}} files, or check --src/--tgt"
     )
@@ -96,6 +110,29 @@ def _read_lines(path: Path) -> list[str]:
     if not any(line.strip() for line in lines):
         raise ParallelCorpusError(f"{path} is empty; a split needs one sentence per line")
     return [line.replace("@@ ", "").removesuffix("@@").strip() for line in lines]
+
+
+def split_lines(data: bytes, source: str) -> list[str]:
+    """The lines of UTF-8 text ``data`` (read from ``source``, e.g. standard input): split on ``\\n`` only, a
+    ``\\r`` before it dropped, no empty last line after a final newline. Form feeds, NEL, U+2028 and the like
+    stay inside their line, so that N lines in give N translations out, in line with their sources.
+
+    Raises:
+        DataError: a line is not valid UTF-8; the message gives its number.
+    """
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    decoded = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            decoded.append(line.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{source} line {number} is not valid UTF-8 ({error.reason} at byte {error.start + 1} "
+                f"of the line); convert the text to UTF-8"
+            ) from None
+    return decoded
 
 
 def read_parallel(files: SplitFiles) -> tuple[list[str], list[str]]:
@@ -141,7 +178,9 @@ def _pad(sequences: Sequence[list[int]]) -> Tensor:
     return torch.tensor([s + [PAD] * (width - len(s)) for s in sequences], dtype=torch.long).t().contiguous()
 
 
-def collate(sources: Sequence[list[int]], targets: Sequence[list[int]] | None, indices: Sequence[int]) -> Batch:
+def collate(
+    sources: Sequence[list[int]], targets: Sequence[list[int]] | None, indices: Sequence[int]
+) -> Batch:
     """The :class:`Batch` of the pairs at ``indices`` (``targets`` None: source only, empty targets)."""
     source = [sources[i] + [EOS] for i in indices]
     target = [targets[i] for i in indices] if targets is not None else [[] for _ in indices]
@@ -154,7 +193,9 @@ def collate(sources: Sequence[list[int]], targets: Sequence[list[int]] | None, i
     )
 
 
-def batch_indices(lengths: Sequence[tuple[int, int]], batch_size: int, seed: int | None = None) -> list[list[int]]:
+def batch_indices(
+    lengths: Sequence[tuple[int, int]], batch_size: int, seed: int | None = None
+) -> list[list[int]]:
     """Groups of ``batch_size`` pair indices of similar (source, target) length, so little is padding.
 
     With ``seed``, pairs of equal lengths are ordered at random (the same for every epoch of one seed);

@@ -11,35 +11,101 @@ import torch
 import torch.nn.functional as F
 
 from g2lstm.compress import restore_compressed
+from g2lstm.errors import CheckpointError
+from g2lstm.gates import set_eval_gate
 from g2lstm.mt.beam import beam_search
 from g2lstm.mt.bleu import corpus_bleu, detokenize
-from g2lstm.mt.bpe import PAD, SubwordVocabulary
-from g2lstm.mt.config import MTConfig
+from g2lstm.mt.bpe import EOS, PAD, SubwordVocabulary
+from g2lstm.mt.config import MTConfig, saved_config
 from g2lstm.mt.data import ParallelSplit, batch_indices, collate, find_corpus_folder, load_split
 from g2lstm.mt.model import AttentionSeq2Seq
-from g2lstm.train import config_from_dict, describe_environment, load_checkpoint
+from g2lstm.signature import model_signature
+from g2lstm.train import (
+    check_layer_count,
+    load_checkpoint,
+    require_entries,
+    restore_model,
+    write_file,
+)
 
-__all__ = ["RECIPE", "evaluate_checkpoint", "evaluate_split", "is_translation_checkpoint", "load_model",
-           "translate_ids", "translate_lines", "validation_loss"]
+__all__ = [
+    "MODEL_ENTRIES",
+    "RECIPE",
+    "check_layers",
+    "checkpoint_bpe",
+    "evaluate_checkpoint",
+    "evaluate_split",
+    "is_translation_checkpoint",
+    "load_model",
+    "translate_ids",
+    "translate_lines",
+    "validation_loss",
+]
 
 RECIPE = "translation"  # the "recipe" entry of every translation checkpoint
+MODEL_ENTRIES = ("recipe", "config", "bpe", "model")  # what evaluating a saved translation model needs
 
 
 def is_translation_checkpoint(checkpoint: dict[str, Any]) -> bool:
     return checkpoint.get("recipe") == RECIPE
 
 
-def load_model(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[AttentionSeq2Seq, MTConfig, SubwordVocabulary]:
-    """Rebuild the model of a checkpoint (its config, BPE vocabulary and any compression travel with it)."""
+def checkpoint_bpe(checkpoint: dict[str, Any], source: str | Path) -> SubwordVocabulary:
+    """The BPE vocabulary stored in a translation checkpoint, refused unless it parses."""
+    stored = checkpoint["bpe"]
+    if not (isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8 and stored.dim() == 1):
+        raise CheckpointError(
+            f"checkpoint {source}: its BPE model must be a 1-D uint8 tensor, got "
+            f"{getattr(stored, 'dtype', type(stored).__name__)} {list(getattr(stored, 'shape', []))}"
+        )
+    try:
+        vocab = SubwordVocabulary.from_tensor(stored)
+    except (
+        RuntimeError,
+        ValueError,
+    ) as error:  # sentencepiece reports a model it cannot parse as RuntimeError
+        raise CheckpointError(
+            f"checkpoint {source}: its BPE model does not parse ({' '.join(str(error).split())})"
+        ) from None
+    if len(vocab) <= EOS:
+        raise CheckpointError(f"checkpoint {source}: its BPE model has {len(vocab)} pieces, fewer than the "
+                              f"{EOS + 1} reserved ids")
+    return vocab
+
+
+def check_layers(config: MTConfig, weights: Any, source: str | Path) -> None:
+    """Refuse weights whose stacked encoder or decoder layers are not as many as ``config`` says."""
+    encoder = config.encoder_layers - 1  # above the bidirectional first layer
+    check_layer_count(weights, r"encoder\.bias_ih_l(\d+)", encoder, "stacked encoder", source)
+    if config.decoder == "conditional":  # its first layer is two G2LSTMs, the others one stacked G2LSTM
+        upper = config.decoder_layers - 1
+        check_layer_count(weights, r"decoder\.upper\.bias_ih_l(\d+)", upper, "stacked upper decoder", source)
+    else:
+        layers = config.decoder_layers
+        check_layer_count(weights, r"decoder\.bias_ih_l(\d+)", layers, "stacked decoder", source)
+
+
+def load_model(
+    checkpoint: dict[str, Any], device: str = "cpu", *, source: str | Path = "(in memory)"
+) -> tuple[AttentionSeq2Seq, MTConfig, SubwordVocabulary]:
+    """Rebuild the model of a checkpoint read from ``source`` (its config, BPE vocabulary and any compression
+    travel with it), every part checked before the model is allocated."""
     if not is_translation_checkpoint(checkpoint):
-        raise ValueError("this checkpoint is not a translation model (g2lstm mt train writes those); "
-                         "language models are read by g2lstm lm eval")
-    config = config_from_dict(MTConfig, checkpoint["config"])
-    vocab = SubwordVocabulary.from_tensor(checkpoint["bpe"])
-    model = AttentionSeq2Seq(config.model_spec(len(vocab)))
-    restore_compressed(model, checkpoint.get("compression"))
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), config, vocab
+        raise CheckpointError(
+            f"checkpoint {source} is not a translation model (g2lstm mt train writes those); "
+            f"language models are read by g2lstm lm eval"
+        )
+    require_entries(checkpoint, MODEL_ENTRIES, source, "a translation model")
+    config = saved_config(checkpoint, source)
+    vocab = checkpoint_bpe(checkpoint, source)
+    check_layers(config, checkpoint["model"], source)
+
+    def build() -> AttentionSeq2Seq:
+        model = AttentionSeq2Seq(config.model_spec(len(vocab)))
+        restore_compressed(model, checkpoint.get("compression"))
+        return model
+
+    return restore_model(build, checkpoint["model"], source, device).eval(), config, vocab
 
 
 @torch.no_grad()
@@ -144,19 +210,16 @@ def evaluate_checkpoint(
     ``output``: also write the translations there, one per line (tokenized, as scored by ``bleu``).
     """
     state = load_checkpoint(checkpoint)
-    model, config, vocab = load_model(state, device)
+    model, config, vocab = load_model(state, device, source=checkpoint)
     if eval_gate is not None:
-        model.set_eval_gate(eval_gate)
+        set_eval_gate(model, eval_gate)
     folder = find_corpus_folder(data, config.dataset)
     loaded = load_split(folder, split, config.src, config.tgt, vocab)
     metrics, hypotheses = evaluate_split(model, config, vocab, loaded, beam_size=beam_size, device=device)
     if output is not None:
-        Path(output).write_text("".join(line + "\n" for line in hypotheses), encoding="utf-8")
-    environment = describe_environment(config.seed)
-    signature = {"data": str(loaded.files.source.parent), "split": split, "sentences": len(loaded),
-                 "gate": config.gate, "eval_gate": model.bidirectional.eval_gate,
-                 "temperature": model.bidirectional.temperature, "noise_p": config.noise_p,
-                 "beam": beam_size or config.beam_size, "length_penalty": config.length_penalty,
-                 "compression": state.get("compression"), "seed": config.seed,
-                 "g2lstm": environment["g2lstm_version"], "commit": environment["git_commit"]}
-    return {"split": split, **metrics, "signature": signature}
+        write_file(output, "".join(line + "\n" for line in hypotheses))
+    signature = model_signature(model, noise_p=config.noise_p, seed=config.seed, data=folder, split=split,
+                                compression=state.get("compression"))
+    decoding = {"beam": beam_size or config.beam_size, "length_penalty": config.length_penalty,
+                "sentences": len(loaded)}
+    return {"split": split, **metrics, "signature": str(signature), "decoding": decoding}

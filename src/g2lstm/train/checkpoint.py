@@ -4,6 +4,11 @@ A checkpoint is a dict of tensors and plain Python values written by ``torch.sav
 ``torch.load(weights_only=True)``: loading never runs code from the file. Writes go to a temporary file in the
 same folder, reach the disk (``fsync``) and then replace the old checkpoint in one step (``os.replace``), so a
 run killed while saving leaves the previous checkpoint intact.
+
+Reading one is checked in two steps: :func:`load_checkpoint` refuses files that are damaged or foreign, and
+the recipes' loaders use :func:`require_entries`, :func:`checkpoint_config` and :func:`restore_model` to
+refuse a well-formed file whose contents do not fit together (a missing entry, a config that does not match
+the stored tensors, non-finite weights) before any model is allocated.
 """
 
 from __future__ import annotations
@@ -13,29 +18,36 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+from g2lstm.errors import CheckpointError, MissingFileError
+from g2lstm.train.storage import storage_error
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "CheckpointPaths",
+    "check_layer_count",
+    "checkpoint_config",
     "load_checkpoint",
+    "require_entries",
+    "restore_model",
     "save_checkpoint",
 ]
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+ConfigT = TypeVar("ConfigT")
 
 CHECKPOINT_FORMAT = "g2lstm-checkpoint"
 CHECKPOINT_VERSION = 1
 _MARKER_KEYS = ("format", "version")
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable g2lstm checkpoint; the message names the file and what is wrong."""
 
 
 class CheckpointPaths:
@@ -66,6 +78,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     Raises:
         TypeError: ``state`` holds another kind of object; the message gives its key path.
         ValueError: ``state`` uses one of the reserved keys ``"format"`` and ``"version"``.
+        StorageError: the file cannot be written (disk full, read-only folder, ...); an earlier checkpoint
+            at ``path`` is left as it was.
     """
     if not isinstance(state, dict):
         raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
@@ -74,18 +88,21 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         raise ValueError(f"checkpoint state uses the reserved keys {reserved}; rename them")
     _check_plain(state, "state")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
             torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except (OSError, RuntimeError) as error:  # torch's writer reports a full disk as a RuntimeError
+        _remove_quietly(temporary)
+        raise storage_error(f"cannot write checkpoint {path}", path, error) from error
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _remove_quietly(temporary)
         raise
-    _fsync_directory(path.parent)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -99,7 +116,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     damaged = f"checkpoint {path} is damaged or truncated"
     fix = "use another checkpoint (e.g. best.pt)"
     with open(path, "rb") as file:
@@ -140,6 +157,124 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
             f"{CHECKPOINT_VERSION}; use the g2lstm release that wrote it"
         )
     return {key: value for key, value in data.items() if key not in _MARKER_KEYS}
+
+
+def require_entries(
+    state: Mapping[str, Any], keys: Iterable[str], source: str | Path, use: str, *, trains: bool = False
+) -> None:
+    """Refuse a checkpoint ``state`` (read from ``source``) that lacks one of ``keys``, which ``use`` needs.
+
+    With ``trains`` (``use`` trains the model further), a compressed model is refused as well: compressed
+    checkpoints are for evaluation.
+    """
+    if trains and state.get("compression") is not None:
+        raise CheckpointError(
+            f"checkpoint {source} holds a compressed model, which {use} cannot train from (compressed "
+            f"checkpoints are for evaluation); give the uncompressed checkpoint it was made from"
+        )
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {source} lacks {', '.join(missing)}, which {use} needs; it holds "
+            f"{', '.join(sorted(state)) or 'nothing'}. Use a checkpoint written by g2lstm's training for that"
+        )
+
+
+def checkpoint_config(cls: type[ConfigT], state: Mapping[str, Any], source: str | Path) -> ConfigT:
+    """The recipe config ``cls`` stored in ``state["config"]``, every key and value checked."""
+    from g2lstm.train.config import config_from_dict
+
+    stored = state.get("config")
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"checkpoint {source} has no config dict (found {type(stored).__name__}); "
+                              f"use a checkpoint written by g2lstm")
+    try:
+        return config_from_dict(cls, stored, source=f"checkpoint {source}")
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {source} holds a config g2lstm cannot use: {error}") from None
+
+
+def check_layer_count(weights: Any, pattern: str, expected: int, what: str, source: str | Path) -> None:
+    """Refuse a checkpoint whose config says ``expected`` layers of ``what`` while its weights hold another
+    number: the keys of ``weights`` matching ``pattern`` (a regular expression whose first group is the layer
+    index) count them. Cheap, so it runs before :func:`restore_model`, which would spend a long time (and
+    the memory of a million module objects) building even on the meta device what such a config claims."""
+    if not isinstance(weights, Mapping):
+        return  # restore_model says what is wrong with it
+    found = {
+        match.group(1) for key in weights if isinstance(key, str) and (match := re.fullmatch(pattern, key))
+    }
+    if len(found) != expected:
+        raise CheckpointError(
+            f"checkpoint {source}: its config says {expected} {what} layer(s), its weights hold "
+            f"{len(found)}; the file's config and weights do not belong together"
+        )
+
+
+def restore_model(
+    build: Callable[[], ModuleT], state_dict: Any, source: str | Path, device: str | torch.device = "cpu"
+) -> ModuleT:
+    """The module ``build()`` makes, with the weights ``state_dict`` read from checkpoint ``source``.
+
+    ``build`` makes the module the checkpoint's config describes (compressed layout included). It runs
+    first on the ``meta`` device, which allocates nothing, so that a state dict whose entries, shapes or
+    dtypes differ from that module is refused before any memory is spent on it (a config claiming a huge
+    model next to small weights); non-finite weights are refused too. Only then is the module built for
+    real and loaded.
+
+    Raises:
+        CheckpointError: ``build`` refuses the checkpoint's settings, or ``state_dict`` does not fit.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = build()
+    except (TypeError, ValueError) as error:  # the config's values, read from the file, do not make a model
+        raise CheckpointError(f"checkpoint {source} describes a model g2lstm cannot build: {error}") from None
+    _check_state_dict(skeleton.state_dict(), state_dict, source)
+    module = build()
+    module.load_state_dict(state_dict)
+    return module.to(device)
+
+
+def _check_state_dict(expected: Mapping[str, torch.Tensor], stored: Any, source: str | Path) -> None:
+    """Refuse ``stored`` unless it has exactly ``expected``'s entries, each a finite tensor of the same
+    shape and dtype."""
+    where = f"checkpoint {source}"
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"{where} holds no model weights (found {type(stored).__name__})")
+    missing = [key for key in expected if key not in stored]
+    extra = [key for key in stored if key not in expected]
+    if missing or extra:
+        listed = [
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(extra[:5])}" if extra else "",
+        ]
+        raise CheckpointError(
+            f"{where} holds weights of another model than its config describes "
+            f"({'; '.join(filter(None, listed))})"
+        )
+    for key, reference in expected.items():
+        value = stored[key]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{where}: weight {key} is a {type(value).__name__}, not a tensor")
+        if value.shape != reference.shape or value.dtype != reference.dtype:
+            raise CheckpointError(
+                f"{where}: weight {key} is {value.dtype} {list(value.shape)}, but the config describes "
+                f"{reference.dtype} {list(reference.shape)}; the file's config and weights do not belong "
+                "together"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"{where}: weight {key} holds NaN or infinite values (a diverged run); use an earlier "
+                f"checkpoint, e.g. best.pt"
+            )
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # e.g. a read-only folder, where the file was never created either
+        pass
 
 
 def _temporary_path(path: Path) -> Path:

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from g2lstm.errors import ConfigError, MissingFileError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -33,13 +35,10 @@ __all__ = [
     "list_presets",
     "load_config",
     "parse_overrides",
+    "preset_descriptions",
 ]
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A preset, override or saved config that does not fit its config class; the message ends with a fix."""
 
 
 def load_config(
@@ -65,7 +64,7 @@ def load_config(
     Raises:
         ConfigError: an unknown preset name, invalid TOML, an unknown key, a value of the wrong type or out
             of its choices, a missing required key, or a failed ``validate``.
-        FileNotFoundError: ``preset`` is a path and the file does not exist.
+        MissingFileError: ``preset`` is a path and the file does not exist.
     """
     _check_dataclass(cls)
     path = _preset_path(preset, preset_dir)
@@ -73,9 +72,11 @@ def load_config(
         with open(path, "rb") as file:
             data = tomllib.load(file)
     except FileNotFoundError:
-        raise FileNotFoundError(f"preset file {path} does not exist") from None
+        raise MissingFileError(f"preset file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"preset file {path} is not valid TOML: {error}; fix its syntax") from None
+    except (OSError, UnicodeDecodeError) as error:  # a folder, unreadable, or not text
+        raise ConfigError(f"preset file {path} cannot be read ({error}); give a .toml file") from None
     values = _convert_all(cls, data, f"preset {path}", parse=False)
     values.update(_convert_all(cls, overrides or {}, "overrides", parse=True))
     return _build(cls, values, f"preset {path}")
@@ -84,7 +85,8 @@ def load_config(
 def apply_overrides(config: T, overrides: Mapping[str, str | object]) -> T:
     """A copy of ``config`` with ``overrides`` applied, parsed and checked as in :func:`load_config`."""
     _check_dataclass(config, instance=True)
-    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config) if field.init}
+    fields = dataclasses.fields(config)  # type: ignore[arg-type]  # checked to be a dataclass just above
+    values = {field.name: getattr(config, field.name) for field in fields if field.init}
     values.update(_convert_all(type(config), overrides, "overrides", parse=True))
     return _build(type(config), values, "overrides")
 
@@ -110,8 +112,24 @@ def list_presets(preset_dir: Path | str) -> list[str]:
     """The preset names in ``preset_dir`` (its ``*.toml`` files without the suffix), sorted."""
     directory = Path(preset_dir)
     if not directory.is_dir():
-        raise FileNotFoundError(f"preset folder {directory} does not exist")
+        raise MissingFileError(f"preset folder {directory} does not exist")
     return sorted(path.stem for path in directory.glob("*.toml"))
+
+
+def preset_descriptions(preset_dir: Path | str) -> dict[str, str]:
+    """Each preset of ``preset_dir`` with a one-line description: the first sentence of the comment that
+    opens its file (up to a colon, when that sentence is long)."""
+    descriptions = {}
+    for name in list_presets(preset_dir):
+        lines = (Path(preset_dir) / f"{name}.toml").read_text(encoding="utf-8").splitlines()
+        comment = []
+        for line in lines:
+            if not line.startswith("#") or not line.strip("# "):
+                break
+            comment.append(line.lstrip("# ").strip())
+        sentence = " ".join(comment).split(". ")[0].rstrip(".")
+        descriptions[name] = sentence.split(": ")[0] if len(sentence) > 100 else sentence
+    return descriptions
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

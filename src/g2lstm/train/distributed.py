@@ -28,14 +28,17 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from g2lstm.errors import ConfigError
+
 __all__ = [
     "DistributedContext",
     "all_reduce_mean",
     "any_rank",
+    "any_ranks",
     "broadcast_module",
     "cleanup",
     "init_distributed",
-    "unwrap_model",
+    "require_device",
 ]
 
 
@@ -67,6 +70,22 @@ class DistributedContext:
         return gathered
 
 
+def require_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, refused with a :class:`~g2lstm.errors.ConfigError` when it is not a
+    device name or this machine lacks it (no CUDA, or fewer GPUs than its index)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"device {device!r} is not a torch device ({error}); e.g. cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(parsed.type, False):
+        raise ConfigError(f"device {device!r} is not available here; use --device cpu or one it has")
+    gpus = torch.cuda.device_count()
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= gpus:
+        raise ConfigError(f"device {device!r} does not exist: this machine has {gpus} GPU(s)")
+    return parsed
+
+
 def init_distributed(device: str | torch.device) -> DistributedContext:
     """Join the process group when started by torchrun, else describe a single process on ``device``.
 
@@ -74,7 +93,7 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     backend; any other device uses gloo. The rendezvous address comes from torchrun's ``MASTER_ADDR`` and
     ``MASTER_PORT``.
     """
-    device = torch.device(device)
+    device = require_device(device)
     if "RANK" not in os.environ:
         return DistributedContext(False, 0, 0, 1, device)
     rank, local_rank, world_size = (_environment_int(name) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
@@ -107,12 +126,17 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
 
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is set on any rank; e.g. a stop request, so that every rank stops at the same step."""
+    return any_ranks(flag)[0]
+
+
+def any_ranks(*flags: bool) -> tuple[bool, ...]:
+    """For each of ``flags``, whether it is set on any rank, in one collective call."""
     if not _distributed():
-        return bool(flag)
+        return tuple(bool(flag) for flag in flags)
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    values = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return tuple(bool(value) for value in values.tolist())
 
 
 @torch.no_grad()
@@ -124,13 +148,6 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(tensor.data, src=src)
-
-
-def unwrap_model(module: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel`` (whose state_dict checkpoints store), else ``module``."""
-    if isinstance(module, nn.parallel.DistributedDataParallel):
-        return module.module
-    return module
 
 
 def _distributed() -> bool:

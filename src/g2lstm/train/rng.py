@@ -32,7 +32,8 @@ def seed_all(seed: int) -> None:
 def rng_state() -> dict[str, Any]:
     """The states of all generators, as tensors and plain values; :func:`set_rng_state` restores them."""
     version, internal, gauss_next = random.getstate()
-    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    keys = np.asarray(keys)  # the legacy state's key array (numpy's stubs also allow a str here)
     return {
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
         "numpy": {

@@ -9,34 +9,85 @@
       log.txt            the messages shown to the user, time-stamped
       tensorboard/       the same scalars, when the tensorboard package is installed
       last.pt, best.pt   checkpoints (g2lstm.train.checkpoint)
+      .lock              holds the PID of the process writing the folder (see lock_run_folder)
+
+One process writes a run folder at a time: :func:`lock_run_folder` takes an exclusive advisory lock
+(``fcntl.flock``) on ``.lock`` for as long as a run writes, and a second writer stops at once with an error
+naming the holder. The kernel drops the lock when its process ends, however it ends, so the lock of a killed
+run never blocks its resume. Every write that fails (disk full, read-only folder, a file where the folder
+should be) raises :class:`~g2lstm.errors.StorageError` naming the path.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-__all__ = ["RunLog", "describe_environment", "read_metrics"]
+from g2lstm.errors import DataError, MissingFileError, RunFolderBusy
+from g2lstm.train.storage import make_output_folder, storage_error, write_file
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so run folders go unguarded there
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["RunLog", "describe_environment", "git_commit", "lock_run_folder", "read_metrics", "run_names"]
 
 _METRICS = "metrics.jsonl"
+_LOCK = ".lock"
+
+
+@contextmanager
+def lock_run_folder(run_dir: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of ``run_dir`` (created if missing) for the block; yields the folder.
+
+    Raises:
+        RunFolderBusy: another process holds the lock; the message names its PID.
+        StorageError: the folder or its lock file cannot be created.
+    """
+    run_dir = make_output_folder(run_dir)
+    path = run_dir / _LOCK
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise storage_error(f"cannot create the lock file {path}", path, error) from error
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise storage_error(f"cannot lock {path}", path, error) from error
+                holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+                raise RunFolderBusy(
+                    f"run folder {run_dir} is being written by process {holder} (it holds {path}); wait for "
+                    f"it to finish or stop it (kill {holder}), or choose another output folder"
+                ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield run_dir
+    finally:
+        os.close(descriptor)  # releases the lock; the file stays, as deleting it would race a new writer
 
 
 def describe_environment(seed: int | None = None) -> dict[str, Any]:
     """What a reported number depends on besides the config: versions, platform, command line and commit."""
     from g2lstm import __version__
 
-    commit, dirty = _git_commit()
+    commit, dirty = git_commit()
     return {
         "g2lstm_version": __version__,
         "torch_version": torch.__version__,
@@ -55,7 +106,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The lines of ``run_dir/metrics.jsonl`` as dicts; a torn last line (a killed writer's) is skipped."""
     path = Path(run_dir) / _METRICS
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a run folder?")
+        raise MissingFileError(f"{path} does not exist; is {run_dir} a run folder?")
     return _read_lines(path)
 
 
@@ -64,8 +115,9 @@ class RunLog:
 
     Args:
         run_dir: The folder, created when missing. A resumed run passes the same folder: metrics are appended
-            to the same file (call :meth:`truncate` with the checkpoint's line count and step first), ``config.json``
-            is rewritten and the earlier starts are kept in ``environment.json`` under ``"earlier_starts"``.
+            to the same file (call :meth:`truncate` with the checkpoint's line count and step first),
+            ``config.json`` is rewritten and the earlier starts are kept in ``environment.json`` under
+            ``"earlier_starts"``.
         enabled: ``False`` makes every method do nothing, so that only rank 0 of a distributed run writes.
         tensorboard: Also write scalars for TensorBoard when ``torch.utils.tensorboard`` imports.
 
@@ -85,23 +137,40 @@ class RunLog:
         self._purge_step: int | None = None
         self._lines = 0
         if self.enabled:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            make_output_folder(self.run_dir)
             self._drop_torn_line()
             if self.metrics_path.is_file():
                 self._lines = len(self.metrics_path.read_text(encoding="utf-8").splitlines())
 
-    def write_config(self, config: Mapping[str, Any], *, seed: int | None = None) -> None:
+    def write_config(
+        self,
+        config: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        resumed_at_step: int | None = None,
+        changes: Mapping[str, tuple[Any, Any]] | None = None,
+    ) -> None:
         """Write ``config.json`` (the resolved config as plain values, e.g. from ``config_to_dict``) and
-        ``environment.json`` (:func:`describe_environment` with ``seed``); call once at each start."""
+        ``environment.json`` (:func:`describe_environment` with ``seed``); call once at each start.
+
+        A resumed run passes the step it resumes at and the settings it changes (``{key: (old, new)}``, only
+        those that may change on resume): ``environment.json`` records them with this start, so that the
+        record says from which step each value applied."""
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping of plain values, got {type(config).__name__}")
         if not self.enabled:
             return
         _write_json(self.run_dir / "config.json", dict(config))
         environment = describe_environment(seed)
+        if resumed_at_step is not None:
+            environment["resumed_at_step"] = resumed_at_step
+            environment["changed_on_resume"] = {key: list(values) for key, values in (changes or {}).items()}
         previous = self.run_dir / "environment.json"
         if previous.is_file():
-            earlier = json.loads(previous.read_text(encoding="utf-8"))
+            try:
+                earlier = json.loads(previous.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise DataError(f"{previous} is not valid JSON ({error}); fix or delete it") from None
             environment["earlier_starts"] = earlier.pop("earlier_starts", []) + [earlier]
         _write_json(previous, environment)
 
@@ -111,8 +180,7 @@ class RunLog:
             return
         tqdm.write(text, file=sys.stdout)
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        with open(self.run_dir / "log.txt", "a", encoding="utf-8") as file:
-            file.write(f"{stamp} {text}\n")
+        _append(self.run_dir / "log.txt", f"{stamp} {text}\n")
 
     @property
     def metrics_path(self) -> Path:
@@ -138,8 +206,7 @@ class RunLog:
                     f"log value {key} must be a number, string, bool or None, got {type(value).__name__}"
                 )
             record[key] = value
-        with open(self.metrics_path, "a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
+        _append(self.metrics_path, json.dumps(record) + "\n")
         self._lines += 1
         writer = self._tensorboard_writer()
         if writer is not None:
@@ -168,7 +235,7 @@ class RunLog:
         if not self.metrics_path.is_file() or lines >= self._lines:
             return
         kept = self.metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
-        _write_atomic(self.metrics_path, "".join(kept))
+        write_file(self.metrics_path, "".join(kept))
         self._lines = lines
 
     def close(self) -> None:
@@ -188,7 +255,7 @@ class RunLog:
         if self.metrics_path.is_file():
             text = self.metrics_path.read_text(encoding="utf-8")
             if text and not text.endswith("\n"):
-                _write_atomic(self.metrics_path, text[: text.rfind("\n") + 1])
+                write_file(self.metrics_path, text[: text.rfind("\n") + 1])
 
     def _tensorboard_writer(self) -> Any:
         if self._writer is None and self._tensorboard:
@@ -206,7 +273,7 @@ def _open_tensorboard(log_dir: Path, purge_step: int | None) -> Any:
     return SummaryWriter(str(log_dir), purge_step=purge_step)
 
 
-def _git_commit() -> tuple[str | None, bool | None]:
+def git_commit() -> tuple[str | None, bool | None]:
     """The commit of the source tree g2lstm is imported from, and whether it has uncommitted changes."""
     source = Path(__file__).resolve().parent
     try:
@@ -240,22 +307,22 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    _write_atomic(path, json.dumps(value, indent=2) + "\n")
+    write_file(path, json.dumps(value, indent=2) + "\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+def _append(path: Path, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise storage_error(f"cannot write {path}", path, error) from error
 
 
 def run_names(checkpoints: Sequence[str | Path]) -> list[str]:
     """Short names for checkpoints in tables and legends: each one's run folder (``finetune/`` belongs to its
     run), with as many parent folders as it takes to tell them apart; the paths as given when two
-    checkpoints share a run folder. ``runs/g2/finetune/best.pt``, ``runs/lstm/best.pt`` -> ``g2``, ``lstm``."""
+    checkpoints share a run folder: ``runs/g2/finetune/best.pt``, ``runs/lstm/best.pt`` -> ``g2``,
+    ``lstm``."""
     paths = [Path(checkpoint) for checkpoint in checkpoints]
     runs = []
     for path in paths:

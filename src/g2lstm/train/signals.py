@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
-__all__ = ["StopRequest", "stop_on_signals"]
+__all__ = ["StopRequest", "TrainingInterrupted", "stop_if_requested", "stop_on_signals"]
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving its last checkpoint; the same command resumes it."""
+
+    def __init__(self, message: str, signal_name: str | None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 class StopRequest:
@@ -31,6 +40,24 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+
+
+def stop_if_requested(
+    stop: StopRequest, requested: bool, save: Callable[[], None], checkpoint: Path, where: str
+) -> None:
+    """When ``requested`` (``stop.requested``, or its value on any rank of a distributed run): call ``save``
+    (which writes ``checkpoint``), then raise :class:`TrainingInterrupted` saying ``where`` the run stopped.
+
+    Every rank must call it at the same point: ``save`` may gather from all of them.
+    """
+    if not requested:
+        return
+    save()
+    raise TrainingInterrupted(
+        f"stopped by {stop.signal_name} at {where} after saving {checkpoint}; run the same command again "
+        f"to resume",
+        stop.signal_name,
+    )
 
 
 @contextmanager
