@@ -103,7 +103,9 @@ class ConditionalDecoder(nn.Module):
         self.dropout = dropout
         self.input_update = G2LSTM(emb_size, hidden_size, **gates)
         self.context_update = G2LSTM(context_size, hidden_size, **gates)
-        self.upper = (G2LSTM(hidden_size, hidden_size, num_layers - 1, dropout=dropout, **gates)
+        # G2LSTM's dropout acts between its own layers only (and warns, as nn.LSTM, when it has one)
+        upper_dropout = dropout if num_layers > 2 else 0.0
+        self.upper = (G2LSTM(hidden_size, hidden_size, num_layers - 1, dropout=upper_dropout, **gates)
                       if num_layers > 1 else None)
 
     def forward(self, x: Tensor, encoded: Encoded, state: State) -> tuple[Tensor, Tensor, State]:
@@ -153,13 +155,16 @@ class AttentionSeq2Seq(nn.Module):
         self.target_embedding = (self.source_embedding if spec.tie_embeddings
                                  else nn.Embedding(spec.vocab_size, spec.emb_size, padding_idx=PAD))
         self.bidirectional = G2LSTM(spec.emb_size, hidden, bidirectional=True, **gates)
-        self.encoder = (G2LSTM(2 * hidden, hidden, spec.encoder_layers - 1, dropout=spec.dropout, **gates)
+        # G2LSTM's dropout acts between its own layers only (and warns, as nn.LSTM, when it has one)
+        encoder_dropout = spec.dropout if spec.encoder_layers > 2 else 0.0
+        self.encoder = (G2LSTM(2 * hidden, hidden, spec.encoder_layers - 1, dropout=encoder_dropout, **gates)
                         if spec.encoder_layers > 1 else None)
         states = hidden if self.encoder is not None else 2 * hidden
         self.decoder: ConditionalDecoder | G2LSTM = (
             ConditionalDecoder(spec.emb_size, states, hidden, spec.decoder_layers, spec.dropout, **gates)
             if spec.decoder == "conditional"
-            else G2LSTM(spec.emb_size, hidden, spec.decoder_layers, dropout=spec.dropout, **gates)
+            else G2LSTM(spec.emb_size, hidden, spec.decoder_layers,
+                        dropout=spec.dropout if spec.decoder_layers > 1 else 0.0, **gates)
         )
         self.bridge = nn.Linear(states, spec.decoder_layers * hidden)
         self.attention_key = nn.Linear(states, hidden, bias=False)
