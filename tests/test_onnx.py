@@ -71,7 +71,8 @@ def test_eval_gate_exports_with_dynamic_time_and_batch(eval_gate, dynamo, tmp_pa
         np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
 
 
-def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path, dynamo):
     from g2lstm.cli import main
     from g2lstm.gates import set_eval_gate
     from g2lstm.lm.config import LMConfig
@@ -86,7 +87,8 @@ def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
     save_checkpoint(
         checkpoint, {"config": config_to_dict(config), "vocab": vocab, "model": model.state_dict()}
     )
-    assert main(["export", str(checkpoint), "--out", str(tmp_path / "lm.onnx"), "--eval-gate", "hard"]) == 0
+    command = ["export", str(checkpoint), "--out", str(tmp_path / "lm.onnx"), "--eval-gate", "hard"]
+    assert main(command + (["--dynamo"] if dynamo else [])) == 0
 
     session = ort.InferenceSession(str(tmp_path / "lm.onnx"))
     tokens = torch.randint(0, 20, (9, 3))
@@ -101,3 +103,42 @@ def test_cli_exports_a_language_model_that_onnxruntime_runs(tmp_path):
         result = model(tokens, hidden)
         np.testing.assert_allclose(logits, model.decode(result.output).numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(states[-1], result.hidden[-1][1].numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_cli_exports_a_compressed_language_model_with_its_factors(tmp_path, dynamo):
+    """A compressed checkpoint exports its low-rank factors, not dense weights rebuilt from them, and the
+    exported model computes what the compressed model computes."""
+    import onnx
+
+    from g2lstm.cli import main
+    from g2lstm.compress import compress, compression_config
+    from g2lstm.lm.config import LMConfig
+    from g2lstm.lm.model import AWDLSTM
+    from g2lstm.train import config_to_dict
+    from g2lstm.train.checkpoint import save_checkpoint
+
+    vocab = ["<eos>", *(f"w{i}" for i in range(19))]
+    config = LMConfig(emb_size=6, hidden_size=40, num_layers=2)
+    model = AWDLSTM(config.model_spec(len(vocab)))
+    compress(model, rank=3)
+    checkpoint = tmp_path / "compressed.pt"
+    state = {"config": config_to_dict(config), "vocab": vocab, "model": model.state_dict()}
+    save_checkpoint(checkpoint, {**state, "compression": compression_config(model)})
+    out = tmp_path / "lm.onnx"
+    assert main(["export", str(checkpoint), "--out", str(out)] + (["--dynamo"] if dynamo else [])) == 0
+
+    stored = {tuple(tensor.dims) for tensor in onnx.load(str(out)).graph.initializer}
+    assert (40, 3) in stored and (3, 40) in stored  # u and v of the hidden-to-hidden gate blocks
+    assert (160, 40) not in stored and (40, 160) not in stored  # no dense weight_hh_l0
+    session = ort.InferenceSession(str(out))
+    tokens = torch.randint(0, 20, (9, 3))
+    hidden = model.init_hidden(3)
+    feeds = {"tokens": tokens.numpy()}
+    for layer, (h, c) in enumerate(hidden):
+        feeds.update({f"h0_l{layer}": h.numpy(), f"c0_l{layer}": c.numpy()})
+    logits, *_ = session.run(None, feeds)
+    model.eval()
+    with torch.no_grad():
+        expected = model.decode(model(tokens, hidden).output)
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-5, rtol=0)

@@ -45,12 +45,18 @@ def export_language_model(
 
     ``dynamo`` picks torch's dynamo-based exporter instead of the TorchScript-based one (both give graphs
     with dynamic time and batch axes; the TorchScript one is faster to run here).
+
+    A compressed checkpoint (:mod:`g2lstm.compress`) exports its compact tensors (low-rank factors, integer
+    codes), from which the graph computes the dense weights when it runs, so the file is as small as the
+    checkpoint's weights. (The dynamo exporter's optimizer would fold small products of factors into dense
+    constants; it is skipped for such models.)
     """
     from g2lstm.gates import set_eval_gate
     from g2lstm.lm.evaluate import load_model
     from g2lstm.train.checkpoint import load_checkpoint
 
-    model, _, vocab = load_model(load_checkpoint(checkpoint), source=checkpoint)
+    state = load_checkpoint(checkpoint)
+    model, _, vocab = load_model(state, source=checkpoint)
     if eval_gate is not None:
         set_eval_gate(model, eval_gate)
     model.eval()
@@ -72,7 +78,8 @@ def export_language_model(
                 dynamo=True,
                 input_names=inputs,
                 output_names=outputs,
-                dynamic_shapes=({0: time, 1: batch}, *({1: batch} for _ in states)),
+                dynamic_shapes=({0: time, 1: batch}, tuple({1: batch} for _ in states)),
+                optimize=state.get("compression") is None,
             )
         else:
             axes = {"tokens": {0: "time", 1: "batch"}, "logits": {0: "time", 1: "batch"}}
@@ -90,6 +97,8 @@ def export_language_model(
         "onnx": str(out),
         "exporter": "dynamo" if dynamo else "torchscript",
         "eval_gate": model.layers[0].eval_gate,
+        "compressed": state.get("compression") is not None,
+        "bytes": out.stat().st_size,
         "vocab_size": len(vocab),
         "layers": layers,
         "state_sizes": [layer.hidden_size for layer in model.layers],

@@ -1,0 +1,220 @@
+"""Compressed G2LSTMs (gate blocks as torch parametrizations, g2lstm.compress) under torch's program tools:
+torch.compile with ``fullgraph=True`` in training and evaluation, torch.export, ONNX export run in
+onnxruntime, and dynamic quantization. Eager evaluation under ``no_grad`` runs from the stored forms
+(:mod:`g2lstm.kernels.stored`); traced programs compute the dense weights from the same factors and codes
+inside the graph, so what they store is the compact tensors."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from g2lstm import G2LSTM, QuantizedG2LSTM
+from g2lstm.compress import compress
+from g2lstm.kernels import stored
+
+SETTINGS = {"rank": dict(rank=2, gates=("input", "forget", "cell")), "round-clip": dict(round=0.1, clip=0.4)}
+
+
+class TinyLM(nn.Module):
+    """Embedding -> 2-layer G2LSTM -> Linear."""
+
+    def __init__(self, eval_gate: str = "sigmoid") -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(30, 8)
+        self.rnn = G2LSTM(8, 12, 2, noise_p=0.5, eval_gate=eval_gate)
+        self.decoder = nn.Linear(12, 30)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.rnn(self.embedding(tokens))[0])
+
+
+def compressed_model(settings: dict, eval_gate: str = "sigmoid") -> TinyLM:
+    torch.manual_seed(0)
+    model = TinyLM(eval_gate)
+    compress(model, **settings)
+    return model
+
+
+def train_steps(model: nn.Module, shapes: list[tuple[int, int]]) -> list[float]:
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for steps, batch in shapes:
+        tokens = torch.randint(0, 30, (steps, batch))
+        loss = F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_compiled_training_of_a_compressed_model_matches_eager(settings):
+    """Finetuning a compressed model (low-rank factors train, integer codes stay) compiles into one graph
+    and gives eager's losses and parameters through changing shapes."""
+    eager = compressed_model(settings)
+    compiled = copy.deepcopy(eager)
+    torch._dynamo.reset()
+    shapes = [(7, 3), (9, 3), (5, 4)]
+    expected = train_steps(eager, shapes)
+    actual = train_steps(torch.compile(compiled, fullgraph=True), shapes)
+    assert actual == pytest.approx(expected, abs=1e-5)
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], value, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("eval_gate", ["sigmoid", "hard"])
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_compiled_evaluation_of_a_compressed_model_matches_the_stored_path(settings, eval_gate, monkeypatch):
+    """Eager evaluation runs from the stored forms; the compiled graph, which cannot call that loop,
+    computes the dense weights from them and gives the same logits."""
+    model = compressed_model(settings, eval_gate).eval()
+    calls = []
+    sequence_stored = stored.lstm_sequence_stored
+    monkeypatch.setattr(
+        "g2lstm.lstm.lstm_sequence_stored", lambda *a, **k: calls.append(1) or sequence_stored(*a, **k)
+    )
+    tokens = torch.randint(0, 30, (9, 3))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        expected = model(tokens)
+        assert len(calls) == 2  # eager: both layers from their stored forms
+        actual = compiled(tokens)
+        actual_other = compiled(torch.randint(0, 30, (5, 2)))
+    assert len(calls) == 2  # not from the compiled graph
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    assert actual_other.shape == (5, 2, 30)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_export_of_a_compressed_layer_keeps_the_compact_tensors(settings, training):
+    torch.manual_seed(0)
+    module = G2LSTM(5, 8, 2, noise_p=0.5)
+    compress(module, **settings)
+    module.train(training)
+    length = torch.export.Dim("length", min=2)
+    program = torch.export.export(module, (torch.randn(6, 3, 5),), dynamic_shapes=({0: length},))
+    assert any("g2lstm.lstm_sequence" in str(node.target) for node in program.graph.nodes)
+    kept = set(program.state_dict) | set(program.constants)
+    assert kept == set(module.state_dict())  # factors and codes, no dense weight_ih / weight_hh
+    other = torch.randn(9, 3, 5)
+    torch.manual_seed(3)
+    actual = program.module()(other)
+    torch.manual_seed(3)
+    expected = module(other)
+    torch.testing.assert_close(actual[0], expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(actual[1][1], expected[1][1], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+
+
+def onnx_export(module: nn.Module, x: torch.Tensor, path: Path, dynamo: bool) -> None:
+    """Both exporters; the dynamo one without onnxscript's optimizer, whose constant folding would multiply
+    small factors back into dense weights (products of up to 512 * 512 elements)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            shapes = ({0: torch.export.Dim("time"), 1: torch.export.Dim("batch")},)
+            torch.onnx.export(
+                module, (x,), path, dynamo=True, input_names=["input"], dynamic_shapes=shapes, optimize=False
+            )
+        else:
+            axes = {"input": {0: "time", 1: "batch"}}
+            torch.onnx.export(module, (x,), path, dynamo=False, input_names=["input"], dynamic_axes=axes)
+
+
+def initializer_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Each stored tensor of an ONNX file (initializers and constants): its shape and element type."""
+    import onnx
+
+    model = onnx.load(str(path))
+    tensors = list(model.graph.initializer)
+    constants = [node for node in model.graph.node if node.op_type == "Constant"]
+    tensors += [a.t for node in constants for a in node.attribute if a.t.dims]
+    names = [tensor.name or f"constant{i}" for i, tensor in enumerate(tensors)]
+    return {name: (tuple(tensor.dims), tensor.data_type) for name, tensor in zip(names, tensors)}
+
+
+class Output(nn.Module):
+    def __init__(self, rnn: G2LSTM) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_onnx_export_of_a_compressed_layer_runs_and_stores_the_compact_tensors(settings, dynamo, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnx
+
+    torch.manual_seed(0)
+    hidden, inputs = 64, 48
+    dense = G2LSTM(inputs, hidden, eval_gate="hard").eval()
+    module = copy.deepcopy(dense)
+    compress(module, **{**settings, "gates": ("input", "forget", "cell", "output")})
+    x = torch.randn(6, 3, inputs)
+    onnx_export(Output(dense).eval(), x, tmp_path / "dense.onnx", dynamo)
+    onnx_export(Output(module).eval(), x, tmp_path / "compressed.onnx", dynamo)
+
+    other = torch.randn(11, 4, inputs)
+    session = ort.InferenceSession(str(tmp_path / "compressed.onnx"))
+    (actual,) = session.run(None, {"input": other.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(actual, module(other)[0].numpy(), atol=1e-5, rtol=0)
+
+    shapes = initializer_shapes(tmp_path / "compressed.onnx")
+    dense_shapes = [(4 * hidden, inputs), (4 * hidden, hidden), (inputs, 4 * hidden), (hidden, 4 * hidden)]
+    assert not any(shape in dense_shapes for shape, _ in shapes.values())  # no dense weight folded in
+    if "rank" in settings:
+        assert ((hidden, 2), onnx.TensorProto.FLOAT) in shapes.values()
+    else:
+        assert any(kind == onnx.TensorProto.INT8 for _, kind in shapes.values())
+    if not dynamo:  # (the unoptimized dynamo graph's node metadata outweighs these small tensors)
+        sizes = {name: (tmp_path / f"{name}.onnx").stat().st_size for name in ("dense", "compressed")}
+        assert sizes["compressed"] < 0.5 * sizes["dense"]
+
+
+# -------------------------------------------------------------------------------------- quantization
+
+
+@pytest.mark.parametrize("eval_gate", ["sigmoid", "hard"])
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_dynamic_quantization_of_a_compressed_model(settings, eval_gate):
+    """The parametrized layer is found (its class is torch's parametrized subclass of G2LSTM; torch.ao
+    matches the class before parametrization) and quantized from its dense weights: the same int8 model as
+    the uncompressed layer holding those weights gives."""
+    model = compressed_model(settings, eval_gate).eval()
+    dense = TinyLM(eval_gate).eval()
+    with torch.no_grad():
+        for name, value in model.named_parameters():
+            if "parametrizations" not in name:
+                dense.get_parameter(name).copy_(value)
+        for name in model.rnn._flat_weights_names:
+            getattr(dense.rnn, name).copy_(getattr(model.rnn, name))  # the dense weights, computed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quantized, expected = (
+            torch.ao.quantization.quantize_dynamic(m, {G2LSTM, nn.Linear}, dtype=torch.qint8)
+            for m in (model, dense)
+        )
+    assert isinstance(quantized.rnn, QuantizedG2LSTM)
+    tokens = torch.randint(0, 30, (9, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(quantized(tokens), expected(tokens), atol=1e-6, rtol=0)
+        torch.testing.assert_close(quantized(tokens), model(tokens), atol=0.1, rtol=0)
