@@ -71,7 +71,8 @@ def _check_tensor(name: str, tensor: Any, reference: Tensor) -> None:
 
 
 def _upcast(value: Any, dtype: torch.dtype) -> Any:
-    """``value`` (a tensor, a PackedSequence or a state tuple) with lower-precision float tensors cast to ``dtype``."""
+    """``value`` (a tensor, a PackedSequence or a state tuple) with lower-precision float tensors cast to
+    ``dtype``."""
     if isinstance(value, PackedSequence):
         return PackedSequence(_upcast(value.data, dtype), value.batch_sizes, value.sorted_indices,
                               value.unsorted_indices)
@@ -148,7 +149,9 @@ class _GateOptions(nn.Module):
     temperature = _gate_option("temperature", "tau", "τ in force (``None`` sets the mode's default).")
     noise_p = _gate_option("noise_p", "noise_p", "Probability that a gate element is perturbed by noise.")
     noise_eps = _gate_option("noise_eps", "noise_eps", "Bound of the noise, ``|L| <= log((1 + eps) / eps)``.")
-    eval_gate = _gate_option("eval_gate", "inference_gate", "Evaluation-mode gate (``None``: the mode's default).")
+    eval_gate = _gate_option(
+        "eval_gate", "inference_gate", "Evaluation-mode gate (``None``: the mode's default)."
+    )
 
     def _gate_repr(self) -> str:
         config = self._gate_config
@@ -305,13 +308,13 @@ class G2LSTM(_GateOptions):
         self.bidirectional = bool(bidirectional)
         self.proj_size = proj_size
         self._init_gates(GateConfig(gate, temperature, noise_p, noise_eps, eval_gate), weight_dropout)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         real_hidden = proj_size or hidden_size
         self._flat_weights_names: list[str] = []
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * self.num_directions
             for suffix in self._direction_suffixes:
-                shapes = {
+                shapes: dict[str, tuple[int, ...]] = {
                     "weight_ih": (4 * hidden_size, layer_input),
                     "weight_hh": (4 * hidden_size, real_hidden),
                 }
@@ -362,10 +365,16 @@ class G2LSTM(_GateOptions):
         so that evaluation runs cuDNN on them without copying them on every call. Called on construction and
         after every ``.to()`` / ``.cuda()``; the Parameter objects stay the same."""
         weights = [self._parameters.get(name) for name in self._flat_weights_names]
-        if all(isinstance(weight, Tensor) for weight in weights):
+        present = [weight for weight in weights if isinstance(weight, Tensor)]
+        if len(present) == len(weights):  # (a parametrized weight is no Parameter of the module)
             flatten_lstm_weights(
-                weights, input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
-                bias=self.bias, batch_first=self.batch_first, bidirectional=self.bidirectional,
+                present,
+                input_size=self.input_size,
+                hidden_size=self.hidden_size,
+                num_layers=self.num_layers,
+                bias=self.bias,
+                batch_first=self.batch_first,
+                bidirectional=self.bidirectional,
             )
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> G2LSTM:
@@ -476,7 +485,7 @@ class G2LSTM(_GateOptions):
         """A G2LSTM with ``lstm``'s architecture and a copy of its weights; ``options`` set the gates."""
         if not isinstance(lstm, nn.LSTM):
             raise TypeError(f"from_lstm expects a torch.nn.LSTM, got {type(lstm).__name__}")
-        reference = lstm.weight_ih_l0
+        reference = next(lstm.parameters())  # weight_ih_l0
         with warnings.catch_warnings():  # nn.LSTM warned about its own dropout already
             warnings.simplefilter("ignore", UserWarning)
             module = cls(
@@ -559,9 +568,15 @@ class G2LSTM(_GateOptions):
     ) -> tuple[Tensor | PackedSequence, State]:
         reference = self._reference()
         packed = isinstance(input, PackedSequence)
-        if packed:
+        output: Tensor | PackedSequence
+        data: Tensor | None = None
+        batch_sizes: Tensor | None = None
+        sorted_indices: Tensor | None = None
+        unsorted_indices: Tensor | None = None
+        if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = input
             _check_tensor("input.data", data, reference)
+            padded = data  # (not read: packed data takes the packed paths)
             batched = True
             batch = int(batch_sizes[0])
             feature_axis_size = data.shape[-1]
@@ -573,13 +588,11 @@ class G2LSTM(_GateOptions):
                     f"with shape {tuple(input.shape)}"
                 )
             batched = input.dim() == 3
-            if not batched:
-                input = input.unsqueeze(0 if self.batch_first else 1)
-            if input.shape[0] == 0 or input.shape[1] == 0:
-                raise ValueError(f"input has an empty sequence or batch dimension: {tuple(input.shape)}")
-            batch = input.shape[0 if self.batch_first else 1]
-            feature_axis_size = input.shape[-1]
-            batch_sizes = sorted_indices = unsorted_indices = None
+            padded = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+            if padded.shape[0] == 0 or padded.shape[1] == 0:
+                raise ValueError(f"input has an empty sequence or batch dimension: {tuple(padded.shape)}")
+            batch = padded.shape[0 if self.batch_first else 1]
+            feature_axis_size = padded.shape[-1]
         if feature_axis_size != self.input_size:
             raise ShapeError(
                 f"input has {feature_axis_size} features in its last dimension but input_size is "
@@ -596,23 +609,23 @@ class G2LSTM(_GateOptions):
 
         plan = self._gate_config.plan(self.training)
         exporting = not self.training and self._gate_sink is None and torch.onnx.is_in_onnx_export()
-        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        compiling = torch.compiler.is_compiling()  # torch.compile and torch.export: the registered operator
         # inference from the stored forms of parametrized weights runs in eager mode only (the compiled loop
         # it calls is no operator a graph can hold; traced graphs compute the parametrized weights instead)
-        stored = not (exporting or tracing) and use_stored_inference(
+        stored = not (exporting or compiling or torch.jit.is_tracing()) and use_stored_inference(
             self, reference, self._flat_weights_names, plan.noise
         )
         if exporting and (plan.hard or not torch.jit.is_tracing()):
             if packed:
                 raise ValueError("ONNX export of G2LSTM takes padded input, not a PackedSequence")
-            output, h_n, c_n = self._forward_exportable(input, h0, c0, plan)
+            output, h_n, c_n = self._forward_exportable(padded, h0, c0, plan)
             if not batched:
                 output = output.squeeze(0 if self.batch_first else 1)
-        elif stored or plan.noise or plan.hard or self._gate_sink is not None or torch.compiler.is_compiling():
-            if packed:
+        elif stored or plan.noise or plan.hard or self._gate_sink is not None or compiling:
+            if data is not None:
                 rows = data
             else:
-                time_major = input.transpose(0, 1) if self.batch_first else input
+                time_major = padded.transpose(0, 1) if self.batch_first else padded
                 rows = time_major.reshape(-1, self.input_size)
             output, h_n, c_n, recorded = self._forward_fused(rows, batch_sizes, h0, c0, plan, stored)
             if packed:
@@ -633,11 +646,11 @@ class G2LSTM(_GateOptions):
         else:
             weights = self._native_weights(plan.scale)
             args = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-            if packed:
-                output, h_n, c_n = torch.lstm(data, batch_sizes, (h0, c0), weights, *args)
-                output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            if data is not None and batch_sizes is not None:
+                rows, h_n, c_n = torch.lstm(data, batch_sizes, (h0, c0), weights, *args)
+                output = PackedSequence(rows, batch_sizes, sorted_indices, unsorted_indices)
             else:
-                output, h_n, c_n = torch.lstm(input, (h0, c0), weights, *args, self.batch_first)
+                output, h_n, c_n = torch.lstm(padded, (h0, c0), weights, *args, self.batch_first)
                 if not batched:
                     output = output.squeeze(0 if self.batch_first else 1)
 
@@ -694,7 +707,9 @@ class G2LSTM(_GateOptions):
                 ]
             else:
                 weights = [self._layer_weights(layer, direction) for direction in range(self.num_directions)]
-                seeds = noise_seeds(len(weights), [layer_input] + [w[1] for w in weights]) if plan.noise else None
+                seeds = None
+                if plan.noise:  # drawn after the layer's input and weights, as in eager order when compiled
+                    seeds = noise_seeds(len(weights), [layer_input] + [w[1] for w in weights])
                 results = []
                 for direction, (weight_ih, weight_hh, *rest) in enumerate(weights):
                     weight_hr = rest.pop() if self.proj_size else None
@@ -702,7 +717,8 @@ class G2LSTM(_GateOptions):
                     state = layer * self.num_directions + direction
                     results.append(lstm_sequence(
                         gate_inputs, h0[state], c0[state], weight_hh, batch_sizes, direction == 1, plan.scale,
-                        plan.hard, weight_hr=weight_hr, noise_seed=None if seeds is None else seeds[direction],
+                        plan.hard, weight_hr=weight_hr,
+                        noise_seed=None if seeds is None else seeds[direction],
                         noise_p=self._gate_config.noise_p, noise_eps=self._gate_config.noise_eps,
                     ))
             for output, h, c, gates in results:
@@ -829,7 +845,7 @@ class G2LSTMCell(_GateOptions):
         self.hidden_size = hidden_size
         self.bias = bool(bias)
         self._init_gates(GateConfig(gate, temperature, noise_p, noise_eps, eval_gate), weight_dropout)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
         if self.bias:
@@ -858,7 +874,12 @@ class G2LSTMCell(_GateOptions):
             raise TypeError(f"from_lstm_cell expects a torch.nn.LSTMCell, got {type(cell).__name__}")
         reference = cell.weight_ih
         module = cls(
-            cell.input_size, cell.hidden_size, cell.bias, device=reference.device, dtype=reference.dtype, **options
+            cell.input_size,
+            cell.hidden_size,
+            cell.bias,
+            device=reference.device,
+            dtype=reference.dtype,
+            **options,
         )
         module.load_state_dict(cell.state_dict())
         return module
@@ -902,13 +923,16 @@ class G2LSTMCell(_GateOptions):
         )
         if plan.noise:
             config = self._gate_config
-            bits = gate_bits(noise_seed(), batch, self.hidden_size, preactivations.dtype, preactivations.device)
+            bits = gate_bits(
+                noise_seed(), batch, self.hidden_size, preactivations.dtype, preactivations.device
+            )
             noise = noise_from_bits(bits, preactivations.dtype, config.noise_p, config.noise_eps)
             preactivations = preactivations + F.pad(noise, (0, 2 * self.hidden_size))
         h, c, gates = lstm_step(preactivations, c0, plan.scale, plan.hard)
         if self._gate_sink is not None:
             hidden = self.hidden_size
-            input_gates, forget_gates = gates[:, :hidden].detach().cpu(), gates[:, hidden : 2 * hidden].detach().cpu()
+            input_gates = gates[:, :hidden].detach().cpu()
+            forget_gates = gates[:, hidden : 2 * hidden].detach().cpu()
             if not batched:
                 input_gates, forget_gates = input_gates.squeeze(0), forget_gates.squeeze(0)
             self._gate_sink(0, input_gates, forget_gates)

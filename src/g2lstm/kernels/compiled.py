@@ -21,6 +21,7 @@ import shutil
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Literal, overload
 
 import torch
 
@@ -134,14 +135,23 @@ def _compile(variant: str) -> ModuleType:
         )
 
 
+@overload
+def compiled_module(required: Literal[True], variant: str | None = None) -> ModuleType: ...
+
+
+@overload
+def compiled_module(required: bool = False, variant: str | None = None) -> ModuleType | None: ...
+
+
 def compiled_module(required: bool = False, variant: str | None = None) -> ModuleType | None:
     """The compiled loop for ``variant`` (default: the best this machine supports), built on first use in
     the process; ``None`` if it cannot be built.
 
     A failed build warns once (the Python loop is used instead); with ``required`` it raises instead.
     """
-    variant = variant or variant_in_use()
-    if variant not in supported_variants():
+    if variant is None:
+        variant = variant_in_use()  # one this CPU supports
+    elif variant not in supported_variants():
         raise ValueError(f"this CPU cannot run the {variant!r} build; it supports {supported_variants()}")
     if variant not in _builds:
         try:

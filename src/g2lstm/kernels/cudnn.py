@@ -10,13 +10,15 @@ working), only their storage moves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 __all__ = ["cudnn_can_hold", "flatten_lstm_weights"]
 
 
-def cudnn_can_hold(weights: list[Tensor]) -> bool:
+def cudnn_can_hold(weights: Sequence[Tensor]) -> bool:
     """Whether cuDNN takes ``weights`` as they are: CUDA tensors of one dtype that cuDNN accepts, none of
     them sharing memory with another."""
     if not weights:
@@ -28,7 +30,7 @@ def cudnn_can_hold(weights: list[Tensor]) -> bool:
 
 
 def flatten_lstm_weights(
-    weights: list[Tensor],
+    weights: Sequence[Tensor],
     *,
     input_size: int,
     hidden_size: int,
@@ -48,7 +50,7 @@ def flatten_lstm_weights(
         if not torch._use_cudnn_rnn_flatten_weight():
             return False
         torch._cudnn_rnn_flatten_weight(
-            weights,
+            list(weights),
             4 if bias else 2,
             input_size,
             rnn.get_cudnn_mode("LSTM"),

@@ -8,7 +8,7 @@ for the legacy exporter (which traces, and keeps a scripted loop as an ONNX ``Lo
 for the dynamo exporter (an ONNX ``Loop`` as well). Both compute what the module computes in evaluation.
 """
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor
@@ -73,7 +73,7 @@ def _while_loop_layer(
         return index < steps_in.shape[0]
 
     def body(index: Tensor, output: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        t = index.item()
+        t = cast(int, index.item())  # an unbacked symbolic int under export, not specialised
         torch._check_is_size(t, max=steps_in.shape[0] - 1)
         h, c = eval_step(steps_in[t] + torch.mm(h, weight_hh_t), c, projection, scale, hard)
         output = output.clone()

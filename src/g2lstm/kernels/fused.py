@@ -55,10 +55,10 @@ def previous_rows(values: Tensor, initial: Tensor, batch_sizes: Sequence[int], r
     """The state each row's step started from, rows in packed order: the previous processed step's row of
     ``values`` (outputs or cells), or ``initial``'s row for a sequence that starts at this step."""
     parts: dict[int, list[Tensor]] = {}  # by the step's first packed row
-    previous: slice | None = None
+    previous = slice(0, 0)  # before the first step: no rows
     for step in _steps(batch_sizes, reverse):
         size = step.stop - step.start
-        continuing = 0 if previous is None else min(size, previous.stop - previous.start)
+        continuing = min(size, previous.stop - previous.start)
         parts[step.start] = [values[previous.start : previous.start + continuing]] if continuing else []
         if continuing < size:
             parts[step.start].append(initial[continuing:size])

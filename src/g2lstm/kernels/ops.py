@@ -20,7 +20,7 @@ draw the same seed and make the same noise.
 """
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 from torch import Tensor
@@ -90,7 +90,8 @@ def _forward_op(
     loop = _loop(gate_inputs, weight_hr, kernel)
     if loop == "compiled":
         settings = (sizes, reverse, scale, hard, seed, noise_p, noise_eps)
-        return tuple(compiled_module(required=True).forward(gate_inputs, h0, c0, weight_hh, *settings))
+        outputs = compiled_module(required=True).forward(gate_inputs, h0, c0, weight_hh, *settings)
+        return cast(_Outputs, tuple(outputs))
     if loop == "triton":
         output, h_n, c_n, gates, cells, _ = triton_forward(
             gate_inputs, h0, c0, weight_hh, sizes, reverse, scale, hard, seed, noise_p, noise_eps
@@ -150,7 +151,7 @@ def _backward_op(
         grad_weight_hh = None
         if weight_grads[0]:  # made transposed, as the other loops make it
             grad_weight_hh = previous_rows(output, h0, sizes, reverse).t().mm(grad_gates).t()
-        grads = [grad_gates, grad_h0, grad_c0, grad_weight_hh, None]
+        grads: list[Optional[Tensor]] = [grad_gates, grad_h0, grad_c0, grad_weight_hh, None]
     elif loop == "compiled":
         grads = compiled_module(required=True).backward(
             grad_output,
@@ -171,7 +172,7 @@ def _backward_op(
         )
         grads.append(None)
     else:
-        grads = sequence_backward(
+        grads = list(sequence_backward(
             grad_output,
             grad_h_n,
             grad_c_n,
@@ -189,9 +190,9 @@ def _backward_op(
             hard,
             backend,
             (weight_grads[0], weight_grads[1]),
-        )
+        ))
     empty = gates.new_empty(0)
-    return tuple(empty if grad is None else grad for grad in grads)
+    return cast(_Gradients, tuple(empty if grad is None else grad for grad in grads))
 
 
 @_backward_op.register_fake

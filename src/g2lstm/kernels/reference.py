@@ -59,8 +59,8 @@ def lstm_sequence_reference(
     steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
     h_state = list(h0.unbind(0))
     c_state = list(c0.unbind(0))
-    outputs: list[Tensor | None] = [None] * len(batch_sizes)
-    gates: list[Tensor | None] = [None] * len(batch_sizes)
+    outputs: dict[int, Tensor] = {}
+    gates: dict[int, Tensor] = {}
     for t in steps:
         size, start = batch_sizes[t], offsets[t]
         h_prev = torch.stack(h_state[:size])
@@ -72,4 +72,6 @@ def lstm_sequence_reference(
         outputs[t] = h
         h_state[:size] = h.unbind(0)
         c_state[:size] = c.unbind(0)
-    return torch.cat(outputs), torch.stack(h_state), torch.stack(c_state), torch.cat(gates).detach()
+    order = range(len(batch_sizes))
+    output = torch.cat([outputs[t] for t in order])
+    return output, torch.stack(h_state), torch.stack(c_state), torch.cat([gates[t] for t in order]).detach()

@@ -18,7 +18,7 @@ multiplies by the factors or by the int8 codes directly. Nothing here knows wher
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ def stored_forms(module: nn.Module, name: str) -> StoredForms | None:
     ``None`` for a plain Parameter or any other parametrization."""
     if not parametrize.is_parametrized(module, name):
         return None
-    stored = module.parametrizations[name]
+    stored = cast(Any, module.parametrizations)[name]
     provider = next((p for p in stored if hasattr(p, "factors")), None)
     if provider is None or len(stored) != 1:
         return None
@@ -82,7 +82,8 @@ def gate_projection(inputs: Tensor, forms: StoredForms, bias: Tensor | None) -> 
 
 def _kernel_forms(forms: StoredForms, dtype: torch.dtype) -> tuple[list[int], list[Tensor]]:
     """The gate forms as the compiled loop takes them; codes other than int8 are widened to dense blocks."""
-    kinds, tensors = [], []
+    kinds: list[int] = []
+    tensors: list[Tensor] = []
     for gate in GATE_ORDER:
         kind, values = forms[gate]
         if kind == "round" and values[0].dtype != torch.int8:

@@ -38,7 +38,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor
@@ -86,6 +86,14 @@ def interpreting() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``), where the loop also
     takes CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")
+
+
+@overload
+def steps_module(required: Literal[True]) -> ModuleType: ...
+
+
+@overload
+def steps_module(required: bool = False) -> ModuleType | None: ...
 
 
 def steps_module(required: bool = False) -> ModuleType | None:
@@ -194,7 +202,6 @@ def triton_forward(
     Returns ``(output, h_n, c_n, gates, cells, h_prevs)``, the last the state each row's step started from.
     """
     kernels = steps_module(required=True)
-    assert kernels is not None
     if noise_seed is not None:
         _check_noise_args(noise_p, noise_eps)
     blocks = blocks or default_blocks(batch_sizes[0])
@@ -264,7 +271,6 @@ def triton_backward(
     ``gate_inputs``, ``h0`` and ``c0``; that of ``weight_hh`` is one product the caller makes,
     ``grad_gates^T h_prevs``."""
     kernels = steps_module(required=True)
-    assert kernels is not None
     blocks = blocks or default_blocks(batch_sizes[0])
     gates, cells, c0, weight_hh = (t.contiguous() for t in (gates, cells, c0, weight_hh))
     steps = _processing_order(batch_sizes, reverse)
