@@ -93,12 +93,13 @@ def export_language_model(
                 output_names=outputs,
                 dynamic_axes=axes,
             )
+    external = out.with_name(out.name + ".data")  # the dynamo exporter's weights
     return {
         "onnx": str(out),
         "exporter": "dynamo" if dynamo else "torchscript",
         "eval_gate": model.layers[0].eval_gate,
         "compressed": state.get("compression") is not None,
-        "bytes": out.stat().st_size,
+        "bytes": sum(path.stat().st_size for path in (out, external) if path.exists()),
         "vocab_size": len(vocab),
         "layers": layers,
         "state_sizes": [layer.hidden_size for layer in model.layers],
