@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import tempfile
 import warnings
@@ -290,7 +291,8 @@ def outcome(check: Callable[[str, bool], str], kind: str, training: bool) -> str
             warnings.simplefilter("ignore", DeprecationWarning)
             return check(kind, training)
     except Exception as error:  # the outcome is the table's content
-        first = (str(error).strip().splitlines() or [""])[0]
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # without the terminal colours some errors carry
+        first = (message.strip().splitlines() or [""])[0]
         return f"fails: {type(error).__name__}: {first[:160]}".replace("|", "\\|")
 
 
