@@ -665,6 +665,9 @@ def test_finetune_with_a_schedule_into_its_own_folder(
     assert saved["noise_p_final"] == 1.0 and saved["finetune_epochs"] == 2
     records = [line for line in read_metrics(tuned) if "valid_loss" in line and "epoch" in line]
     assert [line["noise_p"] for line in records] == pytest.approx([0.6, 1.0])
+    # averaged SGD's average restarts with the final gates: it holds epoch 2's steps only
+    averaged = load_checkpoint(CheckpointPaths(tuned).last)["optimizer"]["state"]
+    assert {int(entry["step"]) for entry in averaged.values()} == {records[1]["step"] - records[0]["step"]}
     capsys.readouterr()
     code = main([*common, "--out", str(tmp_path / "other"), "--set", "hidden_size=8"])
     assert code == 2 and "architecture" in capsys.readouterr().err

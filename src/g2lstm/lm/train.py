@@ -319,8 +319,12 @@ def _train(
         ):
             trainable.train()
             noise_p, temperature = config.gates_at(phase, progress.epoch)
+            final_gates_begin = (config.scheduled and phase == config.schedule_phase
+                                 and progress.epoch == config.schedule_epochs)
             if config.scheduled:
                 _set_gates(model, noise_p, temperature)
+            if final_gates_begin and progress.averaging and progress.position == 0:
+                optimizer = _make_optimizer(model, config, True)  # the average starts at the final gates
             if hidden is None:
                 hidden = model.init_hidden(train_data.shape[1])
             streams = train_data.shape[1]
@@ -383,8 +387,7 @@ def _train(
             # ---- end of epoch: validation, best model, averaged-SGD switch or finetune stop
             # a gate schedule: the best model and the plateau rules count only epochs at its final gates
             ramping = config.ramping(phase, progress.epoch)
-            in_schedule = config.scheduled and phase == config.schedule_phase
-            if in_schedule and progress.epoch == config.schedule_epochs:
+            if final_gates_begin:
                 progress.best_valid, progress.valid_history = math.inf, []
             with _averaged_weights(optimizer, progress.averaging):
                 valid = evaluate(model, valid_data, config.bptt)
