@@ -26,6 +26,11 @@ from g2lstm.train import CheckpointPaths, TrainingInterrupted, load_checkpoint, 
 from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
+# the tiny preset made smaller still, as command-line overrides
+TINY_SIZES = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12"]
+# `g2lstm` under torchrun with two processes on this machine
+TORCHRUN_TWO = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "g2lstm"]
 
 
 @pytest.fixture(scope="module")
@@ -330,14 +335,7 @@ def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Pa
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "g2lstm",
+        *TORCHRUN_TWO,
         "lm",
         "train",
         "--data",
@@ -413,14 +411,7 @@ def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Pat
             "--out",
             str(run),
             "--quiet",
-            "--set",
-            "emb_size=16",
-            "--set",
-            "hidden_size=24",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "bptt=12",
+            *TINY_SIZES,
             "--set",
             "log_interval=1",
             "--set",
@@ -544,14 +535,7 @@ def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
         "--max-steps",
         "6",
         "--quiet",
-        "--set",
-        "emb_size=16",
-        "--set",
-        "hidden_size=24",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "bptt=12",
+        *TINY_SIZES,
         *(
             f"--set={name}=0"
             for name in ("dropout", "dropout_hidden", "dropout_input", "dropout_embedding", "weight_dropout")
@@ -568,14 +552,7 @@ def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
     assert single.returncode == 0, single.stderr
     two = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "g2lstm",
+            *TORCHRUN_TWO,
             "lm",
             "train",
             *options,
