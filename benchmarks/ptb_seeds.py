@@ -44,28 +44,42 @@ class Run:
     gate: str
     seed: int
     noise_p: float | None = None  # None: the preset's (0.2)
+    scheduled: bool = False  # SCHEDULE's finetune of the G2 run of this preset and seed (DECISION.md rule 5)
 
     @property
     def name(self) -> str:
         gate = self.gate if self.noise_p is None else f"{self.gate}-p{self.noise_p:g}"
-        return f"{self.preset}-{gate}-s{self.seed}"
+        return f"{self.preset}-{gate}{'-sched' if self.scheduled else ''}-s{self.seed}"
+
+    @property
+    def source(self) -> str:
+        """The run whose trained model a scheduled run finetunes."""
+        return f"{self.preset}-{self.gate}-s{self.seed}"
 
     def train_options(self) -> list[str]:
         options = ["--preset", self.preset, "--gate", self.gate, "--seed", str(self.seed)]
         return options + ([] if self.noise_p is None else ["--noise-p", str(self.noise_p)])
 
 
+# DECISION.md rule 5, fixed before any scheduled run: finetune the trained G2 (p = 0.2) model for 4 epochs
+# (the preset's 2 plus 2) with p rising to 1 over the first 2, so that at least 2 epochs run at p = 1.
+SCHEDULE = ["--epochs", "4", "--set", "noise_p_final=1", "--set", "schedule_epochs=2"]
+SCHEDULE_TEXT = "finetune p 0.2 -> 1 over 2 of 4 epochs"
+
 RUNS = (
     *(Run("cpu-reg", gate, seed) for seed in SEEDS for gate in ("lstm", "g2")),
     Run("cpu-reg", "sharpened", 141),
     Run("cpu-reg", "g2", 141, noise_p=1.0),
+    *(Run("cpu-reg", "g2", seed, scheduled=True) for seed in SEEDS),
     *(Run("cpu", gate, seed) for seed in (142, 143, 141) for gate in ("lstm", "g2")),
 )
 
 
 def stages(run: Run, folder: Path, data: list[str]) -> dict[str, list[str]]:
-    """The commands of one run, in order; `eval...` stages print their metrics as a JSON line."""
-    best = str(folder / "finetune" / "best.pt")
+    """The commands of one run, in order; `eval...` stages print their metrics as a JSON line. A scheduled
+    run has no training of its own: it finetunes its source run's model into ``folder``."""
+    best = str(folder / "best.pt" if run.scheduled else folder / "finetune" / "best.pt")
+    source = folder.parent / run.source
     commands = {
         "train": ["g2lstm", "lm", "train", *run.train_options(), "--out", str(folder), "--quiet", *data],
         "finetune": ["g2lstm", "lm", "finetune", str(folder), "--quiet", *data],
@@ -107,11 +121,18 @@ def stages(run: Run, folder: Path, data: list[str]) -> dict[str, list[str]]:
     }
     if run.gate == "lstm":  # an LSTM's gates have no temperature: tempered is its sigmoid
         del commands["eval_tempered"]
+    if run.scheduled:
+        del commands["train"]
+        commands["finetune"] = ["g2lstm", "lm", "finetune", str(source), "--out", str(folder), *SCHEDULE,
+                                "--quiet", *data]
     return commands
 
 
 def run_all_stages(run: Run, runs: Path, data: list[str], threads: int) -> bool:
     folder = runs / run.name
+    if run.scheduled and not _load(runs / run.source / "stages.json").get("train", {}).get("done"):
+        print(f"{run.name} waits for {run.source}'s training to finish", flush=True)
+        return False
     folder.mkdir(parents=True, exist_ok=True)
     return run_stages(run.name, stages(run, folder, data), folder / "stages.json", threads)
 
@@ -172,9 +193,10 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
     }
     files = {}
     copies.mkdir(parents=True, exist_ok=True)
+    trained = runs / run.source if run.scheduled else folder  # the folder of the training phase
     sources = {
-        "metrics": folder / "metrics.jsonl",
-        "finetune_metrics": folder / "finetune" / "metrics.jsonl",
+        "metrics": trained / "metrics.jsonl",
+        "finetune_metrics": (folder if run.scheduled else folder / "finetune") / "metrics.jsonl",
         "sweep": folder / "sweep" / "sweep.json",
         "histograms": folder / "analysis" / "gate_histograms.json",
     }
@@ -182,7 +204,9 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
         if not source.exists():
             continue
         target = copies / ("finetune_metrics.jsonl" if key == "finetune_metrics" else source.name)
-        if source.suffix == ".jsonl":
+        if run.scheduled and key == "metrics":  # the source run's training, copied with that run
+            target = results / "runs" / run.source / source.name
+        elif source.suffix == ".jsonl":
             lines = [json.dumps(portable(line, roots)) for line in read_metrics(source.parent)]
             target.write_text("".join(line + "\n" for line in lines))
         else:
@@ -190,18 +214,18 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
         files[key] = str(target.relative_to(REPOSITORY if target.is_relative_to(REPOSITORY) else results))
     done = all(entry.get("done") for entry in record.values()) and len(record) == len(stages(run, folder, []))
     validations = [
-        len([m for m in read_metrics(path) if "valid_ppl" in m and "epoch" in m])
-        for path in (folder, folder / "finetune")
-        if (path / "metrics.jsonl").exists()
+        len([m for m in read_metrics(path.parent) if "valid_ppl" in m and "epoch" in m])
+        for path in (sources["metrics"], sources["finetune_metrics"])
+        if path.exists()
     ]
     return {
         "name": run.name,
         "preset": run.preset,
         "gate": run.gate,
         "noise_p": (run.noise_p if run.noise_p is not None else 0.2) if run.gate == "g2" else None,
-        "schedule": None,
+        "schedule": SCHEDULE_TEXT if run.scheduled else None,
         "seed": run.seed,
-        "asgd_epoch": _asgd_epoch(folder),
+        "asgd_epoch": _asgd_epoch(trained),
         "done": done,
         "epochs": " + ".join(map(str, validations)),
         "valid_ppl": metric("eval", "valid_ppl"),
@@ -221,13 +245,16 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
 Value = Callable[[dict], "float | None"]
 
 
-def compare(entries: list[dict], preset: str, value: Value, rule: Callable[[PairedDifference], str]) -> dict:
-    """Paired G2 (p = 0.2) against LSTM of ``preset`` over the seeds where both have ``value``; positive
-    differences favour G2 (``value`` is oriented so that larger is better for G2)."""
-    by_key = {(e["preset"], e["gate"], e["noise_p"], e["seed"]): e for e in entries}
+def compare(entries: list[dict], preset: str, value: Value, rule: Callable[[PairedDifference], str],
+            schedule: str | None = None) -> dict:
+    """Paired G2 (p = 0.2; finetuned with ``schedule`` if given) against LSTM of ``preset`` over the seeds
+    where both have ``value``; positive differences favour G2 (``value`` is oriented so that larger is
+    better for G2)."""
+    by_key = {(e["preset"], e["gate"], e["noise_p"], e["schedule"], e["seed"]): e for e in entries}
     seeds, lstm, g2 = [], [], []
     for seed in SEEDS:
-        a, b = by_key.get((preset, "lstm", None, seed)), by_key.get((preset, "g2", 0.2, seed))
+        a = by_key.get((preset, "lstm", None, None, seed))
+        b = by_key.get((preset, "g2", 0.2, schedule, seed))
         if a is not None and b is not None and value(a) is not None and value(b) is not None:
             seeds.append(seed)
             lstm.append(value(a))
@@ -259,12 +286,9 @@ def _binary(paired: PairedDifference) -> str:
 def comparisons(entries: list[dict], preset: str) -> dict[str, dict]:
     """DECISION.md rules 1-3 for one preset; perplexity differences are shown as G2 - LSTM (negative favours
     G2), so the perplexities are compared negated."""
-    lstm_mean = [
-        e["test_ppl"] for e in entries if e["preset"] == preset and e["gate"] == "lstm" and e["test_ppl"]
-    ]
-    margin = EQUIVALENCE * (sum(lstm_mean) / len(lstm_mean)) if lstm_mean else None
+    margin = EQUIVALENCE * _lstm_mean(entries, preset)
     out = {
-        key: compare(entries, preset, lambda e, k=key: None if e[k] is None else -e[k], _quality(margin or 0))
+        key: compare(entries, preset, lambda e, k=key: None if e[k] is None else -e[k], _quality(margin))
         for key in ("test_ppl", "valid_ppl", "test_ppl_cache")
     }
     for column in COMPRESSIONS:
@@ -309,6 +333,51 @@ def _baseline_lines(entries: list[dict]) -> list[str]:
         f"- Rule 4 (the cpu-reg LSTM's finetuned validation perplexity below the cpu LSTM's): **{verdict}**"
         f"{partial} — {pairs}."
     ]
+
+
+PAPER_SHARES = {"layer0_input": 0.747, "layer0_forget": 0.619}  # DECISION.md rule 5: the paper's G2 shares
+HARD_GATE_COST = 0.02  # rule 5: hard-gate test perplexity within 2 % of the model's own
+
+
+def _schedule_lines(entries: list[dict]) -> list[str]:
+    """DECISION.md rule 5 on the scheduled cpu-reg G2 runs: each of its three parts, per seed and in the
+    mean, and the verdict."""
+    runs = [e for e in entries if e["schedule"] and e["preset"] == "cpu-reg" and e["test_ppl"] is not None]
+    if not runs:
+        return ["No scheduled run has finished its evaluation yet (PARTIAL)."]
+    lines = ["| seed | test | hard gates | hard-gate cost | outer share, layer 0 input / forget |",
+             "|---|---|---|---|---|"]
+    shares_met, hard_met = [], []
+    for e in runs:
+        hard = e["compression"].get("hard")
+        cost = hard["gain"] / (hard["test_ppl"] - hard["gain"]) if hard else None
+        shares = [e["outer_share"].get(key) for key in PAPER_SHARES]
+        shares_met.append(all(s is not None and s >= PAPER_SHARES[k] for s, k in zip(shares, PAPER_SHARES)))
+        hard_met.append(cost is not None and cost <= HARD_GATE_COST)
+        share_text = " / ".join("–" if s is None else f"{100 * s:.1f} %" for s in shares)
+        lines.append(f"| {e['seed']} | {value_cell(e['test_ppl'])} | "
+                     f"{value_cell(hard['test_ppl'] if hard else None)} | "
+                     f"{'–' if cost is None else f'{100 * cost:+.1f} %'} | {share_text} |")
+    quality = compare(entries, "cpu-reg", lambda e: None if e["test_ppl"] is None else -e["test_ppl"],
+                      _quality(EQUIVALENCE * _lstm_mean(entries, "cpu-reg")), schedule=SCHEDULE_TEXT)
+    partial = "" if len(runs) == len(SEEDS) else f" (PARTIAL: {len(runs)} of {len(SEEDS)} seeds)"
+    return lines + [
+        "",
+        "| measure | scheduled G2 − LSTM per seed | mean | sd | se | verdict |",
+        "|---|---|---|---|---|---|",
+        paired_row("test perplexity", _negated(quality)),
+        "",
+        f"Rule 5{partial}: outer-bin shares at least the paper's (74.7 % input, 61.9 % forget) in "
+        f"{sum(shares_met)} of {len(runs)} seeds; hard-gate cost within 2 % in {sum(hard_met)} of "
+        f"{len(runs)}; test perplexity against the paired LSTM: **{verdict_cell(quality)}**.",
+    ]
+
+
+def _lstm_mean(entries: list[dict], preset: str) -> float:
+    values = [
+        e["test_ppl"] for e in entries if e["preset"] == preset and e["gate"] == "lstm" and e["test_ppl"]
+    ]
+    return sum(values) / len(values) if values else 0.0
 
 
 def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
@@ -366,7 +435,9 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
         ]
         for gate, noise in (("lstm", None), ("g2", 0.2)):
             values = [
-                e["test_ppl"] for e in mine if e["gate"] == gate and e["noise_p"] == noise and e["test_ppl"]
+                e["test_ppl"]
+                for e in mine
+                if e["gate"] == gate and e["noise_p"] == noise and not e["schedule"] and e["test_ppl"]
             ]
             lines.append(f"| {gate} | {mean_sd_cell(values)} |")
         lines += [
@@ -392,6 +463,8 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
         ]
         lines += ["", f"Rule 1 on `{preset}` (test perplexity): **{verdict_cell(stats['test_ppl'])}**."]
     lines += ["", "## The regularised baseline", "", *_baseline_lines(entries)]
+    lines += ["", f"## Binary gates without a perplexity cost: {SCHEDULE_TEXT} (rule 5)", "",
+              *_schedule_lines(entries)]
     curves = {}
     for e in entries:
         points = []

@@ -1,4 +1,5 @@
-"""The language-model recipe on a tiny corpus: model, training, averaged SGD, finetune, cache, resume."""
+"""The language-model recipe on a tiny corpus: model, training, averaged SGD, finetune, cache, resume, gate
+schedules."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from g2lstm import G2LSTM
 from g2lstm.cli import main
-from g2lstm.errors import TrainingDiverged
+from g2lstm.errors import ConfigError, TrainingDiverged
 from g2lstm.lm import train as lm_train
 from g2lstm.lm.config import PRESET_DIR, LMConfig
 from g2lstm.lm.evaluate import CachePointer, cache_pointer_probability, evaluate
@@ -24,6 +26,11 @@ from g2lstm.train import CheckpointPaths, TrainingInterrupted, load_checkpoint, 
 from killing import assert_killed_runs_resume_bit_identical
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
+# the tiny preset made smaller still, as command-line overrides
+TINY_SIZES = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12"]
+# `g2lstm` under torchrun with two processes on this machine
+TORCHRUN_TWO = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "g2lstm"]
 
 
 @pytest.fixture(scope="module")
@@ -328,14 +335,7 @@ def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Pa
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "g2lstm",
+        *TORCHRUN_TWO,
         "lm",
         "train",
         "--data",
@@ -411,14 +411,7 @@ def test_sigkill_at_random_points_then_resume_ends_bit_identical(corpus_dir: Pat
             "--out",
             str(run),
             "--quiet",
-            "--set",
-            "emb_size=16",
-            "--set",
-            "hidden_size=24",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "bptt=12",
+            *TINY_SIZES,
             "--set",
             "log_interval=1",
             "--set",
@@ -542,14 +535,7 @@ def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
         "--max-steps",
         "6",
         "--quiet",
-        "--set",
-        "emb_size=16",
-        "--set",
-        "hidden_size=24",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "bptt=12",
+        *TINY_SIZES,
         *(
             f"--set={name}=0"
             for name in ("dropout", "dropout_hidden", "dropout_input", "dropout_embedding", "weight_dropout")
@@ -566,14 +552,7 @@ def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
     assert single.returncode == 0, single.stderr
     two = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "g2lstm",
+            *TORCHRUN_TWO,
             "lm",
             "train",
             *options,
@@ -588,3 +567,84 @@ def test_two_ranks_of_half_the_batch_train_as_one_process_with_the_whole_batch(
     assert two.returncode == 0, two.stderr[-3000:]
     one, both = parameters_of(tmp_path / "one"), parameters_of(tmp_path / "two")
     assert all(torch.allclose(one[name], both[name], atol=1e-5) for name in one)
+
+
+# ------------------------------------------------------------------ gate schedules
+
+
+def test_gates_ramp_linearly_over_the_schedules_phase_and_hold_after_it() -> None:
+    config = tiny_config(noise_p=0.2, noise_p_final=1.0, temperature_final=0.5, schedule_phase="finetune",
+                         schedule_epochs=4, finetune_epochs=6)
+    assert config.gates_at("train", 3) == (0.2, pytest.approx(0.9))  # g2's default τ before the phase
+    ramp = [config.gates_at("finetune", epoch) for epoch in range(1, 7)]
+    assert [p for p, _ in ramp] == pytest.approx([0.4, 0.6, 0.8, 1.0, 1.0, 1.0])
+    assert [t for _, t in ramp] == pytest.approx([0.8, 0.7, 0.6, 0.5, 0.5, 0.5])
+    assert [config.ramping("finetune", epoch) for epoch in range(1, 6)] == [True] * 3 + [False] * 2
+    assert not config.ramping("train", 1)
+    spec = config.model_spec(10)  # a checkpoint's model carries the gates the run ends with
+    assert (spec.noise_p, spec.temperature) == (pytest.approx(1.0), pytest.approx(0.5))
+    constant = tiny_config(noise_p=0.3)
+    assert constant.gates_at("finetune", 2) == (0.3, None) and not constant.ramping("finetune", 1)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"noise_p_final": 1.5}, "noise_p_final must lie in"),
+        ({"temperature_final": 0.0}, "temperature"),
+        ({"noise_p_final": 1.0, "schedule_epochs": 3, "finetune_epochs": 2}, r"must lie in \[1, 2\]"),
+        ({"noise_p_final": 1.0, "schedule_phase": "train", "schedule_epochs": 0}, "schedule_epochs"),
+    ],
+)
+def test_bad_schedules_are_refused_naming_the_key(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**overrides)
+
+
+def test_the_best_model_and_the_plateau_rules_count_only_epochs_at_the_final_gates(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # validation gets worse while p rises (as it does with more noise): the ramp's epoch 1 would be the best
+    # model and epoch 3 would start averaged SGD (nonmono 1) if the ramp counted
+    losses = iter([1.0, 2.0, 3.0, 2.5] + [2.5] * 4)  # then the final evaluation's
+    seen = []
+    real = lm_train.evaluate
+
+    def fake_evaluate(model, data, bptt, cache=None):
+        seen.append([layer.noise_p for layer in model.modules() if isinstance(layer, G2LSTM)])
+        result = real(model, data, bptt, cache)
+        return type(result)(loss=next(losses), tokens=result.tokens)
+
+    monkeypatch.setattr(lm_train, "evaluate", fake_evaluate)
+    config = tiny_config(epochs=4, nonmono=1, noise_p=0.2, noise_p_final=0.8, schedule_phase="train",
+                         schedule_epochs=3, finetune_epochs=1, max_steps=None)
+    lm_train.train_language_model(config, tmp_path, corpus_dir, show_progress=False)
+    assert [values[0] for values in seen[:4]] == pytest.approx([0.4, 0.6, 0.8, 0.8])
+    assert all(len(set(values)) == 1 for values in seen)  # every layer the same
+    records = [line for line in read_metrics(tmp_path) if "valid_loss" in line and "epoch" in line]
+    assert [line["noise_p"] for line in records] == pytest.approx([0.4, 0.6, 0.8, 0.8])
+    assert [line["averaging"] for line in records] == [False] * 4
+    best = load_checkpoint(CheckpointPaths(tmp_path).best)
+    assert best["progress"]["epoch"] == 4 and best["metrics"]["valid_loss"] == 2.5
+
+
+def test_finetune_with_a_schedule_into_its_own_folder(
+    corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, tuned = tmp_path / "run", tmp_path / "p1"
+    config = tiny_config(epochs=1, finetune_epochs=1)
+    lm_train.train_language_model(config, run, corpus_dir, show_progress=False)
+    common = ["lm", "finetune", str(run), "--data", str(corpus_dir), "--quiet", "--epochs", "2"]
+    code = main([*common, "--out", str(tuned), "--set", "noise_p_final=1", "--set", "schedule_epochs=2"])
+    assert code == 0, capsys.readouterr().err
+    assert not (run / "finetune").exists()
+    saved = json.loads((tuned / "config.json").read_text())
+    assert saved["noise_p_final"] == 1.0 and saved["finetune_epochs"] == 2
+    records = [line for line in read_metrics(tuned) if "valid_loss" in line and "epoch" in line]
+    assert [line["noise_p"] for line in records] == pytest.approx([0.6, 1.0])
+    # averaged SGD's average restarts with the final gates: it holds epoch 2's steps only
+    averaged = load_checkpoint(CheckpointPaths(tuned).last)["optimizer"]["state"]
+    assert {int(entry["step"]) for entry in averaged.values()} == {records[1]["step"] - records[0]["step"]}
+    capsys.readouterr()
+    code = main([*common, "--out", str(tmp_path / "other"), "--set", "hidden_size=8"])
+    assert code == 2 and "architecture" in capsys.readouterr().err

@@ -50,9 +50,9 @@ def _lm_train(args: argparse.Namespace) -> None:
 def _lm_finetune(args: argparse.Namespace) -> None:
     from g2lstm.lm.train import finetune
 
-    _print_metrics(
-        finetune(args.run_dir, args.data, epochs=args.epochs, show_progress=not args.quiet), args.json
-    )
+    metrics = finetune(args.run_dir, args.data, epochs=args.epochs, out=args.out,
+                       overrides=_overrides(args, ()), show_progress=not args.quiet)
+    _print_metrics(metrics, args.json)
 
 
 def _lm_eval(args: argparse.Namespace) -> None:
@@ -369,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("run_dir", help="the training run's folder (its best.pt is the start)")
     tune.add_argument(
         "--epochs", type=_positive_int, help="most finetune epochs (default: the run's preset's)"
+    )
+    tune.add_argument("--out", help="the finetune run's folder (default: RUN_DIR/finetune)")
+    tune.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="change a setting of the run's config, e.g. a gate schedule: --set noise_p_final=1 "
+             "--set schedule_epochs=2 (not the architecture; default: none)",
     )
     data(tune)
     progress(tune)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from g2lstm.gates import check_temperature
+from g2lstm.gates import DEFAULT_TEMPERATURE, check_temperature
 from g2lstm.lm.model import LanguageModelSpec
 
 __all__ = ["LMConfig", "PRESET_DIR", "ARCHITECTURE_KEYS", "RESUMABLE_KEYS"]
@@ -29,6 +29,13 @@ class LMConfig:
     temperature: float | None = None
     noise_p: float = 0.2
     eval_gate: Literal["sigmoid", "tempered", "hard"] | None = None
+    # gate schedule (beyond the paper): noise_p and temperature go linearly from the values above to these
+    # over the first schedule_epochs epochs of schedule_phase, then hold (None: constant). The best model
+    # is chosen among the epochs at the final values only (see gates_at and ramping).
+    noise_p_final: float | None = None
+    temperature_final: float | None = None
+    schedule_phase: Literal["train", "finetune"] = "finetune"
+    schedule_epochs: int = 1
     # model
     unit: Literal["word", "char"] = "word"
     emb_size: int = 400
@@ -84,6 +91,16 @@ class LMConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.temperature is not None:
             check_temperature(self.temperature)
+        if self.noise_p_final is not None and not 0.0 <= self.noise_p_final <= 1.0:
+            raise ValueError(f"noise_p_final must lie in [0, 1], got {self.noise_p_final}")
+        if self.temperature_final is not None:
+            check_temperature(self.temperature_final)
+        phase_epochs = self.epochs if self.schedule_phase == "train" else self.finetune_epochs
+        if self.scheduled and not 1 <= self.schedule_epochs <= phase_epochs:
+            raise ValueError(
+                f"schedule_epochs must lie in [1, {phase_epochs}] (the {self.schedule_phase} phase's "
+                f"epochs), got {self.schedule_epochs}; lower it or raise the phase's epoch count"
+            )
         if self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.asgd_epoch is not None and self.asgd_epoch < 1:
@@ -91,6 +108,38 @@ class LMConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 when given, got {self.max_steps}")
 
+    @property
+    def scheduled(self) -> bool:
+        """Whether noise_p or temperature follow a schedule."""
+        return self.noise_p_final is not None or self.temperature_final is not None
+
+    def gates_at(self, phase: str, epoch: int) -> tuple[float, float | None]:
+        """``noise_p`` and ``temperature`` in force in ``epoch`` (from 1) of ``phase``: the start values
+        before the schedule's phase, then a linear ramp reaching the final values at its
+        ``schedule_epochs``-th epoch, the final values from there on (training comes before finetuning)."""
+        if not self.scheduled:
+            return self.noise_p, self.temperature
+        if phase == self.schedule_phase:
+            share = min(1.0, epoch / self.schedule_epochs)
+        else:
+            share = 0.0 if phase == "train" else 1.0
+        noise_p = self.noise_p
+        if self.noise_p_final is not None:
+            noise_p += (self.noise_p_final - self.noise_p) * share
+        temperature = self.temperature
+        if self.temperature_final is not None:
+            start = DEFAULT_TEMPERATURE[self.gate] if temperature is None else temperature
+            temperature = start + (self.temperature_final - start) * share
+        return noise_p, temperature
+
+    def ramping(self, phase: str, epoch: int) -> bool:
+        """Whether ``epoch`` of ``phase`` runs with gates short of the schedule's final values."""
+        return self.scheduled and phase == self.schedule_phase and epoch < self.schedule_epochs
+
     def model_spec(self, vocab_size: int) -> LanguageModelSpec:
-        names = {f.name for f in fields(LanguageModelSpec)} - {"vocab_size"}
-        return LanguageModelSpec(vocab_size=vocab_size, **{name: getattr(self, name) for name in names})
+        """The model's architecture, with the gates a finished run ends with (the schedule's final values):
+        the model a checkpoint holds for evaluation; training sets each epoch's gates itself."""
+        names = {f.name for f in fields(LanguageModelSpec)} - {"vocab_size", "noise_p", "temperature"}
+        noise_p, temperature = self.gates_at("finetune", self.finetune_epochs or 1)
+        return LanguageModelSpec(vocab_size=vocab_size, noise_p=noise_p, temperature=temperature,
+                                 **{name: getattr(self, name) for name in names})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from g2lstm import G2LSTM
 from g2lstm.data import Corpus, CorpusError
 from g2lstm.errors import CheckpointError, ConfigError, MissingFileError
-from g2lstm.lm.config import RESUMABLE_KEYS, LMConfig
+from g2lstm.lm.config import ARCHITECTURE_KEYS, RESUMABLE_KEYS, LMConfig
 from g2lstm.lm.evaluate import (
     MODEL_ENTRIES,
     check_layers,
@@ -42,6 +43,7 @@ from g2lstm.train import (
     DistributedContext,
     RunLog,
     any_ranks,
+    apply_overrides,
     check_resume,
     check_same_data,
     checkpoint_config,
@@ -132,6 +134,13 @@ def _make_optimizer(model: nn.Module, config: LMConfig, averaging: bool) -> torc
             model.parameters(), lr=config.lr, t0=0, lambd=0.0, weight_decay=config.weight_decay
         )
     return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _set_gates(model: nn.Module, noise_p: float, temperature: float | None) -> None:
+    """Give every G2LSTM layer of ``model`` this noise probability and temperature (a gate schedule's)."""
+    for layer in model.modules():
+        if isinstance(layer, G2LSTM):
+            layer.noise_p, layer.temperature = noise_p, temperature
 
 
 def _detach(hidden: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
@@ -309,6 +318,13 @@ def _train(
             not progress.done and progress.epoch <= epochs and progress.step < (config.max_steps or math.inf)
         ):
             trainable.train()
+            noise_p, temperature = config.gates_at(phase, progress.epoch)
+            final_gates_begin = (config.scheduled and phase == config.schedule_phase
+                                 and progress.epoch == config.schedule_epochs)
+            if config.scheduled:
+                _set_gates(model, noise_p, temperature)
+            if final_gates_begin and progress.averaging and progress.position == 0:
+                optimizer = _make_optimizer(model, config, True)  # the average starts at the final gates
             if hidden is None:
                 hidden = model.init_hidden(train_data.shape[1])
             streams = train_data.shape[1]
@@ -369,18 +385,24 @@ def _train(
                         last_save = time.monotonic()
 
             # ---- end of epoch: validation, best model, averaged-SGD switch or finetune stop
+            # a gate schedule: the best model and the plateau rules count only epochs at its final gates
+            ramping = config.ramping(phase, progress.epoch)
+            if final_gates_begin:
+                progress.best_valid, progress.valid_history = math.inf, []
             with _averaged_weights(optimizer, progress.averaging):
                 valid = evaluate(model, valid_data, config.bptt)
                 if valid.loss < progress.best_valid:
                     save_best(valid.loss)
+            gates = {"noise_p": noise_p, "temperature": temperature} if config.scheduled else {}
             log.log(phase=phase, step=progress.step, epoch=progress.epoch, valid_loss=valid.loss,
-                    valid_ppl=valid.perplexity, averaging=progress.averaging)
+                    valid_ppl=valid.perplexity, averaging=progress.averaging, **gates)
             log.message(
                 f"{phase} epoch {progress.epoch}: valid ppl {valid.perplexity:.2f} "
                 f"(best {math.exp(progress.best_valid):.2f}){', averaged SGD' if progress.averaging else ''}"
             )
             history = progress.valid_history
-            stalled = len(history) > config.nonmono and valid.loss > min(history[: -config.nonmono])
+            stalled = (not ramping and len(history) > config.nonmono
+                       and valid.loss > min(history[: -config.nonmono]))
             switch = stalled if config.asgd_epoch is None else progress.epoch + 1 >= config.asgd_epoch
             if switch and phase == "train" and not progress.averaging:
                 log.message(f"epoch {progress.epoch}: switching to averaged SGD")
@@ -389,7 +411,8 @@ def _train(
             elif stalled and (phase == "finetune" or (progress.averaging and config.stop_on_plateau)):
                 log.message(f"epoch {progress.epoch}: validation stopped improving, {phase} ends")
                 progress.done = True
-            history.append(valid.loss)
+            if not ramping:
+                history.append(valid.loss)
             progress.epoch += 1
             progress.position = 0
             hidden = None
@@ -442,8 +465,11 @@ def _saved_hidden(saved: Any, expected: State, device: torch.device) -> State | 
 
 
 def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int | None = None,
+             out: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
              show_progress: bool = True) -> dict[str, Any]:
-    """Finetune the best model of a training run into ``run_dir/finetune`` (resumable as well)."""
+    """Finetune the best model of a training run into ``out`` (default ``run_dir/finetune``; resumable as
+    well), with the run's config but for ``overrides`` (``--set`` values: e.g. a gate schedule,
+    ``{"noise_p_final": "1"}``); the model's architecture cannot change."""
     run_dir = Path(run_dir)
     best = CheckpointPaths(run_dir).best
     if not best.exists():
@@ -451,7 +477,13 @@ def finetune(run_dir: str | Path, data: str | Path | None = None, *, epochs: int
             f"{best} does not exist: finetune needs a finished (or validated) training run"
         )
     config = checkpoint_config(LMConfig, load_checkpoint(best), best)
+    changes = dict(overrides or {})
+    fixed = sorted(set(changes) & {*ARCHITECTURE_KEYS, "unit"})
+    if fixed:
+        raise ConfigError(f"finetune keeps the trained model's architecture; {', '.join(fixed)} cannot be "
+                          f"set (train a new run for another model)")
     if epochs is not None:
-        config.finetune_epochs = epochs
-    return train_language_model(config, run_dir / "finetune", data, phase="finetune", init_checkpoint=best,
-                                show_progress=show_progress)
+        changes["finetune_epochs"] = epochs
+    config = apply_overrides(config, changes)
+    return train_language_model(config, Path(out) if out is not None else run_dir / "finetune", data,
+                                phase="finetune", init_checkpoint=best, show_progress=show_progress)
