@@ -48,8 +48,9 @@ def test_speed_script_records_which_loop_and_build_ran(cpu_kernel, cpu_isa, expe
     """benchmarks/speed.py: `g2lstm bench` plus --cpu-kernel and --cpu-isa; the JSON names the loop and build
     that ran and the CPU capability torch reports."""
     monkeypatch.setattr(sys, "argv", ["speed.py"])
-    monkeypatch.delenv(KERNEL_ENV, raising=False)
-    monkeypatch.delenv(VARIANT_ENV, raising=False)
+    for name in (KERNEL_ENV, VARIANT_ENV):  # the script sets them: recorded first, so that they are restored
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     speed = runpy.run_path(str(BENCHMARKS / "speed.py"), run_name="speed")
     out = tmp_path / "speed.json"
     isa = ["--cpu-isa", cpu_isa] if cpu_isa else []
