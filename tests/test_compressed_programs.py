@@ -19,6 +19,7 @@ from torch import nn
 from g2lstm import G2LSTM, QuantizedG2LSTM
 from g2lstm.compress import compress
 from g2lstm.kernels import stored
+from g2lstm.kernels.compiled import KERNEL_ENV
 
 SETTINGS = {"rank": dict(rank=2, gates=("input", "forget", "cell")), "round-clip": dict(round=0.1, clip=0.4)}
 
@@ -77,6 +78,7 @@ def test_compiled_training_of_a_compressed_model_matches_eager(settings):
 def test_compiled_evaluation_of_a_compressed_model_matches_the_stored_path(settings, eval_gate, monkeypatch):
     """Eager evaluation runs from the stored forms; the compiled graph, which cannot call that loop,
     computes the dense weights from them and gives the same logits."""
+    monkeypatch.setenv(KERNEL_ENV, "compiled")  # the stored path runs on the compiled loop
     model = compressed_model(settings, eval_gate).eval()
     calls = []
     sequence_stored = stored.lstm_sequence_stored
