@@ -132,9 +132,9 @@ def kernel_checks(device: str, smoke: bool) -> dict[str, dict[str, Any]]:
         for batch_sizes, hidden, reverse, scale, hard in cases:
             torch.manual_seed(0)
             leaves = sequence_leaves(batch_sizes, hidden, dtype, device)
-            args = (batch_sizes, reverse, scale, hard)
-            expected = sequence_results(lstm_sequence_reference, leaves, *args)
-            actual = sequence_results(lstm_sequence, leaves, *args, kernel="triton")
+            flags = {"reverse": reverse, "scale": scale, "hard": hard}
+            expected = sequence_results(lstm_sequence_reference, leaves, batch_sizes, **flags)
+            actual = sequence_results(lstm_sequence, leaves, batch_sizes, kernel="triton", **flags)
             name = (
                 f"triton vs reference {str(dtype)[6:]} sizes={batch_sizes[:3]}... H={hidden} "
                 f"reverse={reverse} scale={scale:.3f} hard={hard}"
@@ -156,14 +156,14 @@ def kernel_checks(device: str, smoke: bool) -> dict[str, dict[str, Any]]:
     size = [batch] * steps
     torch.manual_seed(0)
     leaves = sequence_leaves(size, hidden, torch.float32, device)
-    expected = sequence_results(lstm_sequence_reference, [t.double() for t in leaves], size, False, 1 / 0.9)
-    actual = sequence_results(lstm_sequence, leaves, size, False, 1 / 0.9, kernel="triton")
+    expected = sequence_results(lstm_sequence_reference, [t.double() for t in leaves], size, scale=1 / 0.9)
+    actual = sequence_results(lstm_sequence, leaves, size, scale=1 / 0.9, kernel="triton")
     checks[f"triton float32 vs reference float64 at (T, B, H) = {(steps, batch, hidden)}"] = norm_verdict(
         actual, expected
     )
     noise = {"noise_seed": 99, "noise_p": 0.2}
-    expected = sequence_results(lstm_sequence, leaves, size, False, 1 / 0.9, kernel="python", **noise)
-    actual = sequence_results(lstm_sequence, leaves, size, False, 1 / 0.9, kernel="triton", **noise)
+    expected = sequence_results(lstm_sequence, leaves, size, scale=1 / 0.9, kernel="python", **noise)
+    actual = sequence_results(lstm_sequence, leaves, size, scale=1 / 0.9, kernel="triton", **noise)
     checks[f"triton vs python loop float32 at (T, B, H) = {(steps, batch, hidden)}, noise_p=0.2"] = (
         norm_verdict(actual, expected)
     )
@@ -388,7 +388,7 @@ def sweep_row(
 
     def step() -> None:
         output, h_n, _, _ = triton_loop.triton_sequence(
-            *leaves, [batch] * steps, False, 1 / 0.9, False, 5, 0.2, blocks=blocks
+            *leaves, [batch] * steps, scale=1 / 0.9, noise_seed=5, noise_p=0.2, blocks=blocks
         )
         (output.sum() + h_n.sum()).backward()
 

@@ -13,6 +13,8 @@ finite differences through the compiled loop, and the switch with its fallback.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import shutil
 import warnings
 
@@ -68,9 +70,11 @@ def kernel_run(kernel: str, leaves: list[torch.Tensor], batch_sizes, reverse, sc
     """Outputs, gates and the gradients of all four inputs under fixed random upstream gradients."""
     inputs = [t.clone().requires_grad_() for t in leaves]
     if kernel == "reference":
-        results = lstm_sequence_reference(*inputs, batch_sizes, reverse, scale, hard)
+        results = lstm_sequence_reference(*inputs, batch_sizes, reverse=reverse, scale=scale, hard=hard)
     else:
-        results = lstm_sequence(*inputs, batch_sizes, reverse, scale, hard, backend=backend, kernel=kernel)
+        results = lstm_sequence(
+            *inputs, batch_sizes, reverse=reverse, scale=scale, hard=hard, backend=backend, kernel=kernel
+        )
     output, h_n, c_n, gates = results
     generator = torch.Generator().manual_seed(5)
     upstream = [torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in (output, h_n, c_n)]
@@ -156,14 +160,16 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
     noisy = [leaves[0].clone(), *leaves[1:]]
     noisy[0][:, : 2 * hidden] += noise
     expected = kernel_run("reference", noisy, batch_sizes, reverse, 1 / 0.9, False, "auto")
-    for kernel in ("python", "compiled"):
+    for kernel in ("reference", "python", "compiled"):  # the reference keyed, as the others
         inputs = [t.clone().requires_grad_() for t in leaves]
-        output, h_n, c_n, gates = lstm_sequence(
+        run = lstm_sequence_reference
+        if kernel != "reference":
+            run = functools.partial(lstm_sequence, kernel=kernel)
+        output, h_n, c_n, gates = run(
             *inputs,
             batch_sizes,
-            reverse,
-            1 / 0.9,
-            kernel=kernel,
+            reverse=reverse,
+            scale=1 / 0.9,
             noise_seed=seed,
             noise_p=noise_p,
             noise_eps=1e-3,
@@ -173,6 +179,19 @@ def test_noise_drawn_inside_matches_noise_added_up_front(reverse, noise_p, dtype
         actual = [output, h_n, c_n, gates, *torch.autograd.grad([output, h_n, c_n], inputs, upstream)]
         for label, a, e in zip(LABELS, actual, expected):
             assert_close(a, e, dtype, f"{kernel} {label}", scale=10)
+
+
+def test_reference_takes_the_arguments_of_the_fused_kernel():
+    """The oracle is called as lstm_sequence is, less the choice of loop, and its flags are keyword-only."""
+
+    def described(function):
+        parameters = inspect.signature(function).parameters.values()
+        return [(p.name, p.kind, p.default) for p in parameters if p.name not in ("kernel", "backend")]
+
+    assert described(lstm_sequence_reference) == described(lstm_sequence)
+    assert [name for name, kind, _ in described(lstm_sequence) if kind != inspect.Parameter.KEYWORD_ONLY] == [
+        "gate_inputs", "h0", "c0", "weight_hh", "batch_sizes"
+    ]
 
 
 @pytest.mark.parametrize("kernel", ["python", "compiled"])

@@ -151,7 +151,8 @@ def test_fused_kernel_gradients(kernel, batch_sizes, reverse, scale, hard):
 
     def function(gate_inputs, h0, c0, weight_hh):
         output, h_n, c_n, _ = lstm_sequence(
-            gate_inputs, h0, c0, weight_hh, batch_sizes, reverse, scale, hard, backend="torch", kernel=kernel
+            gate_inputs, h0, c0, weight_hh, batch_sizes,
+            reverse=reverse, scale=scale, hard=hard, backend="torch", kernel=kernel,
         )
         return output, h_n, c_n
 
@@ -169,7 +170,9 @@ def test_fused_kernel_full_jacobian_packed_reverse_scaled(kernel):
     )
     for reverse in (False, True):
         def function(*args, reverse=reverse):
-            return lstm_sequence(*args, batch_sizes, reverse, 1 / 0.9, backend="torch", kernel=kernel)[:3]
+            return lstm_sequence(
+                *args, batch_sizes, reverse=reverse, scale=1 / 0.9, backend="torch", kernel=kernel
+            )[:3]
 
         assert check(function, inputs, fast=False), reverse
 

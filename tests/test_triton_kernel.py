@@ -72,10 +72,10 @@ def assert_close(actual, expected, dtype, label):
 )
 def test_triton_loop_matches_reference_and_python_loop(batch_sizes, hidden, reverse, scale, hard, dtype):
     inputs = leaves(batch_sizes, hidden, dtype)
-    args = (batch_sizes, reverse, scale, hard)
-    expected = run(lstm_sequence_reference, inputs, *args)
-    python = run(lstm_sequence, inputs, *args, kernel="python")
-    actual = run(triton_sequence, inputs, *args, blocks=SMALL)
+    flags = {"reverse": reverse, "scale": scale, "hard": hard}
+    expected = run(lstm_sequence_reference, inputs, batch_sizes, **flags)
+    python = run(lstm_sequence, inputs, batch_sizes, kernel="python", **flags)
+    actual = run(triton_sequence, inputs, batch_sizes, blocks=SMALL, **flags)
     for label, a, p, e in zip(LABELS, actual, python, expected):
         assert a.dtype == dtype and a.shape == e.shape, label
         assert_close(a, e, dtype, label)
@@ -95,11 +95,11 @@ def test_in_kernel_noise_is_the_python_loops_noise(seed, noise_p, dtype):
     batch_sizes, hidden = [6, 6, 5, 3], 21
     inputs = leaves(batch_sizes, hidden, dtype)
     noise = {"noise_seed": seed, "noise_p": noise_p, "noise_eps": 1e-3}
-    python = run(lstm_sequence, inputs, batch_sizes, False, 1 / 0.9, kernel="python", **noise)
-    actual = run(lstm_sequence, inputs, batch_sizes, False, 1 / 0.9, kernel="triton", **noise)
+    python = run(lstm_sequence, inputs, batch_sizes, scale=1 / 0.9, kernel="python", **noise)
+    actual = run(lstm_sequence, inputs, batch_sizes, scale=1 / 0.9, kernel="triton", **noise)
     for label, a, p in zip(LABELS, actual, python):
         assert_close(a, p, dtype, label)
-    plain = run(lstm_sequence, inputs, batch_sizes, False, 1 / 0.9, kernel="python")
+    plain = run(lstm_sequence, inputs, batch_sizes, scale=1 / 0.9, kernel="python")
     assert (actual[3] - plain[3]).abs().max() > 0.01  # the noise is there
 
 
@@ -181,7 +181,9 @@ COMPILE_SCRIPT = textwrap.dedent(
                   torch.zeros(batch, hidden, dtype=dtype), torch.zeros(batch, hidden, dtype=dtype),
                   torch.zeros(4 * hidden, hidden, dtype=dtype, requires_grad=True)]
         seed = 7 if noise else None
-        output, h_n, c_n, _ = triton_sequence(*inputs, [batch] * 4, True, 1 / 0.9, False, seed, 0.2)
+        output, h_n, c_n, _ = triton_sequence(
+            *inputs, [batch] * 4, reverse=True, scale=1 / 0.9, noise_seed=seed, noise_p=0.2
+        )
         (output.sum() + h_n.sum()).backward()
         names = {torch.float32: "fp32", torch.float64: "fp64"}
         for name, (kernel, args) in sorted(launches.items()):

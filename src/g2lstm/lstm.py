@@ -7,7 +7,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,90 @@ def _check_tensor(name: str, tensor: Any, reference: Tensor) -> None:
             f"{name} is on {tensor.device} but the module's parameters are on {reference.device}; "
             f"move one of them, e.g. module.to('{tensor.device}')"
         )
+
+
+def _check_input(input: Any, reference: Tensor, input_size: int, layouts: tuple[str, str]) -> bool:
+    """Check a padded ``input`` against the module (type, dtype, device, rank, feature size) and return
+    whether it is batched; ``layouts`` names the axes of the unbatched and the batched form."""
+    _check_tensor("input", input, reference)
+    ranks = [layout.count(",") + 1 for layout in layouts]
+    if input.dim() not in ranks:
+        raise ShapeError(
+            f"input must be {ranks[0]}-D {layouts[0]} unbatched or {ranks[1]}-D {layouts[1]} batched, got "
+            f"{input.dim()}-D with shape {tuple(input.shape)}"
+        )
+    _check_features("input", input, input_size)
+    return input.dim() == ranks[1]
+
+
+def _check_features(name: str, input: Tensor, input_size: int) -> None:
+    if input.shape[-1] != input_size:
+        raise ShapeError(
+            f"{name} has {input.shape[-1]} features in its last dimension but input_size is {input_size}"
+        )
+
+
+def _check_state(
+    hx: Any, shapes: tuple[tuple[int, ...], tuple[int, ...]], reference: Tensor, axes: str
+) -> State:
+    """``hx`` as ``(h_0, c_0)``, checked to be two tensors of the module's dtype and device with the shapes
+    ``shapes``; ``axes`` names the shapes' axes for the error message."""
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+    for name, state, shape in zip(("h_0", "c_0"), hx, shapes):
+        _check_tensor(name, state, reference)
+        if tuple(state.shape) != shape:
+            raise ShapeError(f"{name} must have shape {shape}, got {tuple(state.shape)} (axes: {axes})")
+    return hx[0], hx[1]
+
+
+class _Sequences(NamedTuple):
+    """A forward call's input in the form the implementations take, and the way back to the caller's form.
+
+    ``data`` holds a PackedSequence's rows (``batch_sizes`` set) or a 3-D padded batch in the module's
+    layout (an unbatched input given its batch axis); ``batch`` is the number of sequences.
+    """
+
+    data: Tensor
+    batch_sizes: Tensor | None
+    sorted_indices: Tensor | None
+    unsorted_indices: Tensor | None
+    batch: int
+    batched: bool
+    batch_first: bool
+
+    def rows(self) -> Tensor:
+        """The input as time-major rows ``(N, features)``, packed order, as the fused kernel takes it."""
+        if self.batch_sizes is not None:
+            return self.data
+        time_major = self.data.transpose(0, 1) if self.batch_first else self.data
+        return time_major.reshape(-1, self.data.shape[-1])
+
+    def from_rows(self, rows: Tensor) -> Tensor | PackedSequence:
+        """Time-major rows ``(N, features)`` laid out as the caller's input was."""
+        if self.batch_sizes is not None:
+            sorted_indices, unsorted_indices = (
+                None if i is None else i.to(rows.device) for i in (self.sorted_indices, self.unsorted_indices)
+            )
+            return PackedSequence(rows, self.batch_sizes, sorted_indices, unsorted_indices)
+        padded = rows.view(-1, self.batch, rows.shape[-1])
+        return self.from_padded(padded.transpose(0, 1) if self.batch_first else padded)
+
+    def from_padded(self, padded: Tensor) -> Tensor:
+        """A padded result in the module's layout, unbatched again where the input was."""
+        return padded if self.batched else padded.squeeze(0 if self.batch_first else 1)
+
+    def sort_state(self, h: Tensor, c: Tensor) -> State:
+        """Initial states in the order of the packed sequences (which sorts them by length)."""
+        if self.sorted_indices is None:
+            return h, c
+        return h.index_select(1, self.sorted_indices), c.index_select(1, self.sorted_indices)
+
+    def restore_state(self, h: Tensor, c: Tensor) -> State:
+        """Final states in the caller's batch order and form."""
+        if self.unsorted_indices is not None:
+            h, c = h.index_select(1, self.unsorted_indices), c.index_select(1, self.unsorted_indices)
+        return (h, c) if self.batched else (h.squeeze(1), c.squeeze(1))
 
 
 def _upcast(value: Any, dtype: torch.dtype) -> Any:
@@ -135,6 +219,8 @@ class _GateOptions(nn.Module):
 
     _gate_config: GateConfig
     _gate_sink: GateSink | None
+    hidden_size: int
+    _flat_weights_names: list[str]  # every weight and bias, in nn.LSTM's order
 
     def _init_gates(self, config: GateConfig, weight_dropout: float) -> None:
         _check_probability("weight_dropout", weight_dropout, upper_open=True)
@@ -162,6 +248,17 @@ class _GateOptions(nn.Module):
         if self.weight_dropout:
             text += f", weight_dropout={self.weight_dropout}"
         return text
+
+    def reset_parameters(self) -> None:
+        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``nn.LSTM`` and ``nn.LSTMCell``; a
+        parametrized one is set through its parametrization (which may store it in another form)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for name in self._flat_weights_names:
+                if parametrize.is_parametrized(self, name):
+                    setattr(self, name, torch.empty_like(getattr(self, name)).uniform_(-bound, bound))
+                else:
+                    nn.init.uniform_(getattr(self, name), -bound, bound)
 
     def _dropconnect(self, weight_hh: Tensor) -> Tensor:
         """DropConnect on hidden-to-hidden weights: one mask per forward call, in training only."""
@@ -349,17 +446,6 @@ class G2LSTM(_GateOptions):
         flat = [getattr(self, name) for name in self._flat_weights_names]
         return [flat[k : k + per_group] for k in range(0, len(flat), per_group)]
 
-    def reset_parameters(self) -> None:
-        """Every weight and bias from U(-1/sqrt(H), 1/sqrt(H)), as ``nn.LSTM``; a parametrized one is set
-        through its parametrization (which may store it in another form)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        with torch.no_grad():
-            for name in self._flat_weights_names:
-                if parametrize.is_parametrized(self, name):
-                    setattr(self, name, torch.empty_like(getattr(self, name)).uniform_(-bound, bound))
-                else:
-                    nn.init.uniform_(getattr(self, name), -bound, bound)
-
     def flatten_parameters(self) -> None:
         """Keep the weights in one cuDNN buffer (on CUDA with cuDNN; a no-op elsewhere), as ``nn.LSTM`` does,
         so that evaluation runs cuDNN on them without copying them on every call. Called on construction and
@@ -544,121 +630,84 @@ class G2LSTM(_GateOptions):
         """A tensor with the weights' dtype and device, without computing a parametrized weight."""
         return next(tensor for tensor in (*self.parameters(), *self.buffers()) if tensor.is_floating_point())
 
-    def _check_state(self, hx: Any, batch: int, batched: bool, reference: Tensor) -> State:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-        layers = self.num_layers * self.num_directions
-        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
-        for name, state, size in zip(("h_0", "c_0"), hx, sizes):
-            _check_tensor(name, state, reference)
-            expected = (layers, batch, size) if batched else (layers, size)
-            if tuple(state.shape) != expected:
-                raise ShapeError(
-                    f"{name} must have shape {expected} (num_layers * num_directions, "
-                    f"{'batch, ' if batched else ''}"
-                    f"{'proj_size' if name == 'h_0' and self.proj_size else 'hidden_size'}"
-                    f"), got {tuple(state.shape)}"
-                )
-        h0, c0 = hx
-        return (h0, c0) if batched else (h0.unsqueeze(1), c0.unsqueeze(1))
-
     @_outside_autocast
     def forward(
         self, input: Tensor | PackedSequence, hx: State | None = None
     ) -> tuple[Tensor | PackedSequence, State]:
+        sequences, h0, c0 = self._normalise(input, hx)
+        plan = self._gate_config.plan(self.training)
+        output, h_n, c_n = self._implementation(plan)(sequences, h0, c0, plan)
+        return output, sequences.restore_state(h_n, c_n)
+
+    def _normalise(self, input: Tensor | PackedSequence, hx: Any) -> tuple[_Sequences, Tensor, Tensor]:
+        """The checked input as :class:`_Sequences` and the initial states ``(h_0, c_0)``, batched, in its
+        sequences' order (zeros for ``hx=None``)."""
         reference = self._reference()
-        packed = isinstance(input, PackedSequence)
-        output: Tensor | PackedSequence
-        data: Tensor | None = None
-        batch_sizes: Tensor | None = None
-        sorted_indices: Tensor | None = None
-        unsorted_indices: Tensor | None = None
         if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = input
             _check_tensor("input.data", data, reference)
-            padded = data  # (not read: packed data takes the packed paths)
-            batched = True
-            batch = int(batch_sizes[0])
-            feature_axis_size = data.shape[-1]
+            _check_features("input.data", data, self.input_size)
+            sequences = _Sequences(
+                data, batch_sizes, sorted_indices, unsorted_indices, int(batch_sizes[0]), True,
+                self.batch_first,
+            )
         else:
-            _check_tensor("input", input, reference)
-            if input.dim() not in (2, 3):
-                raise ValueError(
-                    f"input must be 2-D (seq, feature) unbatched or 3-D batched, got {input.dim()}-D "
-                    f"with shape {tuple(input.shape)}"
-                )
-            batched = input.dim() == 3
+            batched = _check_input(
+                input, reference, self.input_size,
+                ("(L, H_in)", "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"),
+            )
             padded = input if batched else input.unsqueeze(0 if self.batch_first else 1)
             if padded.shape[0] == 0 or padded.shape[1] == 0:
                 raise ValueError(f"input has an empty sequence or batch dimension: {tuple(padded.shape)}")
             batch = padded.shape[0 if self.batch_first else 1]
-            feature_axis_size = padded.shape[-1]
-        if feature_axis_size != self.input_size:
-            raise ShapeError(
-                f"input has {feature_axis_size} features in its last dimension but input_size is "
-                f"{self.input_size}"
-            )
-        layers = self.num_layers * self.num_directions
+            sequences = _Sequences(padded, None, None, None, batch, batched, self.batch_first)
+        layers, batch = self.num_layers * self.num_directions, sequences.batch
+        output_size = self.proj_size or self.hidden_size
         if hx is None:
-            h0 = reference.new_zeros(layers, batch, self.proj_size or self.hidden_size)
+            h0 = reference.new_zeros(layers, batch, output_size)
             c0 = reference.new_zeros(layers, batch, self.hidden_size)
-        else:
-            h0, c0 = self._check_state(hx, batch, batched, reference)
-            if sorted_indices is not None:
-                h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
+            return sequences, h0, c0
+        batch_axis = (batch,) if sequences.batched else ()
+        shapes = (layers, *batch_axis, output_size), (layers, *batch_axis, self.hidden_size)
+        axes = f"num_layers * num_directions, {'batch, ' if sequences.batched else ''}hidden_size"
+        axes += " (proj_size for h_0)" if self.proj_size else ""
+        h0, c0 = _check_state(hx, shapes, reference, axes)
+        if not sequences.batched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        return sequences, *sequences.sort_state(h0, c0)
 
-        plan = self._gate_config.plan(self.training)
+    def _implementation(
+        self, plan: GatePlan
+    ) -> Callable[[_Sequences, Tensor, Tensor, GatePlan], tuple[Any, Tensor, Tensor]]:
+        """The forward implementation for this call: a loop the ONNX exporters keep whole when exporting;
+        the fused kernel where the gates are noisy or hard, are recorded, weights are read in their stored
+        forms or a graph is compiled; else torch's own LSTM kernel (σ gates need no more)."""
         exporting = not self.training and self._gate_sink is None and torch.onnx.is_in_onnx_export()
+        if exporting and (plan.hard or not torch.jit.is_tracing()):
+            return self._forward_exportable
         compiling = torch.compiler.is_compiling()  # torch.compile and torch.export: the registered operator
         # inference from the stored forms of parametrized weights runs in eager mode only (the compiled loop
         # it calls is no operator a graph can hold; traced graphs compute the parametrized weights instead)
         stored = not (exporting or compiling or torch.jit.is_tracing()) and use_stored_inference(
-            self, reference, self._flat_weights_names, plan.noise
+            self, self._reference(), self._flat_weights_names, plan.noise
         )
-        if exporting and (plan.hard or not torch.jit.is_tracing()):
-            if packed:
-                raise ValueError("ONNX export of G2LSTM takes padded input, not a PackedSequence")
-            output, h_n, c_n = self._forward_exportable(padded, h0, c0, plan)
-            if not batched:
-                output = output.squeeze(0 if self.batch_first else 1)
-        elif stored or plan.noise or plan.hard or self._gate_sink is not None or compiling:
-            if data is not None:
-                rows = data
-            else:
-                time_major = padded.transpose(0, 1) if self.batch_first else padded
-                rows = time_major.reshape(-1, self.input_size)
-            output, h_n, c_n, recorded = self._forward_fused(rows, batch_sizes, h0, c0, plan, stored)
-            if packed:
-                def layout(values: Tensor) -> Any:
-                    indices = [
-                        None if i is None else i.to(values.device) for i in (sorted_indices, unsorted_indices)
-                    ]
-                    return PackedSequence(values, batch_sizes, *indices)
-            else:
-                def layout(values: Tensor) -> Any:
-                    values = values.view(-1, batch, values.shape[-1])
-                    values = values.transpose(0, 1) if self.batch_first else values
-                    return values if batched else values.squeeze(0 if self.batch_first else 1)
-            output = layout(output)
-            if self._gate_sink is not None:
-                for layer, input_gates, forget_gates in recorded:
-                    self._gate_sink(layer, layout(input_gates), layout(forget_gates))
-        else:
-            weights = self._native_weights(plan.scale)
-            args = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-            if data is not None and batch_sizes is not None:
-                rows, h_n, c_n = torch.lstm(data, batch_sizes, (h0, c0), weights, *args)
-                output = PackedSequence(rows, batch_sizes, sorted_indices, unsorted_indices)
-            else:
-                output, h_n, c_n = torch.lstm(padded, (h0, c0), weights, *args, self.batch_first)
-                if not batched:
-                    output = output.squeeze(0 if self.batch_first else 1)
+        if stored:
+            return functools.partial(self._forward_fused, stored=True)
+        if plan.noise or plan.hard or self._gate_sink is not None or compiling:
+            return self._forward_fused
+        return self._forward_native
 
-        if unsorted_indices is not None:
-            h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
-        if not batched:
-            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return output, (h_n, c_n)
+    def _forward_native(
+        self, sequences: _Sequences, h0: Tensor, c0: Tensor, plan: GatePlan
+    ) -> tuple[Tensor | PackedSequence, Tensor, Tensor]:
+        """torch's own LSTM kernel (cuDNN on CUDA), σ(scale · a) gates folded into the weights."""
+        weights = self._native_weights(plan.scale)
+        args = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if sequences.batch_sizes is not None:
+            rows, h_n, c_n = torch.lstm(sequences.data, sequences.batch_sizes, (h0, c0), weights, *args)
+            return sequences.from_rows(rows), h_n, c_n
+        output, h_n, c_n = torch.lstm(sequences.data, (h0, c0), weights, *args, self.batch_first)
+        return sequences.from_padded(output), h_n, c_n
 
     def _native_weights(self, scale: float) -> list[Tensor]:
         """Weights for torch's LSTM kernel; ``sigmoid(scale * a)`` gates become scaled gate rows."""
@@ -678,26 +727,18 @@ class G2LSTM(_GateOptions):
         return weights
 
     def _forward_fused(
-        self,
-        rows: Tensor,
-        batch_sizes: Tensor | None,
-        h0: Tensor,
-        c0: Tensor,
-        plan: GatePlan,
-        stored: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor, list[tuple[int, Tensor, Tensor]]]:
-        """All layers on packed, time-major rows ``(N, features)`` with the fused kernel (``batch_sizes``:
-        those of a PackedSequence, ``None`` for a plain batch); with ``stored`` (inference only), weights that
-        a parametrization stores in another form are used in that form (:mod:`g2lstm.kernels.stored`).
-
-        Returns the last layer's output rows, ``h_n``, ``c_n`` and, while gates are recorded, each
-        layer's input- and forget-gate rows (detached, on the CPU).
+        self, sequences: _Sequences, h0: Tensor, c0: Tensor, plan: GatePlan, stored: bool = False
+    ) -> tuple[Tensor | PackedSequence, Tensor, Tensor]:
+        """All layers with the fused kernel, on the input's packed, time-major rows; with ``stored``
+        (inference only), weights that a parametrization stores in another form are used in that form
+        (:mod:`g2lstm.kernels.stored`). While gates are recorded, each layer's input- and forget-gate
+        activations go to the sink (detached, on the CPU, in the input's layout).
         """
+        batch_sizes = sequences.batch_sizes
         hidden = self.hidden_size
         h_n: list[Tensor] = []
         c_n: list[Tensor] = []
-        recorded: list[tuple[int, Tensor, Tensor]] = []
-        layer_input = rows
+        layer_input = sequences.rows()
         for layer in range(self.num_layers):
             outputs, input_gates, forget_gates = [], [], []
             if stored:  # no noise at inference: every weight read in the form it is stored in
@@ -716,8 +757,8 @@ class G2LSTM(_GateOptions):
                     gate_inputs = F.linear(layer_input, weight_ih, rest[0] + rest[1] if rest else None)
                     state = layer * self.num_directions + direction
                     results.append(lstm_sequence(
-                        gate_inputs, h0[state], c0[state], weight_hh, batch_sizes, direction == 1, plan.scale,
-                        plan.hard, weight_hr=weight_hr,
+                        gate_inputs, h0[state], c0[state], weight_hh, batch_sizes, reverse=direction == 1,
+                        scale=plan.scale, hard=plan.hard, weight_hr=weight_hr,
                         noise_seed=None if seeds is None else seeds[direction],
                         noise_p=self._gate_config.noise_p, noise_eps=self._gate_config.noise_eps,
                     ))
@@ -730,10 +771,14 @@ class G2LSTM(_GateOptions):
                     forget_gates.append(gates[:, hidden : 2 * hidden])
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
             if self._gate_sink is not None:
-                recorded.append((layer, torch.cat(input_gates, 1).cpu(), torch.cat(forget_gates, 1).cpu()))
+                self._gate_sink(
+                    layer,
+                    sequences.from_rows(torch.cat(input_gates, 1).cpu()),
+                    sequences.from_rows(torch.cat(forget_gates, 1).cpu()),
+                )
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n), recorded
+        return sequences.from_rows(layer_input), torch.stack(h_n), torch.stack(c_n)
 
     def _stored_direction(
         self,
@@ -763,21 +808,24 @@ class G2LSTM(_GateOptions):
         if forms_hh is None:
             return lstm_sequence(
                 gate_inputs, h0[state], c0[state], self._dropconnect(getattr(self, f"weight_hh{suffix}")),
-                batch_sizes, direction == 1, plan.scale, plan.hard,
+                batch_sizes, reverse=direction == 1, scale=plan.scale, hard=plan.hard,
                 weight_hr=getattr(self, f"weight_hr{suffix}") if self.proj_size else None,
             )
         batch = h0.shape[1]
         sizes = [batch] * (layer_input.shape[0] // batch) if batch_sizes is None else batch_sizes.tolist()
         return lstm_sequence_stored(
-            gate_inputs, h0[state], c0[state], forms_hh, sizes, direction == 1, plan.scale, plan.hard,
-            keep_gates=self._gate_sink is not None,
+            gate_inputs, h0[state], c0[state], forms_hh, sizes, reverse=direction == 1, scale=plan.scale,
+            hard=plan.hard, keep_gates=self._gate_sink is not None,
         )
 
     def _forward_exportable(
-        self, input: Tensor, h0: Tensor, c0: Tensor, plan: GatePlan
+        self, sequences: _Sequences, h0: Tensor, c0: Tensor, plan: GatePlan
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Evaluation as loops the ONNX exporters keep whole (any sequence length):
-        :func:`g2lstm.kernels.export.eval_layer` on a batched, padded ``input``."""
+        :func:`g2lstm.kernels.export.eval_layer` on a padded input."""
+        if sequences.batch_sizes is not None:
+            raise ValueError("ONNX export of G2LSTM takes padded input, not a PackedSequence")
+        input = sequences.data
         layer_input = input.transpose(0, 1) if self.batch_first else input
         h_n: list[Tensor] = []
         c_n: list[Tensor] = []
@@ -797,7 +845,7 @@ class G2LSTM(_GateOptions):
                 c_n.append(c)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
-        return output, torch.stack(h_n), torch.stack(c_n)
+        return sequences.from_padded(output), torch.stack(h_n), torch.stack(c_n)
 
 
 class G2LSTMCell(_GateOptions):
@@ -854,12 +902,8 @@ class G2LSTMCell(_GateOptions):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self._flat_weights_names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
@@ -890,33 +934,18 @@ class G2LSTMCell(_GateOptions):
     @_outside_autocast
     def forward(self, input: Tensor, hx: State | None = None) -> State:
         reference = self._reference()
-        _check_tensor("input", input, reference)
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                f"input must be 1-D (feature) unbatched or 2-D (batch, feature), got {input.dim()}-D "
-                f"with shape {tuple(input.shape)}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input has {input.shape[-1]} features in its last dimension but input_size is "
-                f"{self.input_size}"
-            )
-        batched = input.dim() == 2
+        batched = _check_input(input, reference, self.input_size, ("(H_in)", "(N, H_in)"))
         if not batched:
             input = input.unsqueeze(0)
         batch = input.shape[0]
         if hx is None:
-            zeros = reference.new_zeros(batch, self.hidden_size)
-            h0, c0 = zeros, zeros
+            h0 = c0 = reference.new_zeros(batch, self.hidden_size)
         else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-            expected = (batch, self.hidden_size) if batched else (self.hidden_size,)
-            for name, state in zip(("h_0", "c_0"), hx):
-                _check_tensor(name, state, reference)
-                if tuple(state.shape) != expected:
-                    raise ValueError(f"{name} must have shape {expected}, got {tuple(state.shape)}")
-            h0, c0 = (hx[0], hx[1]) if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+            shape = (batch, self.hidden_size) if batched else (self.hidden_size,)
+            axes = "batch, hidden_size" if batched else "hidden_size"
+            h0, c0 = _check_state(hx, (shape, shape), reference, axes)
+            if not batched:
+                h0, c0 = h0.unsqueeze(0), c0.unsqueeze(0)
         plan = self._gate_config.plan(self.training)
         preactivations = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(
             h0, self._dropconnect(self.weight_hh), self.bias_hh

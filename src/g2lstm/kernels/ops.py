@@ -394,16 +394,16 @@ def lstm_sequence(
     c0: Tensor,
     weight_hh: Tensor,
     batch_sizes: Sequence[int] | Tensor | None = None,
+    *,
     reverse: bool = False,
     scale: float = 1.0,
     hard: bool = False,
-    backend: str = "auto",
-    kernel: str | None = None,
-    *,
     weight_hr: Tensor | None = None,
     noise_seed: int | Tensor | None = None,
     noise_p: float = 1.0,
     noise_eps: float = 1e-3,
+    kernel: str | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run one direction of one LSTM layer over a packed, time-major sequence.
 
@@ -418,14 +418,6 @@ def lstm_sequence(
         reverse: run from the last step to the first (the backward direction of a bidirectional layer).
         scale: the input and forget gates are ``sigmoid(scale * a)`` (``scale = 1 / temperature``).
         hard: input and forget gates are ``1[a >= 0]`` (no gradient through them) instead of sigmoids.
-        backend: how the Python loop computes its per-step products
-            (:func:`g2lstm.kernels.backends.step_product`); the compiled loop has its own.
-        kernel: the sequence loop: ``"auto"`` (the compiled loop on CPU where it builds, the Triton loop for
-            float32 and float64 on CUDA where Triton imports, else the Python loop), ``"compiled"`` (CPU),
-            ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1``) or ``"python"``; ``None`` reads
-            ``$G2LSTM_CPU_KERNEL`` for CPU tensors (:mod:`g2lstm.kernels.compiled`) and
-            ``$G2LSTM_CUDA_KERNEL`` for CUDA tensors (:mod:`g2lstm.kernels.triton_loop`). Projections
-            always run the Python loop.
         weight_hr: ``(P, H)`` projection (``proj_size``): ``h = W_hr (o * tanh(c))``; ``None``: none.
         noise_seed: seed (Philox key) of the input- and forget-gate noise (a 62-bit integer such as
             :func:`~g2lstm.functional.noise_seed` draws, or a 0-dim int64 tensor, one of
@@ -434,6 +426,14 @@ def lstm_sequence(
             :func:`~g2lstm.functional.gate_bits` ``(seed, N, H)`` added (noise distributed as
             :func:`g2lstm.functional.logistic_noise`).
         noise_p, noise_eps: the noise's settings (see :func:`g2lstm.functional.logistic_noise`).
+        kernel: the sequence loop: ``"auto"`` (the compiled loop on CPU where it builds, the Triton loop for
+            float32 and float64 on CUDA where Triton imports, else the Python loop), ``"compiled"`` (CPU),
+            ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1``) or ``"python"``; ``None`` reads
+            ``$G2LSTM_CPU_KERNEL`` for CPU tensors (:mod:`g2lstm.kernels.compiled`) and
+            ``$G2LSTM_CUDA_KERNEL`` for CUDA tensors (:mod:`g2lstm.kernels.triton_loop`). Projections
+            always run the Python loop.
+        backend: how the Python loop computes its per-step products
+            (:func:`g2lstm.kernels.backends.step_product`); the compiled loop has its own.
 
     Returns:
         ``(output (N, P), h_n (B, P), c_n (B, H), gates (N, 4H))``; ``gates`` holds the activations

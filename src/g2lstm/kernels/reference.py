@@ -1,7 +1,7 @@
 """The slow, obviously correct reference: one LSTM step at a time through autograd.
 
-Same signature and contract as :func:`g2lstm.kernels.lstm_sequence`; it is the test oracle of the
-fused kernel and the step function of :class:`g2lstm.G2LSTMCell`.
+Same arguments and contract as :func:`g2lstm.kernels.lstm_sequence` (less its choice of loop); it is the
+test oracle of the fused kernel, and its step function is that of :class:`g2lstm.G2LSTMCell`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from g2lstm.functional import gate_bits, noise_from_bits
 
 __all__ = ["lstm_step", "lstm_sequence_reference", "row_offsets"]
 
@@ -46,15 +49,32 @@ def lstm_sequence_reference(
     h0: Tensor,
     c0: Tensor,
     weight_hh: Tensor,
-    batch_sizes: Sequence[int],
+    batch_sizes: Sequence[int] | Tensor | None = None,
+    *,
     reverse: bool = False,
     scale: float = 1.0,
     hard: bool = False,
-    *,
     weight_hr: Tensor | None = None,
+    noise_seed: int | Tensor | None = None,
+    noise_p: float = 1.0,
+    noise_eps: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Run one direction of one layer step by step; see :func:`g2lstm.kernels.lstm_sequence` for the
-    contract (``weight_hr``: the ``(P, H)`` projection of ``proj_size``, ``h = W_hr (o * tanh(c))``)."""
+    """Run one direction of one layer step by step through autograd.
+
+    The arguments and results are those of :func:`g2lstm.kernels.lstm_sequence`, without its choice of loop
+    (``kernel``, ``backend``): the gate noise of ``noise_seed`` is made by
+    :func:`~g2lstm.functional.gate_bits` and added to the input- and forget-gate columns of ``gate_inputs``,
+    which is where the fused loops add it too (the pre-activation is a sum).
+    """
+    rows, hidden = gate_inputs.shape[0], c0.shape[1]
+    if batch_sizes is None:
+        batch_sizes = [h0.shape[0]] * (rows // h0.shape[0])
+    elif isinstance(batch_sizes, Tensor):
+        batch_sizes = batch_sizes.tolist()
+    if noise_seed is not None:
+        bits = gate_bits(int(noise_seed), rows, hidden, gate_inputs.dtype, gate_inputs.device)
+        noise = noise_from_bits(bits, gate_inputs.dtype, noise_p, noise_eps)
+        gate_inputs = gate_inputs + F.pad(noise, (0, 2 * hidden))
     offsets = row_offsets(batch_sizes)
     steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
     h_state = list(h0.unbind(0))

@@ -367,6 +367,7 @@ def triton_sequence(
     c0: Tensor,
     weight_hh: Tensor,
     batch_sizes: Sequence[int],
+    *,
     reverse: bool = False,
     scale: float = 1.0,
     hard: bool = False,
