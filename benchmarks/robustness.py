@@ -74,23 +74,10 @@ from g2lstm.mt.config import RESUMABLE_KEYS as MT_RESUMABLE
 from g2lstm.train import load_checkpoint, save_checkpoint
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
-SMALL = [
-    "--quiet",
-    "--set",
-    "emb_size=8",
-    "--set",
-    "hidden_size=8",
-    "--set",
-    "batch_size=2",
-    "--set",
-    "bptt=5",
-    "--set",
-    "eval_batch_size=2",
-    "--set",
-    "test_batch_size=2",
-    "--set",
+SMALL = ["--quiet", *(f"--set={setting}" for setting in (
+    "emb_size=8", "hidden_size=8", "batch_size=2", "bptt=5", "eval_batch_size=2", "test_batch_size=2",
     "log_interval=1",
-]
+))]
 
 
 @dataclass
@@ -266,23 +253,10 @@ def corpus_cases(rng: random.Random, work: Path) -> Iterator[tuple[str, Callable
 # -------------------------------------------------------------------------------------- parallel corpora
 
 GERMAN = "ein mann hund kind läuft schläft spielt im park haus garten und".split()
-MT_SMALL = [
-    "--quiet",
-    "--set",
-    "emb_size=8",
-    "--set",
-    "hidden_size=8",
-    "--set",
-    "batch_size=4",
-    "--set",
-    "eval_batch_size=8",
-    "--set",
-    "beam_size=2",
-    "--set",
-    "bpe_size=60",
-    "--set",
+MT_SMALL = ["--quiet", *(f"--set={setting}" for setting in (
+    "emb_size=8", "hidden_size=8", "batch_size=4", "eval_batch_size=8", "beam_size=2", "bpe_size=60",
     "log_interval=1",
-]
+))]
 
 
 def write_parallel_corpus(folder: Path, rng: random.Random) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from tiny_models import LayerOutput, TinyLM, export_with_dynamic_length, train_steps
 from torch import nn
 
 from g2lstm import G2LSTM, QuantizedG2LSTM
@@ -24,38 +24,11 @@ from g2lstm.kernels.compiled import KERNEL_ENV
 SETTINGS = {"rank": dict(rank=2, gates=("input", "forget", "cell")), "round-clip": dict(round=0.1, clip=0.4)}
 
 
-class TinyLM(nn.Module):
-    """Embedding -> 2-layer G2LSTM -> Linear."""
-
-    def __init__(self, eval_gate: str = "sigmoid") -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(30, 8)
-        self.rnn = G2LSTM(8, 12, 2, noise_p=0.5, eval_gate=eval_gate)
-        self.decoder = nn.Linear(12, 30)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.rnn(self.embedding(tokens))[0])
-
-
 def compressed_model(settings: dict, eval_gate: str = "sigmoid") -> TinyLM:
     torch.manual_seed(0)
     model = TinyLM(eval_gate)
     compress(model, **settings)
     return model
-
-
-def train_steps(model: nn.Module, shapes: list[tuple[int, int]]) -> list[float]:
-    torch.manual_seed(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    for steps, batch in shapes:
-        tokens = torch.randint(0, 30, (steps, batch))
-        loss = F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 @pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
@@ -105,18 +78,9 @@ def test_export_of_a_compressed_layer_keeps_the_compact_tensors(settings, traini
     module = G2LSTM(5, 8, 2, noise_p=0.5)
     compress(module, **settings)
     module.train(training)
-    length = torch.export.Dim("length", min=2)
-    program = torch.export.export(module, (torch.randn(6, 3, 5),), dynamic_shapes=({0: length},))
-    assert any("g2lstm.lstm_sequence" in str(node.target) for node in program.graph.nodes)
+    program = export_with_dynamic_length(module, 5)
     kept = set(program.state_dict) | set(program.constants)
     assert kept == set(module.state_dict())  # factors and codes, no dense weight_ih / weight_hh
-    other = torch.randn(9, 3, 5)
-    torch.manual_seed(3)
-    actual = program.module()(other)
-    torch.manual_seed(3)
-    expected = module(other)
-    torch.testing.assert_close(actual[0], expected[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(actual[1][1], expected[1][1], atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- ONNX
@@ -149,15 +113,6 @@ def initializer_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], int]]:
     return {name: (tuple(tensor.dims), tensor.data_type) for name, tensor in zip(names, tensors)}
 
 
-class Output(nn.Module):
-    def __init__(self, rnn: G2LSTM) -> None:
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rnn(x)[0]
-
-
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
 @pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
 def test_onnx_export_of_a_compressed_layer_runs_and_stores_the_compact_tensors(settings, dynamo, tmp_path):
@@ -171,8 +126,8 @@ def test_onnx_export_of_a_compressed_layer_runs_and_stores_the_compact_tensors(s
     module = copy.deepcopy(dense)
     compress(module, **{**settings, "gates": ("input", "forget", "cell", "output")})
     x = torch.randn(6, 3, inputs)
-    onnx_export(Output(dense).eval(), x, tmp_path / "dense.onnx", dynamo)
-    onnx_export(Output(module).eval(), x, tmp_path / "compressed.onnx", dynamo)
+    onnx_export(LayerOutput(dense).eval(), x, tmp_path / "dense.onnx", dynamo)
+    onnx_export(LayerOutput(module).eval(), x, tmp_path / "compressed.onnx", dynamo)
 
     other = torch.randn(11, 4, inputs)
     session = ort.InferenceSession(str(tmp_path / "compressed.onnx"))

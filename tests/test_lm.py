@@ -235,25 +235,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_cli_train_eval_and_finetune_with_json(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=12"]
-    done = run_cli(
-        "lm",
-        "train",
-        "--data",
-        str(corpus_dir),
-        "--preset",
-        "tiny",
-        "--gate",
-        "g2",
-        "--epochs",
-        "1",
-        "--seed",
-        "3",
-        "--out",
-        str(run),
-        "--quiet",
-        "--json",
-        *small,
-    )
+    done = run_cli("lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--gate", "g2",
+                   "--epochs", "1", "--seed", "3", "--out", str(run), "--quiet", "--json", *small)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout.strip().splitlines()[-1])) == {"valid_ppl", "test_ppl", "signature"}
     evaluated = run_cli("lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--cache-pointer",
@@ -272,27 +255,8 @@ def test_cli_character_level_reports_bits_per_character(
 ) -> None:
     run = tmp_path / "chars"
     small = ["--set", "emb_size=16", "--set", "hidden_size=24", "--set", "batch_size=4", "--set", "bptt=20"]
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                "--data",
-                str(corpus_dir),
-                "--preset",
-                "tiny",
-                "--unit",
-                "char",
-                "--max-steps",
-                "5",
-                "--out",
-                str(run),
-                "--quiet",
-                *small,
-            ]
-        )
-        == 0
-    )
+    assert main(["lm", "train", "--data", str(corpus_dir), "--preset", "tiny", "--unit", "char",
+                 "--max-steps", "5", "--out", str(run), "--quiet", *small]) == 0
     capsys.readouterr()
     assert main(["lm", "eval", str(run / "best.pt"), "--data", str(corpus_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -312,18 +276,8 @@ def test_cli_user_mistakes_end_in_one_line_and_exit_code_2(
     corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     # a later --data or --preset replaces the earlier one
-    argv = [
-        "lm",
-        "train",
-        "--out",
-        str(tmp_path / "run"),
-        "--quiet",
-        "--data",
-        str(corpus_dir),
-        "--preset",
-        "tiny",
-        *args,
-    ]
+    argv = ["lm", "train", "--out", str(tmp_path / "run"), "--quiet", "--data", str(corpus_dir),
+            "--preset", "tiny", *args]
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -334,27 +288,10 @@ def test_cli_user_mistakes_end_in_one_line_and_exit_code_2(
 def test_two_process_training_with_torchrun_writes_one_checkpoint(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        *TORCHRUN_TWO,
-        "lm",
-        "train",
-        "--data",
-        str(corpus_dir),
-        "--preset",
-        "tiny",
-        "--max-steps",
-        "6",
-        "--out",
-        str(run),
-        "--quiet",
-        "--json",
-        "--set",
-        "emb_size=16",
-        "--set",
-        "hidden_size=24",
-        "--set",
-        "batch_size=4",
-    ]
+    command = [*TORCHRUN_TWO, "lm", "train", "--data", str(corpus_dir), "--preset", "tiny",
+               "--max-steps", "6",
+               "--out", str(run), "--quiet", "--json", "--set=emb_size=16", "--set=hidden_size=24",
+               "--set=batch_size=4"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]

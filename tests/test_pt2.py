@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
+from tiny_models import TinyLM, export_with_dynamic_length, train_steps
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -15,34 +15,6 @@ from g2lstm import EVAL_GATES, G2LSTM, GATE_MODES, QuantizedG2LSTM, record_gates
 from g2lstm.kernels import lstm_sequence, lstm_sequence_reference
 
 KERNELS = ("python", "compiled")
-
-
-class TinyLM(nn.Module):
-    """Embedding -> G2LSTM -> Linear, the model of the compile tests."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(30, 8)
-        self.rnn = G2LSTM(8, 12, 2, noise_p=0.5)
-        self.decoder = nn.Linear(12, 30)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.rnn(self.embedding(tokens))[0])
-
-
-def train_steps(model: nn.Module, shapes: list[tuple[int, int]]) -> list[float]:
-    """SGD steps on random tokens of each ``(T, B)``; the losses, after ``torch.manual_seed(0)``."""
-    torch.manual_seed(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    for steps, batch in shapes:
-        tokens = torch.randint(0, 30, (steps, batch))
-        loss = F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 @pytest.mark.parametrize("dynamic", [None, True], ids=["default", "dynamic"])
@@ -66,16 +38,7 @@ def test_compiled_training_matches_eager_through_changing_shapes(dynamic):
 @pytest.mark.parametrize("gate", GATE_MODES)
 def test_export_with_dynamic_length_for_every_gate(gate, eval_gate, training):
     module = G2LSTM(5, 8, gate=gate, eval_gate=eval_gate).train(training)
-    length = torch.export.Dim("length", min=2)
-    program = torch.export.export(module, (torch.randn(6, 3, 5),), dynamic_shapes=({0: length},))
-    assert any("g2lstm.lstm_sequence" in str(node.target) for node in program.graph.nodes)
-    other = torch.randn(9, 3, 5)
-    torch.manual_seed(3)
-    actual = program.module()(other)
-    torch.manual_seed(3)
-    expected = module(other)
-    torch.testing.assert_close(actual[0], expected[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(actual[1][1], expected[1][1], atol=1e-5, rtol=1e-5)
+    export_with_dynamic_length(module, 5)
 
 
 def test_func_grad_of_functional_call_matches_backward():
@@ -113,8 +76,8 @@ def test_double_backward_of_the_fused_kernel(kernel, projection):
             c0,
             weight_hh,
             batch_sizes,
-            True,
-            1.3,
+            reverse=True,
+            scale=1.3,
             weight_hr=weight_hr,
             kernel=kernel,
             noise_seed=5,
@@ -180,8 +143,9 @@ def test_proj_size_kernel_matches_the_reference(kernel):
     )
     weight_hr = torch.randn(proj, hidden, dtype=torch.float64)
     for reverse in (False, True):
-        actual = lstm_sequence(*args, batch_sizes, reverse, 1.2, kernel=kernel, weight_hr=weight_hr)
-        expected = lstm_sequence_reference(*args, batch_sizes, reverse, 1.2, weight_hr=weight_hr)
+        settings = {"reverse": reverse, "scale": 1.2, "weight_hr": weight_hr}
+        actual = lstm_sequence(*args, batch_sizes, kernel=kernel, **settings)
+        expected = lstm_sequence_reference(*args, batch_sizes, **settings)
         for got, want in zip(actual, expected):
             torch.testing.assert_close(got, want)
 

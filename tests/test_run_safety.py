@@ -26,25 +26,10 @@ from g2lstm.mt import train as mt_train
 from g2lstm.train import CheckpointPaths, TrainingInterrupted, load_checkpoint, save_checkpoint
 
 WORDS = "the cat sat on a mat and a dog ran to the park while it rained".split()
-LM_SMALL = [
-    "--preset",
-    "tiny",
-    "--quiet",
-    "--set",
-    "emb_size=8",
-    "--set",
-    "hidden_size=8",
-    "--set",
-    "batch_size=2",
-    "--set",
-    "bptt=5",
-    "--set",
-    "eval_batch_size=2",
-    "--set",
-    "test_batch_size=2",
-    "--set",
+LM_SMALL = ["--preset", "tiny", "--quiet", *(f"--set={setting}" for setting in (
+    "emb_size=8", "hidden_size=8", "batch_size=2", "bptt=5", "eval_batch_size=2", "test_batch_size=2",
     "log_interval=1",
-]
+))]
 MT_OPTIONS = ["--preset", "tiny", "--quiet", "--src", "de", "--tgt", "en",
               *(f"--set={key}={value}" for key, value in MT_SMALL.items())]
 
