@@ -63,21 +63,28 @@ def use_stored_inference(module: nn.Module, reference: Tensor, names: Sequence[s
 
 def gate_projection(inputs: Tensor, forms: StoredForms, bias: Tensor | None) -> Tensor:
     """``inputs @ W^T + bias`` for a weight given by its stored forms, ``(N, 4H)``: low-rank blocks as two
-    skinny products, integer codes converted to floats a few rows at a time."""
-    blocks = []
-    for gate in GATE_ORDER:
+    skinny products, integer codes converted to floats a few rows at a time. Every block is added in place
+    into its columns of the one result (BLAS writes a column slice directly), so that the peak memory is the
+    result and one block's temporaries, not four blocks, their concatenation and the biased copy."""
+    hidden = forms[GATE_ORDER[0]][1][0].shape[0]
+    if bias is None:
+        projection = inputs.new_zeros(inputs.shape[0], 4 * hidden)
+    else:
+        projection = bias.expand(inputs.shape[0], 4 * hidden).clone()
+    for index, gate in enumerate(GATE_ORDER):
+        columns = projection[:, index * hidden : (index + 1) * hidden]
         kind, tensors = forms[gate]
         if kind == "dense":
-            blocks.append(F.linear(inputs, tensors[0]))
+            columns.addmm_(inputs, tensors[0].t())
         elif kind == "rank":
             u, v = tensors
-            blocks.append(F.linear(F.linear(inputs, v), u))
+            columns.addmm_(F.linear(inputs, v), u.t())
         else:  # a few rows of codes at a time, so that no float copy of the block is ever whole
             codes, step = tensors
-            parts = [F.linear(inputs, rows.to(inputs.dtype)) for rows in codes.split(_CODE_ROWS)]
-            blocks.append(torch.cat(parts, dim=1) * step)
-    projection = torch.cat(blocks, dim=1)
-    return projection if bias is None else projection + bias
+            for start, rows in zip(range(0, hidden, _CODE_ROWS), codes.split(_CODE_ROWS)):
+                part = columns[:, start : start + rows.shape[0]]
+                part.addmm_(inputs, rows.to(inputs.dtype).t(), alpha=float(step))
+    return projection
 
 
 def _kernel_forms(forms: StoredForms, dtype: torch.dtype) -> tuple[list[int], list[Tensor]]:
@@ -102,6 +109,7 @@ def lstm_sequence_stored(
     c0: Tensor,
     forms: StoredForms,
     batch_sizes: Sequence[int],
+    *,
     reverse: bool = False,
     scale: float = 1.0,
     hard: bool = False,
