@@ -79,6 +79,18 @@ def test_speed_script_records_which_loop_and_build_ran(cpu_kernel, cpu_isa, expe
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_compile_speed_script_times_three_modules_alike(tmp_path: Path) -> None:
+    """benchmarks/compile_speed.py: nn.LSTM, eager and compiled G2LSTM, each timed in every repeat."""
+    script = runpy.run_path(str(BENCHMARKS / "compile_speed.py"), run_name="compile_speed")
+    out = tmp_path / "compile.json"
+    assert script["main"](["--shape", "4", "2", "3", "5", "--repeats", "2", "--json", str(out)]) == 0
+    recorded = json.loads(out.read_text())
+    assert list(recorded["median_ms"]) == ["nn.LSTM", "G2LSTM eager", "G2LSTM compiled"]
+    assert all(len(times) == 2 and min(times) > 0 for times in recorded["seconds"].values())
+    assert f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in recorded["header"]
+
+
 def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Path) -> None:
     """The results drivers' stage runner: a done stage is skipped on the next invocation, its minutes and
     threads are recorded, and a failing stage records its error and stops the rest."""
