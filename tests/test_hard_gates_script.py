@@ -55,7 +55,12 @@ def test_the_script_measures_chooses_on_validation_and_reports(
         assert not within
     else:
         assert g2["settings"][chosen]["size_share"] == min(row["size_share"] for row in within)
-    assert g2["settings"]["hard"]["size_share"] == 1.0
+    hard = g2["settings"]["hard"]
+    assert hard["size_share"] == 1.0
+    of_hard = g2["smallest_within_2_percent_of_hard"]  # never None: "hard" itself qualifies
+    assert g2["settings"][of_hard]["size_share"] == min(
+        row["size_share"] for row in g2["settings"].values() if row["valid_ppl"] <= 1.02 * hard["valid_ppl"]
+    )
     assert g2["settings"]["hard, sign"]["size_share"] < g2["settings"]["hard, int4"]["size_share"] < 0.2
     text = (out / "REPORT.md").read_text()
     assert "| hard, ternary |" in text and str(tmp_path) not in text
