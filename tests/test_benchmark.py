@@ -1,16 +1,19 @@
-"""`g2lstm bench` and benchmarks/speed.py on a tiny shape: they run, print the table and write ratios measured
-in the same run; and the stage runner of the results drivers (benchmarks/stages.py)."""
+"""`g2lstm bench`, benchmarks/speed.py and benchmarks/compress_speed.py on a tiny shape: they run, print the
+table and write ratios measured in the same run; and the stage runner of the results drivers
+(benchmarks/stages.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 import runpy
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from g2lstm.benchmark import PairedDifference, mean_sd, paired_verdict
 from g2lstm.cli import main
@@ -192,3 +195,37 @@ def test_no_machines_absolute_path_in_the_results_or_the_readme() -> None:
         if absolute.search(line)
     ]
     assert len(files) > 20 and found == []
+
+
+@pytest.mark.slow
+def test_compress_speed_measures_every_model_on_disk_in_memory_and_in_both_runtimes(tmp_path: Path) -> None:
+    """benchmarks/compress_speed.py on a tiny shape: every model has its file sizes, its resident memory
+    measured in fresh processes and its times in PyTorch and onnxruntime, whose outputs matched the module's;
+    the compressed state dicts are smaller on disk than the dense one."""
+    pytest.importorskip("onnxruntime")
+    compress_speed = load_benchmark("compress_speed")
+    out, markdown = tmp_path / "compress.json", tmp_path / "compress.md"
+    threads = torch.get_num_threads()
+    code = compress_speed.main(["--shape", "5", "2", "32", "64", "--repeats", "2", "--threads", "1",
+                                "--json", str(out), "--markdown", str(markdown)])
+    assert code == 0 and torch.get_num_threads() == threads
+    record = json.loads(out.read_text())
+    assert record["shape"] == [5, 2, 32, 64] and record["threads"] == 1
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    models = record["models"]
+    compressed = ["G2LSTM rank 7", "G2LSTM rank 3", "G2LSTM round 0.2", "G2LSTM round 0.2 & clip 0.4"]
+    assert list(models) == ["nn.LSTM", "G2LSTM", *compressed, "G2LSTM hard gates"]
+    for name, row in models.items():
+        assert row["state_dict_file_bytes"] > 0 and row["onnx_file_bytes"] > 0
+        assert 0 <= row["onnx_max_error"] <= compress_speed.TOLERANCE
+        for runtime in compress_speed.RUNTIMES:
+            assert len(row[f"{runtime}_seconds"]) == 2 and row[f"{runtime}_median_seconds"] > 0
+            memory = row[f"{runtime}_memory_kb"]
+            assert memory["baseline"] > 0 and memory["max_error"] <= compress_speed.TOLERANCE
+            assert all(value >= 0 for value in compress_speed.memory_mb(memory)), (name, runtime, memory)
+    dense = models["G2LSTM"]["state_dict_file_bytes"]
+    assert all(models[name]["state_dict_file_bytes"] < dense for name in compressed)
+    assert not any(word.startswith("/") for word in shlex.split(record["command"]))
+    table = markdown.read_text()
+    assert record["command"] in table and "CPU capability" in table
+    assert all(f"| {name} | " in table for name in models)
