@@ -22,6 +22,7 @@ SETTINGS = {
     "round-int16": dict(round=0.005),  # codes beyond int8: the kernel gets those blocks dense
     "rank-all-gates": dict(rank=2, gates=GATES),
     "round-cell-only": dict(round=0.2, gates=("cell",)),
+    "dense": None,  # hard gates still run the inference loop, on the dense blocks
 }
 
 
@@ -30,12 +31,15 @@ def _compiled_loop(monkeypatch) -> None:
     monkeypatch.setenv(compiled.KERNEL_ENV, "compiled")
 
 
-def compressed_lstm(dtype: torch.dtype, settings: dict, eval_gate: str = "sigmoid", **architecture) -> G2LSTM:
+def compressed_lstm(
+    dtype: torch.dtype, settings: dict | None, eval_gate: str = "sigmoid", **architecture
+) -> G2LSTM:
     lstm = G2LSTM(5, 23, dtype=dtype, eval_gate=eval_gate, **architecture)
     with torch.no_grad():
         for parameter in lstm.parameters():
             parameter.uniform_(-0.6, 0.6)
-    compress(lstm, **settings)
+    if settings is not None:
+        compress(lstm, **settings)
     return lstm.eval()
 
 
@@ -83,6 +87,10 @@ def test_the_stored_path_runs_only_without_gradients_or_noise(monkeypatch):
     with torch.no_grad():
         dense(x)  # nothing stored in another form: torch's own kernel
     assert len(calls) == 1
+    dense.eval_gate = "hard"
+    with torch.no_grad():
+        dense(x)  # hard gates: the inference loop on the dense blocks, which keeps no activations
+    assert len(calls) == 2
 
 
 def test_recorded_gates_come_from_the_stored_path():

@@ -20,7 +20,13 @@ from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
 from g2lstm.kernels.cudnn import flatten_lstm_weights
 from g2lstm.kernels.export import eval_layer
-from g2lstm.kernels.stored import gate_projection, lstm_sequence_stored, stored_forms, use_stored_inference
+from g2lstm.kernels.stored import (
+    dense_forms,
+    gate_projection,
+    lstm_sequence_stored,
+    stored_forms,
+    use_stored_inference,
+)
 
 __all__ = ["DtypeError", "G2LSTM", "G2LSTMCell", "ShapeError"]
 
@@ -689,7 +695,7 @@ class G2LSTM(_GateOptions):
         # inference from the stored forms of parametrized weights runs in eager mode only (the compiled loop
         # it calls is no operator a graph can hold; traced graphs compute the parametrized weights instead)
         stored = not (exporting or compiling or torch.jit.is_tracing()) and use_stored_inference(
-            self, self._reference(), self._flat_weights_names, plan.noise
+            self, self._reference(), self._flat_weights_names, plan.noise, plan.hard
         )
         if stored:
             return functools.partial(self._forward_fused, stored=True)
@@ -790,16 +796,20 @@ class G2LSTM(_GateOptions):
         batch_sizes: Tensor | None,
         plan: GatePlan,
     ) -> tuple[Tensor, Tensor, Tensor, Any]:
-        """One layer direction at inference, its parametrized weights used in their stored forms
-        (:mod:`g2lstm.kernels.stored`): the input projection from the factors or codes, and the recurrence in
-        the compiled loop that multiplies by them; other weights dense. Returns as :func:`lstm_sequence`
+        """One layer direction at inference on the compiled inference loop, which keeps nothing for a
+        backward pass: parametrized weights in their stored forms (:mod:`g2lstm.kernels.stored`; the input
+        projection from the factors or codes, the recurrence multiplying by them), other weights as dense
+        blocks; with a projection or DropConnect, the fused kernel. Returns as :func:`lstm_sequence`
         (``gates`` only while gates are recorded)."""
         suffix = f"_l{layer}{self._direction_suffixes[direction]}"
         state = layer * self.num_directions + direction
         forms_ih = stored_forms(self, f"weight_ih{suffix}")
         # the compiled inference loop has no projection and no DropConnect (a training pass under no_grad)
         dense_hh = self.proj_size or (self.training and self.weight_dropout > 0)
-        forms_hh = None if dense_hh else stored_forms(self, f"weight_hh{suffix}")
+        weight_hh = f"weight_hh{suffix}"
+        forms_hh = None
+        if not dense_hh:
+            forms_hh = stored_forms(self, weight_hh) or dense_forms(getattr(self, weight_hh))
         bias = getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}") if self.bias else None
         if forms_ih is not None:
             gate_inputs = gate_projection(layer_input, forms_ih, bias)
@@ -807,7 +817,7 @@ class G2LSTM(_GateOptions):
             gate_inputs = F.linear(layer_input, getattr(self, f"weight_ih{suffix}"), bias)
         if forms_hh is None:
             return lstm_sequence(
-                gate_inputs, h0[state], c0[state], self._dropconnect(getattr(self, f"weight_hh{suffix}")),
+                gate_inputs, h0[state], c0[state], self._dropconnect(getattr(self, weight_hh)),
                 batch_sizes, reverse=direction == 1, scale=plan.scale, hard=plan.hard,
                 weight_hr=getattr(self, f"weight_hr{suffix}") if self.proj_size else None,
             )

@@ -27,7 +27,10 @@ from torch.nn.utils import parametrize
 
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 
-__all__ = ["GATE_ORDER", "StoredForms", "gate_projection", "lstm_sequence_stored", "stored_forms"]
+__all__ = [
+    "GATE_ORDER", "StoredForms", "dense_forms", "gate_projection", "lstm_sequence_stored", "stored_forms",
+    "use_stored_inference",
+]
 
 GATE_ORDER = ("input", "forget", "cell", "output")
 _KINDS = {"dense": 0, "rank": 1, "round": 2}
@@ -51,12 +54,20 @@ def stored_forms(module: nn.Module, name: str) -> StoredForms | None:
     return provider.factors(*originals)
 
 
-def use_stored_inference(module: nn.Module, reference: Tensor, names: Sequence[str], noise: bool) -> bool:
-    """Whether a pass can run from stored forms: some weight has them, no gradient is wanted, no noise is
-    drawn, and the compiled CPU loop runs for this device and dtype."""
+def dense_forms(weight: Tensor) -> StoredForms:
+    """A dense ``(4H, in)`` weight as stored forms: its four gate blocks (views, no copy)."""
+    return {gate: ("dense", (block,)) for gate, block in zip(GATE_ORDER, weight.chunk(4))}
+
+
+def use_stored_inference(
+    module: nn.Module, reference: Tensor, names: Sequence[str], noise: bool, hard: bool
+) -> bool:
+    """Whether a pass runs on the inference loop: no gradient is wanted, no noise is drawn, the compiled CPU
+    loop runs for this device and dtype, and some weight has stored forms or the gates are hard (the loop
+    keeps no activations for a backward pass, which the fused kernel's forward operator must)."""
     if noise or torch.is_grad_enabled():
         return False
-    if not any(stored_forms(module, name) is not None for name in names):
+    if not hard and not any(stored_forms(module, name) is not None for name in names):
         return False
     return use_compiled(reference.device, reference.dtype)
 
