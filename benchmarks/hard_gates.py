@@ -160,8 +160,9 @@ def main() -> None:
             name: measure(path, args.data, args.batch_size) for name, path in zip(names, args.checkpoints)
         },
     }
-    for run in results["runs"].values():  # the checkpoints' paths by their run folder and file only
-        run["checkpoint"] = "/".join(Path(run["checkpoint"]).parts[-3:])
+    for run in results["runs"].values():  # the checkpoints' paths from their run folder on
+        parts = Path(run["checkpoint"]).parts
+        run["checkpoint"] = "/".join(parts[-3:] if parts[-2] == "finetune" else parts[-2:])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hard_gates.json").write_text(json.dumps(results, indent=2) + "\n")
     command = "python benchmarks/hard_gates.py " + " ".join(

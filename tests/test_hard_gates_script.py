@@ -47,7 +47,7 @@ def test_the_script_measures_chooses_on_validation_and_reports(
     script.main()
     results = json.loads((out / "hard_gates.json").read_text())
     g2 = results["runs"]["g2"]
-    assert g2["checkpoint"] == "runs/g2/best.pt" and len(g2["settings"]) == 12
+    assert g2["checkpoint"] == "g2/best.pt" and len(g2["settings"]) == 12
     own = g2["own"]["valid_ppl"]
     chosen = g2["smallest_within_2_percent"]
     within = [row for row in g2["settings"].values() if row["valid_ppl"] <= 1.02 * own]
