@@ -344,7 +344,8 @@ def test_fused_kernel_matches_reference(
 
     def run(function, **extra):
         inputs = [t.clone().requires_grad_() for t in leaves]
-        output, h_n, c_n, gates = function(*inputs, batch_sizes, reverse, scale, hard, **extra)
+        flags = {"reverse": reverse, "scale": scale, "hard": hard}
+        output, h_n, c_n, gates = function(*inputs, batch_sizes, **flags, **extra)
         assert not gates.requires_grad
         grads = torch.autograd.grad([output, h_n, c_n], inputs, upstream([output, h_n, c_n]))
         return [output, h_n, c_n, gates, *grads]
