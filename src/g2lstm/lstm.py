@@ -20,6 +20,7 @@ from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
 from g2lstm.kernels.cudnn import flatten_lstm_weights
 from g2lstm.kernels.export import eval_layer
+from g2lstm.kernels.reference import step_sizes
 from g2lstm.kernels.stored import (
     dense_forms,
     gate_projection,
@@ -821,8 +822,7 @@ class G2LSTM(_GateOptions):
                 batch_sizes, reverse=direction == 1, scale=plan.scale, hard=plan.hard,
                 weight_hr=getattr(self, f"weight_hr{suffix}") if self.proj_size else None,
             )
-        batch = h0.shape[1]
-        sizes = [batch] * (layer_input.shape[0] // batch) if batch_sizes is None else batch_sizes.tolist()
+        sizes = step_sizes(batch_sizes, layer_input.shape[0], h0.shape[1])
         return lstm_sequence_stored(
             gate_inputs, h0[state], c0[state], forms_hh, sizes, reverse=direction == 1, scale=plan.scale,
             hard=plan.hard, keep_gates=self._gate_sink is not None,

@@ -35,6 +35,7 @@ from g2lstm.kernels.fused import (
     sequence_backward,
     sequence_forward,
 )
+from g2lstm.kernels.reference import step_sizes
 from g2lstm.kernels.triton_loop import triton_backward, triton_forward, use_triton
 
 __all__ = ["LOOPS", "lstm_sequence", "sequence_loop"]
@@ -43,11 +44,6 @@ LOOPS = ("auto", "compiled", "triton", "python")
 
 _Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 _Gradients = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
-
-
-def _sizes(batch_sizes: Optional[Tensor], rows: int, batch: int) -> list[int]:
-    """Active sequences per step: ``batch_sizes`` as a list, or ``rows // batch`` steps of ``batch``."""
-    return [batch] * (rows // batch) if batch_sizes is None else batch_sizes.tolist()
 
 
 def sequence_loop(device: torch.device, dtype: torch.dtype, kernel: str | None = None) -> str:
@@ -85,7 +81,7 @@ def _forward_op(
     backend: str,
 ) -> _Outputs:
     """``(output, h_n, c_n, gates, cells, tanh_cells)`` of one direction of one layer."""
-    sizes = _sizes(batch_sizes, gate_inputs.shape[0], h0.shape[0])
+    sizes = step_sizes(batch_sizes, gate_inputs.shape[0], h0.shape[0])
     seed = None if noise_seed is None else int(noise_seed)
     loop = _loop(gate_inputs, weight_hr, kernel)
     if loop == "compiled":
@@ -142,7 +138,7 @@ def _backward_op(
 ) -> _Gradients:
     """Gradients of ``gate_inputs``, ``h0``, ``c0``, ``weight_hh`` (made transposed: ``(h^T dG)^T``) and
     ``weight_hr`` (the last two empty where ``weight_grads`` does not ask for them)."""
-    sizes = _sizes(batch_sizes, gates.shape[0], h0.shape[0])
+    sizes = step_sizes(batch_sizes, gates.shape[0], h0.shape[0])
     loop = _loop(gates, weight_hr, kernel)
     if loop == "triton":
         grad_gates, grad_h0, grad_c0 = triton_backward(
@@ -256,7 +252,7 @@ def _backward(
             c0,
             weight_hh,
             weight_hr,
-            _sizes(batch_sizes, gates.shape[0], h0.shape[0]),
+            step_sizes(batch_sizes, gates.shape[0], h0.shape[0]),
             *ctx.settings,
         )
     else:

@@ -14,7 +14,15 @@ from torch import Tensor
 
 from g2lstm.functional import gate_bits, noise_from_bits
 
-__all__ = ["lstm_step", "lstm_sequence_reference", "row_offsets"]
+__all__ = ["lstm_step", "lstm_sequence_reference", "row_offsets", "step_sizes"]
+
+
+def step_sizes(batch_sizes: Sequence[int] | Tensor | None, rows: int, batch: int) -> list[int]:
+    """Active sequences per step as a list: ``batch_sizes`` (a list, or an int64 tensor as in a
+    ``PackedSequence``), or for ``None`` a plain batch, ``rows // batch`` steps of ``batch``."""
+    if batch_sizes is None:
+        return [batch] * (rows // batch)
+    return batch_sizes.tolist() if isinstance(batch_sizes, Tensor) else list(batch_sizes)
 
 
 def row_offsets(batch_sizes: Sequence[int]) -> list[int]:
@@ -67,10 +75,7 @@ def lstm_sequence_reference(
     which is where the fused loops add it too (the pre-activation is a sum).
     """
     rows, hidden = gate_inputs.shape[0], c0.shape[1]
-    if batch_sizes is None:
-        batch_sizes = [h0.shape[0]] * (rows // h0.shape[0])
-    elif isinstance(batch_sizes, Tensor):
-        batch_sizes = batch_sizes.tolist()
+    batch_sizes = step_sizes(batch_sizes, rows, h0.shape[0])
     if noise_seed is not None:
         bits = gate_bits(int(noise_seed), rows, hidden, gate_inputs.dtype, gate_inputs.device)
         noise = noise_from_bits(bits, gate_inputs.dtype, noise_p, noise_eps)
