@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
+from onnx_size import export_size
 from resident_memory import G2_OPTIONS, onnx_session
 from torch import Tensor, nn
 
@@ -77,26 +77,6 @@ def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
     hard.eval_gate = "hard"
     models["G2LSTM hard gates"] = hard
     return models
-
-
-class Output(nn.Module):
-    """The layer's output sequence alone, the exported function."""
-
-    def __init__(self, rnn: nn.Module) -> None:
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.rnn(x)[0]
-
-
-def export_onnx(model: nn.Module, path: Path, input_size: int) -> int:
-    """Export ``model`` in evaluation mode with dynamic time and batch axes; the bytes written."""
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Output(model).eval(), (torch.randn(5, 2, input_size),), path, dynamo=False,
-                          input_names=["input"], dynamic_axes={"input": {0: "time", 1: "batch"}})
-    return sum(part.stat().st_size for part in (path, path.with_name(path.name + ".data")) if part.exists())
 
 
 def runner(target: nn.Module | onnxruntime.InferenceSession) -> Callable[[Tensor], Tensor]:
@@ -144,7 +124,7 @@ def save_models(
         }
         spec["models"][name] = entry
         torch.save(model.state_dict(), folder / entry["state_dict"])
-        onnx_bytes = export_onnx(model, folder / entry["onnx"], input_size)
+        onnx_bytes = export_size(model, folder / entry["onnx"], dynamo=False, compressed=False)
         outputs[entry["key"]] = runner(model)(inputs).numpy()
         sessions[name] = onnx_session(folder / entry["onnx"], torch.get_num_threads())
         actual = runner(sessions[name])(inputs).numpy()
@@ -159,7 +139,7 @@ def save_models(
         }
     warmup = nn.LSTM(1, 1).eval()
     torch.save(warmup.state_dict(), folder / "warmup.pt")
-    export_onnx(warmup, folder / "warmup.onnx", 1)
+    export_size(warmup, folder / "warmup.onnx", dynamo=False, compressed=False)
     (folder / "models.json").write_text(json.dumps(spec))
     np.save(folder / "input.npy", inputs.numpy())
     np.savez(folder / "outputs.npz", **outputs)

@@ -39,7 +39,7 @@ SETTINGS = {
 class Output(nn.Module):
     """The layer's output alone, the exported function."""
 
-    def __init__(self, rnn: G2LSTM) -> None:
+    def __init__(self, rnn: G2LSTM | nn.LSTM) -> None:
         super().__init__()
         self.rnn = rnn
 
@@ -47,8 +47,9 @@ class Output(nn.Module):
         return self.rnn(x)[0]
 
 
-def export_size(module: G2LSTM, path: Path, dynamo: bool, compressed: bool) -> int:
-    """Bytes of ``module``'s ONNX export at ``path`` (with its external data)."""
+def export_size(module: G2LSTM | nn.LSTM, path: Path, dynamo: bool, compressed: bool) -> int:
+    """Bytes of ``module``'s ONNX export at ``path`` (with its external data), eval mode, dynamic time and
+    batch axes."""
     x = torch.randn(5, 2, module.input_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
