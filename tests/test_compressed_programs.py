@@ -130,7 +130,9 @@ def test_onnx_export_of_a_compressed_layer_runs_and_stores_the_compact_tensors(s
     onnx_export(LayerOutput(module).eval(), x, tmp_path / "compressed.onnx", dynamo)
 
     other = torch.randn(11, 4, inputs)
-    session = ort.InferenceSession(str(tmp_path / "compressed.onnx"))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")  # the graph onnxruntime runs
+    session = ort.InferenceSession(str(tmp_path / "compressed.onnx"), options)
     (actual,) = session.run(None, {"input": other.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(actual, module(other)[0].numpy(), atol=1e-5, rtol=0)
@@ -139,7 +141,12 @@ def test_onnx_export_of_a_compressed_layer_runs_and_stores_the_compact_tensors(s
     dense_shapes = [(4 * hidden, inputs), (4 * hidden, hidden), (inputs, 4 * hidden), (hidden, 4 * hidden)]
     assert not any(shape in dense_shapes for shape, _ in shapes.values())  # no dense weight folded in
     if "rank" in settings:
-        assert ((hidden, 2), onnx.TensorProto.FLOAT) in shapes.values()
+        assert any(2 in shape and hidden in shape for shape, _ in shapes.values())
+        if not dynamo:  # the legacy exporter's factored loop: the graph onnxruntime optimises and runs
+            # still holds the factors, its constant folding finding no u @ v to turn back into a dense matrix
+            optimized = initializer_shapes(tmp_path / "optimized.onnx")
+            sizes = [np.prod(shape) for shape, _ in optimized.values()]
+            assert not any(hidden * hidden in (size, size / 4) for size in sizes)
     else:
         assert any(kind == onnx.TensorProto.INT8 for _, kind in shapes.values())
     if not dynamo:  # (the unoptimized dynamo graph's node metadata outweighs these small tensors)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from g2lstm import EVAL_GATES, G2LSTM
+from g2lstm.compress import compress
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -63,6 +64,41 @@ def test_eval_gate_exports_with_dynamic_time_and_batch(eval_gate, dynamo, tmp_pa
     path = tmp_path / "rnn.onnx"
     export(module, example, path, dynamo, ["input", "h0", "c0"], ["output", "h_n", "c_n"])
     other = (torch.randn(11, 4, 5), torch.randn(layers, 4, 8), torch.randn(layers, 4, 8))
+    session = ort.InferenceSession(str(path))
+    actual = session.run(None, dict(zip(["input", "h0", "c0"], (t.numpy() for t in other))))
+    with torch.no_grad():
+        expected = module(*other)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("eval_gate", ["sigmoid", "hard"])
+@pytest.mark.parametrize("gates", [("forget", "output"), ("input", "forget", "cell", "output")],
+                         ids=["two-gates-apart", "all-gates"])
+def test_low_rank_layers_export_and_run_in_onnxruntime(gates, eval_gate, dynamo, tmp_path):
+    """Low-rank blocks that are not the first gates (the legacy exporter's factored loop computes them
+    first, then finds each gate by its position), or every gate, in a two-layer bidirectional layer with a
+    projection and batch-first input: onnxruntime gives the module's outputs at another length and batch
+    size."""
+    torch.manual_seed(0)
+    rnn = G2LSTM(6, 10, 2, bidirectional=True, proj_size=4, batch_first=True, eval_gate=eval_gate).eval()
+    compress(rnn, rank=3, gates=gates)
+    module = WithState(rnn).eval()
+    example = (torch.randn(5, 6, 6), torch.randn(4, 5, 4), torch.randn(4, 5, 10))
+    axes_first = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("time")},)
+    path = tmp_path / "rnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            batch = axes_first[0][0]
+            torch.onnx.export(module, example, path, dynamo=True, input_names=["input", "h0", "c0"],
+                              dynamic_shapes=(axes_first[0], {1: batch}, {1: batch}), optimize=False)
+        else:
+            axes = {"input": {0: "batch", 1: "time"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
+            torch.onnx.export(module, example, path, dynamo=False, input_names=["input", "h0", "c0"],
+                              dynamic_axes=axes)
+    other = (torch.randn(7, 9, 6), torch.randn(4, 7, 4), torch.randn(4, 7, 10))
     session = ort.InferenceSession(str(path))
     actual = session.run(None, dict(zip(["input", "h0", "c0"], (t.numpy() for t in other))))
     with torch.no_grad():

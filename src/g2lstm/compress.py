@@ -616,8 +616,9 @@ def _refuse_bare_lstm(module: nn.Module) -> None:
 
 
 def _matrix_names(lstm: G2LSTM | nn.LSTM) -> list[str]:
-    """``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` of every layer and direction."""
-    return [name for name in lstm._flat_weights_names if name.startswith("weight_")]
+    """``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` of every layer and direction (not the
+    projection ``weight_hr``, which has no gate blocks)."""
+    return [name for name in lstm._flat_weights_names if name.startswith(("weight_ih", "weight_hh"))]
 
 
 def _check_rank(path: str, lstm: G2LSTM, rank: int, matrices: list[str]) -> None:

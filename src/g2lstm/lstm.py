@@ -19,7 +19,7 @@ from g2lstm.functional import gate_bits, noise_from_bits, noise_seed, noise_seed
 from g2lstm.gates import GateConfig, GatePlan
 from g2lstm.kernels import lstm_sequence, lstm_step
 from g2lstm.kernels.cudnn import flatten_lstm_weights
-from g2lstm.kernels.export import eval_layer
+from g2lstm.kernels.export import RecurrentWeight, eval_layer, ordered_projection
 from g2lstm.kernels.reference import step_sizes
 from g2lstm.kernels.stored import (
     dense_forms,
@@ -690,7 +690,7 @@ class G2LSTM(_GateOptions):
         the fused kernel where the gates are noisy or hard, are recorded, weights are read in their stored
         forms or a graph is compiled; else torch's own LSTM kernel (σ gates need no more)."""
         exporting = not self.training and self._gate_sink is None and torch.onnx.is_in_onnx_export()
-        if exporting and (plan.hard or not torch.jit.is_tracing()):
+        if exporting and (plan.hard or not torch.jit.is_tracing() or self._has_low_rank_weights()):
             return self._forward_exportable
         compiling = torch.compiler.is_compiling()  # torch.compile and torch.export: the registered operator
         # inference from the stored forms of parametrized weights runs in eager mode only (the compiled loop
@@ -828,6 +828,31 @@ class G2LSTM(_GateOptions):
             hard=plan.hard, keep_gates=self._gate_sink is not None,
         )
 
+    def _has_low_rank_weights(self) -> bool:
+        """Whether some weight is stored with low-rank gate blocks."""
+        return any(
+            kind == "rank"
+            for name in self._flat_weights_names
+            for kind, _ in (stored_forms(self, name) or {}).values()
+        )
+
+    def _recurrent_weight(self, name: str) -> RecurrentWeight:
+        """Hidden-to-hidden weight ``name`` as the exported loop multiplies by it: factored for the legacy
+        (tracing) exporter; dense for the dynamo one, whose ONNX translation of the factored loop fixed the
+        batch size (torch 2.13) and whose optimizer folds constant products anyway."""
+        forms = stored_forms(self, name) if torch.jit.is_tracing() else None
+        if forms is None:
+            return RecurrentWeight.dense(getattr(self, name))
+        return RecurrentWeight.of(forms, self._reference().dtype)
+
+    def _ordered_projection(self, inputs: Tensor, name: str, order: list[int]) -> Tensor:
+        """``inputs @ W^T`` for input-to-hidden weight ``name``, gate blocks in ``order``, low-rank blocks
+        as two skinny products (legacy exporter only, as :meth:`_recurrent_weight`)."""
+        forms = stored_forms(self, name) if torch.jit.is_tracing() else None
+        if forms is None and order == sorted(order):
+            return F.linear(inputs, getattr(self, name))
+        return ordered_projection(inputs, forms or dense_forms(getattr(self, name)), order, inputs.dtype)
+
     def _forward_exportable(
         self, sequences: _Sequences, h0: Tensor, c0: Tensor, plan: GatePlan
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -842,9 +867,13 @@ class G2LSTM(_GateOptions):
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                weight_ih, weight_hh, *rest = self._layer_weights(layer, direction)
-                weight_hr = rest.pop() if self.proj_size else None
-                gate_inputs = F.linear(layer_input, weight_ih, rest[0] + rest[1] if rest else None)
+                suffix = f"_l{layer}{self._direction_suffixes[direction]}"
+                weight_hh = self._recurrent_weight(f"weight_hh{suffix}")
+                gate_inputs = self._ordered_projection(layer_input, f"weight_ih{suffix}", weight_hh.order)
+                if self.bias:
+                    bias = getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}")
+                    gate_inputs = gate_inputs + torch.cat([bias.chunk(4)[index] for index in weight_hh.order])
+                weight_hr = getattr(self, f"weight_hr{suffix}") if self.proj_size else None
                 state = layer * self.num_directions + direction
                 output, h, c = eval_layer(
                     gate_inputs, h0[state], c0[state], weight_hh, weight_hr, direction == 1, plan.scale,

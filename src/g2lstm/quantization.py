@@ -19,7 +19,7 @@ from torch.ao.nn.quantized.dynamic import LSTM as DynamicQuantizedLSTM
 from torch.ao.quantization import default_dynamic_qconfig
 from torch.ao.quantization.quantization_mappings import DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS
 
-from g2lstm.kernels.export import eval_step
+from g2lstm.kernels.export import GATE_POSITIONS, eval_step
 from g2lstm.lstm import G2LSTM, State
 
 __all__ = ["QuantizedG2LSTM"]
@@ -145,7 +145,7 @@ class QuantizedG2LSTM(nn.Module):
                 rows = []
                 for t in range(steps - 1, -1, -1) if direction == 1 else range(steps):
                     pre = gate_inputs[t] + torch.ops.quantized.linear_dynamic(h, packed_hh, True)
-                    h, c = eval_step(pre, c, None, self._scale, self._hard)
+                    h, c = eval_step(pre, c, None, self._scale, self._hard, GATE_POSITIONS)
                     if projection:
                         h = torch.ops.quantized.linear_dynamic(h, projection[0], True)
                     rows.append(h)
