@@ -95,6 +95,7 @@ ARCHITECTURES = {
     "2-layer": dict(num_layers=2),
     "bidirectional": dict(bidirectional=True),
     "2-layer-bidirectional-no-bias": dict(num_layers=2, bidirectional=True, bias=False),
+    "2-layer-projection": dict(num_layers=2, proj_size=3),
 }
 
 
@@ -125,6 +126,8 @@ def test_each_gate_block_is_compressed_on_its_own_and_the_rest_is_untouched(arch
                 assert report.errors[f"{name}.{gate}"] == pytest.approx(error.item(), rel=1e-9)
     for name, parameter in biases.items():
         assert getattr(lstm, name) is parameter and torch.equal(parameter, before[name])
+    for name in (name for name in before if name.startswith("weight_hr")):  # no gate blocks: left alone
+        assert not parametrize.is_parametrized(lstm, name) and torch.equal(getattr(lstm, name), before[name])
     assert len(report.errors) == len(matrix_names(lstm)) * len(gates)
     assert report.layers == [""] and report.converted == []
 
