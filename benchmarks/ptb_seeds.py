@@ -417,8 +417,9 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
         "|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
+        switch = e["asgd_epoch"] or ("finetune only" if e["done"] else "not yet")  # the trigger never fired
         lines.append(
-            f"| {e['name']} | {e['epochs']} | {e['asgd_epoch'] or 'not yet'} | "
+            f"| {e['name']} | {e['epochs']} | {switch} | "
             f"{value_cell(e['valid_ppl'])} | {value_cell(e['test_ppl'])} | "
             f"{value_cell(e['valid_ppl_cache'])} / {value_cell(e['test_ppl_cache'])} | "
             f"{value_cell(e['test_ppl_tempered'])} | {'yes' if e['done'] else 'no'} |"

@@ -186,7 +186,7 @@ def test_no_machines_absolute_path_in_the_results_or_the_readme() -> None:
     absolute = re.compile(r"(?<![\w.$~-])/(?:work|tmp|home|root|mnt|Users|usr|opt|var|scratch|data)/")
     files = [
         repository / "README.md",
-        *(path for path in (repository / "results").rglob("*") if path.suffix in (".md", ".json")),
+        *(path for path in (repository / "results").rglob("*") if path.suffix in (".md", ".json", ".jsonl")),
     ]
     found = [
         f"{path.relative_to(repository)}:{number}"
@@ -195,6 +195,24 @@ def test_no_machines_absolute_path_in_the_results_or_the_readme() -> None:
         if absolute.search(line)
     ]
     assert len(files) > 20 and found == []
+
+
+def test_every_file_a_results_json_names_is_in_the_checkout() -> None:
+    """Each ``results/...`` path inside a committed results.json (metrics, sweeps, histograms) exists, so a
+    fresh clone can trace every reported number (an ignore rule once kept results/ptb-seeds/runs out)."""
+    repository = BENCHMARKS.parent
+
+    def paths(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [path for item in value.values() for path in paths(item)]
+        if isinstance(value, list):
+            return [path for item in value for path in paths(item)]
+        return [value] if isinstance(value, str) and value.startswith("results/") else []
+
+    named = [path for file in (repository / "results").glob("*/results.json")
+             for path in paths(json.loads(file.read_text()))]
+    missing = [path for path in named if not (repository / path).is_file()]
+    assert len(named) > 10 and missing == []
 
 
 @pytest.mark.slow
