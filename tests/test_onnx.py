@@ -18,13 +18,20 @@ pytest.importorskip("onnxscript")
 
 
 def export(
-    module: torch.nn.Module, args: tuple, path: Path, dynamo: bool, inputs: list[str], outputs: list[str]
+    module: torch.nn.Module,
+    args: tuple,
+    path: Path,
+    dynamo: bool,
+    inputs: list[str],
+    outputs: list[str],
+    batch_first: bool = False,
 ):
+    time_axis, batch_axis = (1, 0) if batch_first else (0, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
             time, batch = torch.export.Dim("time"), torch.export.Dim("batch")
-            shapes = ({0: time, 1: batch}, *({1: batch} for _ in args[1:]))
+            shapes = ({time_axis: time, batch_axis: batch}, *({1: batch} for _ in args[1:]))
             torch.onnx.export(
                 module,
                 args,
@@ -36,10 +43,20 @@ def export(
             )
         else:
             axes = {name: {1: "batch"} for name in inputs + outputs}
-            axes[inputs[0]] = axes[outputs[0]] = {0: "time", 1: "batch"}
+            axes[inputs[0]] = axes[outputs[0]] = {time_axis: "time", batch_axis: "batch"}
             torch.onnx.export(
                 module, args, path, dynamo=False, input_names=inputs, output_names=outputs, dynamic_axes=axes
             )
+
+
+def assert_onnxruntime_matches(module: torch.nn.Module, path: Path, inputs: tuple) -> None:
+    """The exported graph at ``path`` gives ``module``'s outputs on ``inputs`` (input, h0, c0)."""
+    session = ort.InferenceSession(str(path))
+    actual = session.run(None, dict(zip(["input", "h0", "c0"], (t.numpy() for t in inputs))))
+    with torch.no_grad():
+        expected = module(*inputs)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
 
 
 class WithState(torch.nn.Module):
@@ -64,12 +81,7 @@ def test_eval_gate_exports_with_dynamic_time_and_batch(eval_gate, dynamo, tmp_pa
     path = tmp_path / "rnn.onnx"
     export(module, example, path, dynamo, ["input", "h0", "c0"], ["output", "h_n", "c_n"])
     other = (torch.randn(11, 4, 5), torch.randn(layers, 4, 8), torch.randn(layers, 4, 8))
-    session = ort.InferenceSession(str(path))
-    actual = session.run(None, dict(zip(["input", "h0", "c0"], (t.numpy() for t in other))))
-    with torch.no_grad():
-        expected = module(*other)
-    for got, want in zip(actual, expected):
-        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+    assert_onnxruntime_matches(module, path, other)
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
@@ -86,25 +98,10 @@ def test_low_rank_layers_export_and_run_in_onnxruntime(gates, eval_gate, dynamo,
     compress(rnn, rank=3, gates=gates)
     module = WithState(rnn).eval()
     example = (torch.randn(5, 6, 6), torch.randn(4, 5, 4), torch.randn(4, 5, 10))
-    axes_first = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("time")},)
     path = tmp_path / "rnn.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            batch = axes_first[0][0]
-            torch.onnx.export(module, example, path, dynamo=True, input_names=["input", "h0", "c0"],
-                              dynamic_shapes=(axes_first[0], {1: batch}, {1: batch}), optimize=False)
-        else:
-            axes = {"input": {0: "batch", 1: "time"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
-            torch.onnx.export(module, example, path, dynamo=False, input_names=["input", "h0", "c0"],
-                              dynamic_axes=axes)
+    export(module, example, path, dynamo, ["input", "h0", "c0"], ["output", "h_n", "c_n"], batch_first=True)
     other = (torch.randn(7, 9, 6), torch.randn(4, 7, 4), torch.randn(4, 7, 10))
-    session = ort.InferenceSession(str(path))
-    actual = session.run(None, dict(zip(["input", "h0", "c0"], (t.numpy() for t in other))))
-    with torch.no_grad():
-        expected = module(*other)
-    for got, want in zip(actual, expected):
-        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+    assert_onnxruntime_matches(module, path, other)
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
