@@ -37,6 +37,7 @@ from torch.nn.utils import parametrize
 
 from g2lstm.errors import ConfigError
 from g2lstm.gates import set_eval_gate
+from g2lstm.kernels.stored import dense_block
 from g2lstm.lstm import G2LSTM
 
 __all__ = [
@@ -133,7 +134,7 @@ class CompressedGates(nn.Module):
         return originals
 
     def forward(self, *originals: Tensor) -> Tensor:
-        return torch.cat([_dense_block(kind, tensors) for kind, tensors in self.factors(*originals).values()])
+        return torch.cat([dense_block(kind, tensors) for kind, tensors in self.factors(*originals).values()])
 
     def factors(self, *originals: Tensor) -> dict[str, tuple[str, tuple[Tensor, ...]]]:
         """Each gate's stored form without rebuilding it: ``{gate: (kind, tensors)}`` with ``(block,)`` for
@@ -189,15 +190,6 @@ class CompressedGates(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-
-
-def _dense_block(kind: str, tensors: tuple[Tensor, ...]) -> Tensor:
-    if kind == "dense":
-        return tensors[0]
-    if kind == "rank":
-        return tensors[0] @ tensors[1]
-    codes, step = tensors
-    return codes.to(step.dtype) * step
 
 
 def stored_gates(module: nn.Module, name: str) -> dict[str, tuple[str, tuple[Tensor, ...]]] | None:

@@ -843,7 +843,7 @@ class G2LSTM(_GateOptions):
         forms = stored_forms(self, name) if torch.jit.is_tracing() else None
         if forms is None:
             return RecurrentWeight.dense(getattr(self, name))
-        return RecurrentWeight.of(forms, self._reference().dtype)
+        return RecurrentWeight.of(forms)
 
     def _ordered_projection(self, inputs: Tensor, name: str, order: list[int]) -> Tensor:
         """``inputs @ W^T`` for input-to-hidden weight ``name``, gate blocks in ``order``, low-rank blocks
@@ -851,7 +851,7 @@ class G2LSTM(_GateOptions):
         forms = stored_forms(self, name) if torch.jit.is_tracing() else None
         if forms is None and order == sorted(order):
             return F.linear(inputs, getattr(self, name))
-        return ordered_projection(inputs, forms or dense_forms(getattr(self, name)), order, inputs.dtype)
+        return ordered_projection(inputs, forms or dense_forms(getattr(self, name)), order)
 
     def _forward_exportable(
         self, sequences: _Sequences, h0: Tensor, c0: Tensor, plan: GatePlan

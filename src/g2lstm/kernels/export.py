@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch._higher_order_ops.while_loop import while_loop
 
-from g2lstm.kernels.stored import GATE_ORDER, StoredForms
+from g2lstm.kernels.stored import GATE_ORDER, StoredForms, dense_block
 
 __all__ = ["RecurrentWeight", "eval_layer", "eval_step", "low_rank_first", "ordered_projection"]
 
@@ -34,11 +34,7 @@ def low_rank_first(forms: StoredForms) -> List[int]:
     return ranked + [index for index in range(len(GATE_ORDER)) if index not in ranked]
 
 
-def _dense_block(kind: str, tensors: tuple[Tensor, ...], dtype: torch.dtype) -> Tensor:
-    return tensors[0] if kind == "dense" else tensors[0].to(dtype) * tensors[1]
-
-
-def ordered_projection(x: Tensor, forms: StoredForms, order: List[int], dtype: torch.dtype) -> Tensor:
+def ordered_projection(x: Tensor, forms: StoredForms, order: List[int]) -> Tensor:
     """``x @ W^T`` along ``x``'s last dimension with the gate blocks of ``W`` (its stored forms) in ``order``;
     low-rank blocks as two skinny products."""
     parts = []
@@ -47,7 +43,7 @@ def ordered_projection(x: Tensor, forms: StoredForms, order: List[int], dtype: t
         if kind == "rank":
             parts.append(F.linear(F.linear(x, tensors[1]), tensors[0]))
         else:
-            parts.append(F.linear(x, _dense_block(kind, tensors, dtype)))
+            parts.append(F.linear(x, dense_block(kind, tensors)))
     return torch.cat(parts, -1)
 
 
@@ -73,18 +69,16 @@ class RecurrentWeight(NamedTuple):
     def dense(cls, weight: Tensor) -> "RecurrentWeight":
         """A plain ``(4H, H)`` matrix, gates in the module's order."""
         weight_t = weight.t()
-        return cls(weight_t, weight_t, weight_t, 0, GATE_POSITIONS)
+        return cls(weight_t, weight_t, weight_t, 0, list(GATE_POSITIONS))
 
     @classmethod
-    def of(cls, forms: StoredForms, dtype: torch.dtype) -> "RecurrentWeight":
+    def of(cls, forms: StoredForms) -> "RecurrentWeight":
         """A weight given by its stored forms (integer codes made dense)."""
         order = low_rank_first(forms)
-        ranked = [forms[GATE_ORDER[index]][1] for index in order if forms[GATE_ORDER[index]][0] == "rank"]
-        others = [forms[GATE_ORDER[index]] for index in order[len(ranked):]]
-        dense_t = (
-            torch.cat([_dense_block(kind, tensors, dtype).t() for kind, tensors in others], 1)
-            if others else ranked[0][1].t()
-        )
+        blocks = [forms[GATE_ORDER[index]] for index in order]
+        ranked = [tensors for kind, tensors in blocks if kind == "rank"]
+        others = blocks[len(ranked):]
+        dense_t = torch.cat([dense_block(*block).t() for block in others], 1) if others else ranked[0][1].t()
         if not ranked:
             return cls(dense_t, dense_t, dense_t, 0, list(GATE_POSITIONS))
         v_t = torch.cat([v.t() for _, v in ranked], 1)

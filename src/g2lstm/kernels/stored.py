@@ -28,8 +28,8 @@ from torch.nn.utils import parametrize
 from g2lstm.kernels.compiled import compiled_module, use_compiled
 
 __all__ = [
-    "GATE_ORDER", "StoredForms", "dense_forms", "gate_projection", "lstm_sequence_stored", "stored_forms",
-    "use_stored_inference",
+    "GATE_ORDER", "StoredForms", "dense_block", "dense_forms", "gate_projection", "lstm_sequence_stored",
+    "stored_forms", "use_stored_inference",
 ]
 
 GATE_ORDER = ("input", "forget", "cell", "output")
@@ -57,6 +57,16 @@ def stored_forms(module: nn.Module, name: str) -> StoredForms | None:
 def dense_forms(weight: Tensor) -> StoredForms:
     """A dense ``(4H, in)`` weight as stored forms: its four gate blocks (views, no copy)."""
     return {gate: ("dense", (block,)) for gate, block in zip(GATE_ORDER, weight.chunk(4))}
+
+
+def dense_block(kind: str, tensors: tuple[Tensor, ...]) -> Tensor:
+    """One gate's stored form rebuilt as its dense ``(H, in)`` block."""
+    if kind == "dense":
+        return tensors[0]
+    if kind == "rank":
+        return tensors[0] @ tensors[1]
+    codes, step = tensors
+    return codes.to(step.dtype) * step
 
 
 def use_stored_inference(
@@ -98,14 +108,14 @@ def gate_projection(inputs: Tensor, forms: StoredForms, bias: Tensor | None) -> 
     return projection
 
 
-def _kernel_forms(forms: StoredForms, dtype: torch.dtype) -> tuple[list[int], list[Tensor]]:
+def _kernel_forms(forms: StoredForms) -> tuple[list[int], list[Tensor]]:
     """The gate forms as the compiled loop takes them; codes other than int8 are widened to dense blocks."""
     kinds: list[int] = []
     tensors: list[Tensor] = []
     for gate in GATE_ORDER:
         kind, values = forms[gate]
         if kind == "round" and values[0].dtype != torch.int8:
-            kind, values = "dense", (values[0].to(dtype) * values[1],)
+            kind, values = "dense", (dense_block(kind, values),)
         # the kernel reads codes as (in, H); a transposed view of such storage costs nothing
         if kind == "round":
             values = (values[0].t().contiguous(), values[1])
@@ -128,7 +138,7 @@ def lstm_sequence_stored(
 ) -> tuple[Tensor, Tensor, Tensor, Any]:
     """:func:`~g2lstm.kernels.lstm_sequence` at inference with the hidden-to-hidden weights in their stored
     forms; returns ``(output, h_n, c_n, gates or None)`` (``gates`` when ``keep_gates``)."""
-    kinds, tensors = _kernel_forms(forms, gate_inputs.dtype)
+    kinds, tensors = _kernel_forms(forms)
     output, h_n, c_n, gates = compiled_module(required=True).inference(
         gate_inputs, h0, c0, kinds, tensors, list(batch_sizes), reverse, scale, hard, keep_gates
     )
