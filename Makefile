@@ -22,12 +22,13 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m g2lstm demo --out runs/demo
 
+# The whole suite, one worker a core (pytest-xdist): its subprocess end-to-end runs are mostly single-threaded.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # Everyday work: the suite without the tests marked slow (kills, torchrun, memory, fuzzing); under 2 minutes.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

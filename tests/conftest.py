@@ -11,6 +11,15 @@ import torch
 # it decorates a kernel, so it is set before anything imports one.
 os.environ["TRITON_INTERPRET"] = "1"
 
+# Under pytest-xdist (`make test` runs one worker a core) each worker, and the CLI processes it starts, gets
+# its share of the cores: OpenMP threads of side-by-side workers spinning against each other on the same
+# cores are slower than one thread each.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORE_SHARE = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_CORE_SHARE))
+    torch.set_num_threads(_CORE_SHARE)
+
 # Absolute tolerance of an exact-in-theory comparison, per dtype.
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
