@@ -66,7 +66,33 @@ def dense_block(kind: str, tensors: tuple[Tensor, ...]) -> Tensor:
     if kind == "rank":
         return tensors[0] @ tensors[1]
     codes, step = tensors
+    if _Dequantize.exportable(codes, step):
+        return _Dequantize.apply(codes, step)
     return codes.to(step.dtype) * step
+
+
+class _Dequantize(torch.autograd.Function):
+    """``codes · step``, which the TorchScript ONNX exporter writes as one ``DequantizeLinear``.
+
+    onnxruntime's constant folding leaves ``DequantizeLinear`` alone, so a session keeps int8 codes as
+    integers, where it multiplies a ``Cast`` and a ``Mul`` of constants out into a float matrix; where the
+    product feeds a ``MatMul``, it fuses the two into a weight-only integer product (``MatMulNBits``).
+    """
+
+    @staticmethod
+    def exportable(codes: Tensor, step: Tensor) -> bool:
+        """Under the TorchScript exporter, for int8 codes of a float32 step (``DequantizeLinear``'s types
+        before opset 21)."""
+        return (torch.onnx.is_in_onnx_export() and torch.jit.is_tracing() and codes.dtype == torch.int8
+                and step.dtype == torch.float32)
+
+    @staticmethod
+    def forward(ctx: Any, codes: Tensor, step: Tensor) -> Tensor:
+        return codes.to(step.dtype) * step
+
+    @staticmethod
+    def symbolic(graph: Any, codes: Any, step: Any) -> Any:
+        return graph.op("DequantizeLinear", codes, step)
 
 
 def use_stored_inference(
