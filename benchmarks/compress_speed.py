@@ -13,19 +13,20 @@ G2LSTM with hard 0/1 gates. All hold the same weights before compression.
 - Size on disk: the bytes of the state dict saved with ``torch.save`` (compressed layers store factors or
   int8 codes) and of the ONNX export (graph and external data, if any).
 - ONNX: the TorchScript exporter (``dynamo=False``), the output sequence alone, dynamic time and batch axes.
-  σ-gate layers become ONNX's LSTM op (a compressed layer computes its dense weights from the factors or
-  codes in the graph, in front of the op), hard gates a Loop. Sessions run on the CPU provider with as many
-  intra-op threads as torch and no spinning threads; each session's output must match the module's within
-  1e-4.
+  σ-gate layers become ONNX's LSTM op (a rounded layer converts its int8 codes with DequantizeLinear in
+  front of it), low-rank layers and hard gates a Loop (g2lstm.kernels.export). Sessions run on the CPU
+  provider with as many intra-op threads as torch and no spinning threads; each session's output must match
+  the module's within 1e-4.
 - Speed: every model in PyTorch (evaluation mode, ``torch.no_grad``) and in onnxruntime alternates within
   every repeat, so slow drifts of the machine affect them alike; each time is the median over the repeats
   after one warm-up round.
 - Resident memory: measured in a fresh process per model and runtime (benchmarks/resident_memory.py says
   how), which loads only what a deployment would: for PyTorch the skeleton built on the meta device and the
   saved state dict assigned to it, for onnxruntime a session of the ONNX file (its default graph
-  optimizations fold the factors and codes back into dense weights). "loaded": VmRSS after loading above
-  VmRSS before; "loaded, trimmed": the same once glibc's malloc_trim has returned the freed heap, i.e. live
-  memory; "forward peak": the peak VmHWM of a full forward above VmRSS just before it.
+  optimizations, which fold neither the factored loop nor DequantizeLinear into dense weights). "loaded":
+  VmRSS after loading above VmRSS before; "loaded, trimmed": the same once glibc's malloc_trim has returned
+  the freed heap, i.e. live memory; "forward peak": the peak VmHWM of a full forward above VmRSS just before
+  it.
 """
 
 from __future__ import annotations
