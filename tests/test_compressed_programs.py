@@ -101,11 +101,6 @@ def onnx_export(module: nn.Module, x: torch.Tensor, path: Path, dynamo: bool) ->
             torch.onnx.export(module, (x,), path, dynamo=False, input_names=["input"], dynamic_axes=axes)
 
 
-# ONNX element types a session may keep integer codes in (onnxruntime's weight-only integer products
-# store them as uint8)
-INTEGER_CODES = (3, 2)  # onnx.TensorProto.INT8, UINT8
-
-
 def initializer_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], int]]:
     """Each stored tensor of an ONNX file (initializers and constants): its shape and element type."""
     import onnx
@@ -160,7 +155,7 @@ def test_onnx_export_of_a_compressed_layer_runs_and_stores_the_compact_tensors(
         if not dynamo:  # the legacy exporter's DequantizeLinear: the graph onnxruntime runs keeps the codes
             # as integers (its constant folding leaves DequantizeLinear alone) and holds no float gate block
             optimized = initializer_shapes(tmp_path / "optimized.onnx")
-            integers = [np.prod(shape) for shape, kind in optimized.values() if kind in INTEGER_CODES]
+            integers = [np.prod(shape) for shape, kind in optimized.values() if kind == onnx.TensorProto.INT8]
             floats = [np.prod(shape) for shape, kind in optimized.values() if kind == onnx.TensorProto.FLOAT]
             assert sum(integers) >= 4 * hidden * (inputs + hidden) and max(floats) < hidden * inputs
     if not dynamo:  # (the unoptimized dynamo graph's node metadata outweighs these small tensors)

@@ -75,8 +75,7 @@ class _Dequantize(torch.autograd.Function):
     """``codes · step``, which the TorchScript ONNX exporter writes as one ``DequantizeLinear``.
 
     onnxruntime's constant folding leaves ``DequantizeLinear`` alone, so a session keeps int8 codes as
-    integers, where it multiplies a ``Cast`` and a ``Mul`` of constants out into a float matrix; where the
-    product feeds a ``MatMul``, it fuses the two into a weight-only integer product (``MatMulNBits``).
+    integers, where it multiplies a ``Cast`` and a ``Mul`` of constants out into a float matrix.
     """
 
     @staticmethod
