@@ -7,8 +7,10 @@ eval speed in PyTorch and in onnxruntime, each as a ratio to nn.LSTM measured in
 
 Models: nn.LSTM; the dense G2LSTM (σ gates: torch's own kernel); the paper's compressions of the input and
 forget blocks (low rank H/9 and H/18, round 0.2, round 0.2 & clip 0.4), which at inference multiply by the
-factors and by the int8 codes directly in the compiled CPU loop (g2lstm.kernels.stored); and the dense
-G2LSTM with hard 0/1 gates. All hold the same weights before compression.
+factors and by the int8 codes directly in the compiled CPU loop (g2lstm.kernels.stored); round & clip once
+more, with onnxruntime's session option ``session.disable_quant_qdq`` (its constant folding then multiplies
+the codes' DequantizeLinear out into float weights: dense speed and memory); and the dense G2LSTM with hard
+0/1 gates. All hold the same weights before compression.
 
 - Size on disk: the bytes of the state dict saved with ``torch.save`` (compressed layers store factors or
   int8 codes) and of the ONNX export (graph and external data, if any).
@@ -62,10 +64,15 @@ AWD_LAYER = (70, 20, 400, 1150)  # (time, batch, input, hidden): the first AWD-L
 RUNTIMES = ("torch", "onnxruntime")
 TOLERANCE = 1e-4  # the largest difference allowed between onnxruntime's output and the module's
 MB = 1e6
+# A session option of onnxruntime that lets its constant folding multiply DequantizeLinear out into float
+# weights: the rounded model once more with it, to show what a deployment trades between memory and speed
+FOLDED = "G2LSTM round 0.2 & clip 0.4, codes folded by onnxruntime"
+ONNXRUNTIME_CONFIG = {FOLDED: {"session.disable_quant_qdq": "1"}}
 
 
 def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
-    """nn.LSTM, the dense G2LSTM with its weights, each compression of the benchmark, and hard gates."""
+    """nn.LSTM, the dense G2LSTM with its weights, each compression of the benchmark (round & clip twice:
+    the second for onnxruntime with ``ONNXRUNTIME_CONFIG``), and hard gates."""
     dense = G2LSTM.from_lstm(lstm, **G2_OPTIONS).eval()
     models: dict[str, nn.Module] = {"nn.LSTM": lstm.eval(), "G2LSTM": dense}
     settings = {**{f"rank {rank}": dict(rank=rank) for rank in ranks},
@@ -74,6 +81,7 @@ def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
         compressed = copy.deepcopy(dense)
         compress(compressed, **setting)
         models[f"G2LSTM {name}"] = compressed
+    models[FOLDED] = models["G2LSTM round 0.2 & clip 0.4"]
     hard = copy.deepcopy(dense)
     hard.eval_gate = "hard"
     models["G2LSTM hard gates"] = hard
@@ -122,12 +130,15 @@ def save_models(
             "state_dict": f"{index}.pt",
             "onnx": f"{index}.onnx",
             "key": f"model{index}",
+            "onnxruntime_config": ONNXRUNTIME_CONFIG.get(name, {}),
         }
         spec["models"][name] = entry
         torch.save(model.state_dict(), folder / entry["state_dict"])
         onnx_bytes = export_size(model, folder / entry["onnx"], dynamo=False, compressed=False)
         outputs[entry["key"]] = runner(model)(inputs).numpy()
-        sessions[name] = onnx_session(folder / entry["onnx"], torch.get_num_threads())
+        sessions[name] = onnx_session(
+            folder / entry["onnx"], torch.get_num_threads(), entry["onnxruntime_config"]
+        )
         actual = runner(sessions[name])(inputs).numpy()
         error = float(np.abs(actual - outputs[entry["key"]]).max())
         if not error <= TOLERANCE:
@@ -137,6 +148,7 @@ def save_models(
             "state_dict_file_bytes": (folder / entry["state_dict"]).stat().st_size,
             "onnx_file_bytes": onnx_bytes,
             "onnx_max_error": error,
+            "onnxruntime_config": entry["onnxruntime_config"],
         }
     warmup = nn.LSTM(1, 1).eval()
     torch.save(warmup.state_dict(), folder / "warmup.pt")

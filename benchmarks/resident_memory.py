@@ -36,14 +36,16 @@ Forward = Callable[[np.ndarray], np.ndarray]
 Loader = Callable[[], Forward]
 
 
-def onnx_session(path: Path, threads: int) -> Any:
+def onnx_session(path: Path, threads: int, config: dict[str, str] | None = None) -> Any:
     """An onnxruntime CPU session of ``path`` with ``threads`` intra-op threads that do not spin when idle
-    (spinning threads would take the cores from whatever runs next)."""
+    (spinning threads would take the cores from whatever runs next), and the session ``config`` entries."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -102,7 +104,7 @@ def onnx_loader(entry: dict[str, Any], folder: Path, threads: int) -> Loader:
     onnx_session(folder / "warmup.onnx", threads)
 
     def load() -> Forward:
-        session = onnx_session(folder / entry["onnx"], threads)
+        session = onnx_session(folder / entry["onnx"], threads, entry["onnxruntime_config"])
         return lambda x: session.run(None, {"input": x})[0]
 
     return load

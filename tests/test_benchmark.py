@@ -232,8 +232,9 @@ def test_compress_speed_measures_every_model_on_disk_in_memory_and_in_both_runti
     assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     models = record["models"]
     compressed = ["G2LSTM rank 7", "G2LSTM rank 3", "G2LSTM round 0.2", "G2LSTM round 0.2 & clip 0.4"]
-    assert list(models) == ["nn.LSTM", "G2LSTM", *compressed, "G2LSTM hard gates"]
+    assert list(models) == ["nn.LSTM", "G2LSTM", *compressed, compress_speed.FOLDED, "G2LSTM hard gates"]
     for name, row in models.items():
+        assert row["onnxruntime_config"] == compress_speed.ONNXRUNTIME_CONFIG.get(name, {})
         assert row["state_dict_file_bytes"] > 0 and row["onnx_file_bytes"] > 0
         assert 0 <= row["onnx_max_error"] <= compress_speed.TOLERANCE
         for runtime in compress_speed.RUNTIMES:
