@@ -297,8 +297,9 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
         "# Multi30k German→English with the paper's decoder: LSTM vs G2-LSTM over three seeds"
         + ("" if complete else " (PARTIAL)"),
         "",
-        f"Report written {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description()}. Produced by "
-        "`python benchmarks/multi30k_seeds.py --runs RUNS_DIR --jobs 2`, then `--report-only`.",
+        f"Report written {datetime.now(timezone.utc):%Y-%m-%d}, on {machine_description(threads=False)}. "
+        "Produced by `python benchmarks/multi30k_seeds.py --runs RUNS_DIR --jobs 2`, then `--report-only` "
+        "(each stage's threads are in the table of commands).",
         "Preset `multi30k-cpu` (`src/g2lstm/presets/mt/multi30k-cpu.toml`) with its decoder `conditional`: "
         "the attention context enters the first decoder layer's gates through its own weight `W_c` "
         "(dl4mt's conditional LSTM, as the authors' code). Only `--gate` and `--seed` change between runs "

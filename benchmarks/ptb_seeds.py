@@ -395,9 +395,10 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
         "",
         f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the run folders by "
         "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --report-only`; runs made with "
-        "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --jobs 2` on "
-        f"{machine_description()}. The decision rules, [DECISION.md](DECISION.md), were committed before "
-        "the first run started.",
+        "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --jobs N` (N runs side by side, the cores shared "
+        "out; each stage's threads are in the table of commands) on "
+        f"{machine_description(threads=False)}. The decision rules, [DECISION.md](DECISION.md), were "
+        "committed before the first run started.",
         "",
         f"Runs done: {sum(e['done'] for e in entries)} of {len(RUNS)}"
         + (

@@ -15,7 +15,7 @@ import pytest
 import torch
 from benchmark_scripts import load_benchmark
 
-from g2lstm.benchmark import PairedDifference, mean_sd, paired_verdict
+from g2lstm.benchmark import PairedDifference, machine_description, mean_sd, paired_verdict
 from g2lstm.cli import main
 from g2lstm.kernels.compiled import KERNEL_ENV, VARIANT_ENV, variant_in_use
 
@@ -177,6 +177,18 @@ def test_stage_tables_show_paths_relative_to_the_runs_data_and_repository_folder
     record = {"train": {"command": command, "seconds": 60.0, "threads": [1], "done": True}}
     (row,) = [line for line in stage_table({"g2": record}, tmp_path / "runs") if line.startswith("| g2 |")]
     assert "`g2lstm lm train --data $G2LSTM_DATA/ptb --out $RUNS/g2 --preset ./presets.toml`" in row
+
+
+def test_a_machine_described_for_runs_of_other_processes_names_no_thread_count() -> None:
+    """A report of runs made by other processes must not give its own process's threads as theirs."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert ", 1 thread, " in machine_description()
+        described = machine_description(threads=False)
+        assert "thread" not in described and described.endswith(torch.backends.cpu.get_cpu_capability())
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_no_machines_absolute_path_in_the_results_or_the_readme() -> None:

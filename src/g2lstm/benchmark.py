@@ -46,16 +46,18 @@ class SpeedRow:
         return {**asdict(self), "train_ratio": self.train_ratio, "eval_ratio": self.eval_ratio}
 
 
-def machine_description() -> str:
-    """CPU model, core count and torch build, for the signature of a measurement."""
+def machine_description(threads: bool = True) -> str:
+    """CPU model, this process's thread count (unless ``threads`` is False: a report of runs made by other
+    processes) and torch build, for the signature of a measurement."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    threads = torch.get_num_threads()
-    return (f"{cpu}, {threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}, "
+    count = torch.get_num_threads()
+    thread_part = f"{count} thread{'' if count == 1 else 's'}, " if threads else ""
+    return (f"{cpu}, {thread_part}torch {torch.__version__}, "
             f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
 
 
