@@ -9,8 +9,10 @@ Models: nn.LSTM; the dense G2LSTM (σ gates: torch's own kernel); the paper's co
 forget blocks (low rank H/9 and H/18, round 0.2, round 0.2 & clip 0.4), which at inference multiply by the
 factors and by the int8 codes directly in the compiled CPU loop (g2lstm.kernels.stored); round & clip once
 more, with onnxruntime's session option ``session.disable_quant_qdq`` (its constant folding then multiplies
-the codes' DequantizeLinear out into float weights: dense speed and memory); and the dense G2LSTM with hard
-0/1 gates. All hold the same weights before compression.
+the codes' DequantizeLinear out into float weights: dense speed and memory); the dense G2LSTM with hard
+0/1 gates; and hard gates on rank H/9 and on round & clip, the deployable combinations (the int4, ternary
+and sign blocks of benchmarks/hard_gates.py are simulated, with no packed storage to measure). All hold the
+same weights before compression.
 
 - Size on disk: the bytes of the state dict saved with ``torch.save`` (compressed layers store factors or
   int8 codes) and of the ONNX export (graph and external data, if any).
@@ -72,7 +74,8 @@ ONNXRUNTIME_CONFIG = {FOLDED: {"session.disable_quant_qdq": "1"}}
 
 def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
     """nn.LSTM, the dense G2LSTM with its weights, each compression of the benchmark (round & clip twice:
-    the second for onnxruntime with ``ONNXRUNTIME_CONFIG``), and hard gates."""
+    the second for onnxruntime with ``ONNXRUNTIME_CONFIG``), hard gates, and hard gates on the first rank's
+    factors and on the round & clip codes."""
     dense = G2LSTM.from_lstm(lstm, **G2_OPTIONS).eval()
     models: dict[str, nn.Module] = {"nn.LSTM": lstm.eval(), "G2LSTM": dense}
     settings = {**{f"rank {rank}": dict(rank=rank) for rank in ranks},
@@ -85,6 +88,10 @@ def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
     hard = copy.deepcopy(dense)
     hard.eval_gate = "hard"
     models["G2LSTM hard gates"] = hard
+    for name in (f"rank {ranks[0]}", "round 0.2 & clip 0.4"):  # hard gates on stored forms
+        combined = copy.deepcopy(models[f"G2LSTM {name}"])
+        combined.eval_gate = "hard"
+        models[f"G2LSTM hard gates, {name}"] = combined
     return models
 
 
