@@ -226,6 +226,7 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
         "schedule": SCHEDULE_TEXT if run.scheduled else None,
         "seed": run.seed,
         "asgd_epoch": _asgd_epoch(trained),
+        "epoch_cap": _load(trained / "config.json").get("epochs"),
         "done": done,
         "epochs": " + ".join(map(str, validations)),
         "valid_ppl": metric("eval", "valid_ppl"),
@@ -373,6 +374,45 @@ def _schedule_lines(entries: list[dict]) -> list[str]:
     ]
 
 
+def _validations(entry: dict, key: str, results: Path) -> list[dict]:
+    """The per-epoch validation records of a run's copied ``metrics`` or ``finetune_metrics`` file."""
+    if entry[key] is None:
+        return []
+    source = (REPOSITORY if (REPOSITORY / entry[key]).exists() else results) / entry[key]
+    records = [json.loads(line) for line in source.read_text().splitlines()]
+    return [m for m in records if "valid_ppl" in m and "epoch" in m]
+
+
+def _plateau_lines(entries: list[dict], results: Path) -> list[str]:
+    """Issue 13's "reach its plateau within its epoch cap": whether training ended by the preset's plateau
+    stop or at the cap, and the end of each finished run's validation curve, from the committed metrics."""
+    lines = ["| run | training epochs / cap | ASGD from epoch | valid, last 3 training epochs "
+             "| valid, finetune epochs | last finetune epoch's gain |", "|---|---|---|---|---|---|"]
+    finished = [e for e in entries if e["done"] and not e["schedule"] and _validations(e, "metrics", results)]
+    at_cap, gains = 0, []
+    for e in finished:
+        train, finetune = _validations(e, "metrics", results), _validations(e, "finetune_metrics", results)
+        at_cap += e["epoch_cap"] is not None and len(train) >= e["epoch_cap"]
+        curve = [m["valid_ppl"] for m in train + finetune]
+        gain = curve[-2] - curve[-1] if finetune and len(curve) > 1 else None
+        if gain is not None:
+            gains.append(gain)
+        switch = e["asgd_epoch"] or "finetune only"
+        lines.append(
+            f"| {e['name']} | {len(train)} / {e['epoch_cap'] or '–'} | {switch} | "
+            + " → ".join(f"{m['valid_ppl']:.2f}" for m in train[-3:]) + " | "
+            + (" → ".join(f"{m['valid_ppl']:.2f}" for m in finetune) or "–") + f" | {value_cell(gain)} |"
+        )
+    if not finished:
+        return ["No run has finished yet (PARTIAL)."]
+    summary = (f"Training ended at the epoch cap in {at_cap} of {len(finished)} finished runs and by the "
+               f"preset's plateau stop in {len(finished) - at_cap}.")
+    if gains:
+        summary += (f" The last finetune epoch still lowered validation perplexity by {min(gains):.2f} to "
+                    f"{max(gains):.2f}.")
+    return [*lines, "", summary]
+
+
 def _lstm_mean(entries: list[dict], preset: str) -> float:
     values = [
         e["test_ppl"] for e in entries if e["preset"] == preset and e["gate"] == "lstm" and e["test_ppl"]
@@ -425,6 +465,8 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
             f"{value_cell(e['valid_ppl_cache'])} / {value_cell(e['test_ppl_cache'])} | "
             f"{value_cell(e['test_ppl_tempered'])} | {'yes' if e['done'] else 'no'} |"
         )
+    lines += ["", "## Did training reach its plateau within the epoch cap?", "",
+              *_plateau_lines(entries, results)]
     for preset in ("cpu-reg", "cpu"):
         mine = [e for e in entries if e["preset"] == preset]
         stats = comparisons(entries, preset)
@@ -469,15 +511,9 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
               *_schedule_lines(entries)]
     curves = {}
     for e in entries:
-        points = []
-        for key, offset in (("metrics", 0), ("finetune_metrics", None)):
-            if e[key] is None:
-                continue
-            source = (REPOSITORY if (REPOSITORY / e[key]).exists() else results) / e[key]
-            valid = [json.loads(line) for line in source.read_text().splitlines()]
-            valid = [m for m in valid if "valid_ppl" in m and "epoch" in m]
-            base = points[-1][0] if offset is None and points else 0
-            points += [(base + m["epoch"], m["valid_ppl"]) for m in valid]
+        points = [(m["epoch"], m["valid_ppl"]) for m in _validations(e, "metrics", results)]
+        base = points[-1][0] if points else 0  # finetune epochs follow the training's
+        points += [(base + m["epoch"], m["valid_ppl"]) for m in _validations(e, "finetune_metrics", results)]
         curves[e["name"]] = points
     if curves:
         figure = plot_learning_curves(

@@ -12,17 +12,22 @@ from benchmark_scripts import load_benchmark
 driver = load_benchmark("ptb_seeds")
 
 
-def fake_run(runs: Path, name: str, test_ppl: float, rank_gain: float, outer: float, asgd: int) -> None:
-    """A finished run folder with the files the report reads."""
+def fake_run(
+    runs: Path, name: str, test_ppl: float, rank_gain: float, outer: float, asgd: int, cap: int = 5
+) -> None:
+    """A finished run folder with the files the report reads: 5 training epochs under an epoch cap ``cap``."""
     folder = runs / name
     (folder / "sweep").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"epochs": cap}))
     (folder / "analysis").mkdir()
     (folder / "finetune").mkdir()
+    names = ("train", "finetune", "eval", "eval_cache", "eval_tempered", "sweep", "analyze")
     stages = {stage: {"command": f"g2lstm {stage} {folder}", "seconds": 60.0, "threads": [1], "done": True}
-              for stage in ("train", "finetune", "eval", "eval_cache", "eval_tempered", "sweep", "analyze")}
+              for stage in names if not (stage == "eval_tempered" and "-lstm-" in name)}
     stages["eval"]["metrics"] = {"valid_ppl": test_ppl + 3, "test_ppl": test_ppl}
     stages["eval_cache"]["metrics"] = {"valid_ppl": test_ppl - 10, "test_ppl": test_ppl - 12}
-    stages["eval_tempered"]["metrics"] = {"valid_ppl": test_ppl + 5, "test_ppl": test_ppl + 4}
+    if "eval_tempered" in stages:
+        stages["eval_tempered"]["metrics"] = {"valid_ppl": test_ppl + 5, "test_ppl": test_ppl + 4}
     (folder / "stages.json").write_text(json.dumps(stages))
     lines = [{"time": float(epoch), "phase": "train", "epoch": epoch, "valid_ppl": 200.0 - epoch,
               "averaging": epoch >= asgd} for epoch in range(1, 6)]
@@ -46,7 +51,7 @@ def test_report_applies_the_decision_rules_to_known_numbers(tmp_path: Path) -> N
     for seed, (lstm, g2) in zip((141, 142, 143), ((100.0, 97.0), (102.0, 100.5), (99.0, 98.0))):
         fake_run(runs, f"cpu-reg-lstm-s{seed}", lstm, rank_gain=20.0, outer=0.5, asgd=4)
         fake_run(runs, f"cpu-reg-g2-s{seed}", g2, rank_gain=8.0, outer=0.6, asgd=5)
-    fake_run(runs, "cpu-lstm-s142", 110.0, rank_gain=20.0, outer=0.5, asgd=3)
+    fake_run(runs, "cpu-lstm-s142", 110.0, rank_gain=20.0, outer=0.5, asgd=3, cap=8)  # stopped on plateau
     report = driver.write_report(runs, results, {str(runs): "RUNS_DIR"}).read_text()
     entries = {e["name"]: e for e in json.loads((results / "results.json").read_text())["runs"]}
     g2 = entries["cpu-reg-g2-s141"]
@@ -61,6 +66,9 @@ def test_report_applies_the_decision_rules_to_known_numbers(tmp_path: Path) -> N
     assert stats["outer: layer0_forget"]["verdict"] == "G2 more binary"
     assert "| test perplexity (rule 1) | -3.00 / -1.50 / -1.00 | -1.83 |" in report
     assert "**G2 better**" in report and "(PARTIAL)" in report  # the other presets' runs are missing
+    # training validation 199 ... 195, the finetune's 150: ended at its cap but for the run capped at 8
+    assert "| cpu-reg-g2-s141 | 5 / 5 | 5 | 197.00 → 196.00 → 195.00 | 150.00 | 45.00 |" in report
+    assert "at the epoch cap in 6 of 7 finished runs and by the preset's plateau stop in 1" in report
     assert "Rule 4" in report and "does not hold" not in report  # only seed 142 has both LSTMs: 101.05 < 113
     copied = results / "runs" / "cpu-reg-g2-s141"
     assert {path.name for path in copied.iterdir()} == {
