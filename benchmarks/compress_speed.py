@@ -85,13 +85,13 @@ def models_of(lstm: nn.LSTM, ranks: Sequence[int]) -> dict[str, nn.Module]:
         compress(compressed, **setting)
         models[f"G2LSTM {name}"] = compressed
     models[FOLDED] = models["G2LSTM round 0.2 & clip 0.4"]
-    hard = copy.deepcopy(dense)
-    hard.eval_gate = "hard"
-    models["G2LSTM hard gates"] = hard
-    for name in (f"rank {ranks[0]}", "round 0.2 & clip 0.4"):  # hard gates on stored forms
-        combined = copy.deepcopy(models[f"G2LSTM {name}"])
-        combined.eval_gate = "hard"
-        models[f"G2LSTM hard gates, {name}"] = combined
+    stored = (f"rank {ranks[0]}", "round 0.2 & clip 0.4")  # hard gates on the dense weights and stored forms
+    hard_sources = {"G2LSTM hard gates": "G2LSTM"}
+    hard_sources |= {f"G2LSTM hard gates, {name}": f"G2LSTM {name}" for name in stored}
+    for name, source in hard_sources.items():
+        hard = copy.deepcopy(models[source])
+        hard.eval_gate = "hard"
+        models[name] = hard
     return models
 
 

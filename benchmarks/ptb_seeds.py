@@ -388,13 +388,15 @@ def _plateau_lines(entries: list[dict], results: Path) -> list[str]:
     stop or at the cap, and the end of each finished run's validation curve, from the committed metrics."""
     lines = ["| run | training epochs / cap | ASGD from epoch | valid, last 3 training epochs "
              "| valid, finetune epochs | last finetune epoch's gain |", "|---|---|---|---|---|---|"]
-    finished = [e for e in entries if e["done"] and not e["schedule"] and _validations(e, "metrics", results)]
-    at_cap, gains = 0, []
-    for e in finished:
-        train, finetune = _validations(e, "metrics", results), _validations(e, "finetune_metrics", results)
+    finished, at_cap, gains = 0, 0, []
+    for e in entries:
+        train = _validations(e, "metrics", results)
+        if not e["done"] or e["schedule"] or not train:
+            continue
+        finetune = _validations(e, "finetune_metrics", results)
+        finished += 1
         at_cap += e["epoch_cap"] is not None and len(train) >= e["epoch_cap"]
-        curve = [m["valid_ppl"] for m in train + finetune]
-        gain = curve[-2] - curve[-1] if finetune and len(curve) > 1 else None
+        gain = (train + finetune)[-2]["valid_ppl"] - finetune[-1]["valid_ppl"] if finetune else None
         if gain is not None:
             gains.append(gain)
         switch = e["asgd_epoch"] or "finetune only"
@@ -405,8 +407,8 @@ def _plateau_lines(entries: list[dict], results: Path) -> list[str]:
         )
     if not finished:
         return ["No run has finished yet (PARTIAL)."]
-    summary = (f"Training ended at the epoch cap in {at_cap} of {len(finished)} finished runs and by the "
-               f"preset's plateau stop in {len(finished) - at_cap}.")
+    summary = (f"Training ended at the epoch cap in {at_cap} of {finished} finished runs and by the "
+               f"preset's plateau stop in {finished - at_cap}.")
     if gains:
         summary += (f" The last finetune epoch still lowered validation perplexity by {min(gains):.2f} to "
                     f"{max(gains):.2f}.")
