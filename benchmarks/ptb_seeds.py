@@ -8,8 +8,10 @@ Each run is a chain of `g2lstm` commands (train, finetune, evaluations, compress
 histograms); a stage that finished is not run again and one that was cut off resumes from its checkpoint.
 Runs are taken in the order of RUNS, pairs (LSTM and G2 of one seed) next to each other, so that with two
 jobs each pair finishes together. The decision rules are in results/ptb-seeds/DECISION.md, written
-before the runs; the report (REPORT.md, results.json, and each run's metrics, sweep and histogram JSON
-under runs/) applies them to the runs done so far and says which are missing. No machine path is written.
+before the runs; the report (REPORT.md, results.json, and each run's metrics, sweep, histogram and stage
+JSON under runs/) applies them to the runs done so far and says which are missing. No machine path is written.
+A run whose folder is not under RUNS_DIR (made on another machine, its folder gone) keeps its entry of the
+committed results.json and its committed copies, so the report stays whole when the runs continue elsewhere.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from seeded import mean_sd_cell, paired_row, portable, value_cell, verdict_cell
 from g2lstm.benchmark import PairedDifference, machine_description, paired_verdict
 from g2lstm.train import read_metrics
 
-from stages import epoch_pace, run_stages, stage_table
+from stages import pace, run_stages, stage_table
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY / "results" / "ptb-seeds"
@@ -199,6 +201,7 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
         "finetune_metrics": (folder if run.scheduled else folder / "finetune") / "metrics.jsonl",
         "sweep": folder / "sweep" / "sweep.json",
         "histograms": folder / "analysis" / "gate_histograms.json",
+        "stages": folder / "stages.json",
     }
     for key, source in sources.items():
         if not source.exists():
@@ -422,25 +425,47 @@ def _lstm_mean(entries: list[dict], preset: str) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def _entries(runs: Path, results: Path, roots: dict[str, str]) -> list[dict]:
+    """results.json's entries: from each run's folder under ``runs``, else (its folder gone, or made on
+    another machine) the entry the committed results.json has for it."""
+    committed = {e["name"]: e for e in _load(results / "results.json").get("runs", [])}
+    entries = []
+    for run in RUNS:
+        if (runs / run.name / "metrics.jsonl").exists():
+            entries.append(collect(run, runs, results, roots))
+        elif run.name in committed:
+            entries.append(committed[run.name])
+    return entries
+
+
+def _stage_records(runs: Path, results: Path, entries: list[dict]) -> dict[str, dict]:
+    """Each run's stage record: its folder's, else its committed copy (runs from results.json only)."""
+    records = {}
+    for e in entries:
+        live, copy = runs / e["name"] / "stages.json", results / "runs" / e["name"] / "stages.json"
+        records[e["name"]] = _load(live if live.exists() else copy)
+    return records
+
+
 def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
-    """REPORT.md and results.json in ``results`` from the run folders under ``runs``."""
+    """REPORT.md and results.json in ``results`` from the run folders under ``runs`` and, for runs made
+    elsewhere, the committed results.json and copies in ``results``."""
     from g2lstm.plots import plot_learning_curves
 
     results.mkdir(parents=True, exist_ok=True)
-    entries = [
-        collect(run, runs, results, roots) for run in RUNS if (runs / run.name / "metrics.jsonl").exists()
-    ]
+    entries = _entries(runs, results, roots)
     (results / "results.json").write_text(json.dumps({"runs": entries}, indent=2) + "\n")
     complete = len(entries) == len(RUNS) and all(e["done"] for e in entries)
     lines = [
         f"# Penn Treebank, seeded: LSTM against G2-LSTM{'' if complete else ' (PARTIAL)'}",
         "",
-        f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the run folders by "
+        f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on "
+        f"{machine_description(threads=False)} from the run folders (and, for runs whose folder was on an "
+        "earlier machine, the committed copies under [runs/](runs/)) by "
         "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --report-only`; runs made with "
         "`python benchmarks/ptb_seeds.py --runs RUNS_DIR --jobs N` (N runs side by side, the cores shared "
-        "out; each stage's threads are in the table of commands) on "
-        f"{machine_description(threads=False)}. The decision rules, [DECISION.md](DECISION.md), were "
-        "committed before the first run started.",
+        "out; each stage's threads and torch's CPU capability are in the table of commands). The decision "
+        "rules, [DECISION.md](DECISION.md), were committed before the first run started.",
         "",
         f"Runs done: {sum(e['done'] for e in entries)} of {len(RUNS)}"
         + (
@@ -527,12 +552,11 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
     observations = results / "observations.md"  # written by a person after reading the numbers
     if observations.exists():
         lines += ["", "## Observations", "", observations.read_text().strip()]
-    records = {run.name: _load(runs / run.name / "stages.json") for run in RUNS if (runs / run.name).exists()}
     lines += ["", "## Pace", "", "| run | epochs | minutes per epoch (fewest / median) |", "|---|---|---|"]
-    for run in RUNS:
-        if (runs / run.name).exists():
-            epochs, minutes = epoch_pace(runs / run.name, "valid_ppl")
-            lines.append(f"| {run.name} | {epochs} | {minutes} |")
+    for e in entries:  # a scheduled run's own epochs are its finetune's
+        epochs, minutes = pace(_validations(e, "finetune_metrics" if e["schedule"] else "metrics", results))
+        lines.append(f"| {e['name']} | {epochs} | {minutes} |")
+    records = _stage_records(runs, results, entries)
     lines += ["", "## Commands and wall times", "", *portable(stage_table(records), roots)]
     report = results / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")

@@ -12,16 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from g2lstm.train import read_metrics
 
-__all__ = ["epoch_pace", "run_stages", "stage_table"]
+__all__ = ["epoch_pace", "pace", "run_stages", "stage_table"]
 
 
 def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, threads: int) -> bool:
     """Run the ``g2lstm`` commands of a results driver that are not yet done, in order, recording each one's
-    command, wall time, thread counts and (for stages named ``eval...``, which print JSON last) metrics in
-    ``record_path``; False after a failure. A stage cut off earlier runs again and resumes from its own
-    checkpoint; its wall time then sums the invocations that returned (a killed driver records nothing)."""
+    command, wall time, thread counts, torch's CPU capability (machines differ, and so does their speed) and
+    (for stages named ``eval...``, which print JSON last) metrics in ``record_path``; False after a failure.
+    A stage cut off earlier runs again and resumes from its own checkpoint; its wall time then sums the
+    invocations that returned (a killed driver records nothing)."""
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     for stage, command in commands.items():
@@ -33,6 +36,8 @@ def run_stages(label: str, commands: dict[str, list[str]], record_path: Path, th
         entry = record.setdefault(stage, {"command": " ".join(command), "seconds": 0.0})
         entry["seconds"] += time.time() - start
         entry["threads"] = sorted({*entry.get("threads", []), threads})
+        capability = torch.backends.cpu.get_cpu_capability()
+        entry["cpu_capability"] = sorted({*entry.get("cpu_capability", []), capability})
         if done.returncode != 0:
             entry["error"] = done.stderr[-2000:]
             record_path.write_text(json.dumps(record, indent=2))
@@ -53,13 +58,14 @@ def stage_table(records: dict[str, dict], runs: Path | None = None) -> list[str]
     (:func:`portable`)."""
     lines = ["A stage's minutes sum the invocations that ran it to its end or to a failure; an invocation "
              "killed together with its driver is not counted.", "",
-             "| run | stage | minutes | threads | command |", "|---|---|---|---|---|"]
+             "| run | stage | minutes | threads | CPU capability | command |", "|---|---|---|---|---|---|"]
     for name, record in records.items():
         for stage, entry in record.items():
             state = "" if entry.get("done") else " (unfinished)"
             threads = ", ".join(map(str, entry.get("threads", []))) or "not recorded"
+            capability = ", ".join(entry.get("cpu_capability", [])) or "not recorded"
             lines.append(f"| {name} | {stage}{state} | {entry['seconds'] / 60:.1f} | {threads} | "
-                         f"`{portable(entry['command'], runs)}` |")
+                         f"{capability} | `{portable(entry['command'], runs)}` |")
     return lines
 
 
@@ -81,6 +87,12 @@ def epoch_pace(run_dir: Path, key: str) -> tuple[int, str]:
     the median minutes between consecutive ones: the run's own pace, and its pace including slowed epochs."""
     if not (run_dir / "metrics.jsonl").exists():
         return 0, "–"
-    ends = [m["time"] for m in read_metrics(run_dir) if key in m and "epoch" in m]
+    return pace([m for m in read_metrics(run_dir) if key in m and "epoch" in m])
+
+
+def pace(validations: list[dict]) -> tuple[int, str]:
+    """The number of validation records (each with its ``time``) and the fewest and the median minutes
+    between consecutive ones."""
+    ends = [m["time"] for m in validations]
     gaps = [later - earlier for earlier, later in zip(ends, ends[1:])]
     return len(ends), f"{min(gaps) / 60:.1f} / {statistics.median(gaps) / 60:.1f}" if gaps else "–"

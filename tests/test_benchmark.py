@@ -106,6 +106,7 @@ def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Pat
     assert not run_stages("demo", commands, record_path, threads=1)
     record = json.loads(record_path.read_text())
     assert record["help"]["done"] and record["help"]["threads"] == [1] and record["help"]["seconds"] > 0
+    assert record["help"]["cpu_capability"] == [torch.backends.cpu.get_cpu_capability()]
     assert not record["eval_missing"].get("done") and "none.pt" in record["eval_missing"]["error"]
     assert "never" not in record
 
@@ -117,7 +118,9 @@ def test_run_stages_records_each_stage_once_and_stops_at_a_failure(tmp_path: Pat
 
     table = "\n".join(stage_table({"demo": record}))
     assert "| demo | help | " in table and "| demo | eval_missing (unfinished) | " in table
-    assert "| 1, 2 |" in table
+    assert f"| 1, 2 | {torch.backends.cpu.get_cpu_capability()} |" in table
+    del record["help"]["cpu_capability"]  # a record written before the capability was
+    assert "| 1 | not recorded |" in "\n".join(stage_table({"demo": record}))
 
 
 def test_epoch_pace_reads_fewest_and_median_minutes_between_validations(tmp_path: Path) -> None:

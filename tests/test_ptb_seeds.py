@@ -76,9 +76,32 @@ def test_report_applies_the_decision_rules_to_known_numbers(tmp_path: Path) -> N
         "finetune_metrics.jsonl",
         "sweep.json",
         "gate_histograms.json",
+        "stages.json",
     }
     for path in [*copied.iterdir(), results / "REPORT.md", results / "results.json"]:
         assert str(tmp_path) not in path.read_text(), path
+
+
+def test_runs_made_on_an_earlier_machine_keep_their_committed_numbers(tmp_path: Path) -> None:
+    """A new machine has none of the earlier run folders: the report keeps their results.json entries, copies,
+    pace and stage rows, and adds the runs whose folders are here."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    for seed, (lstm, g2) in zip((141, 142, 143), ((100.0, 97.0), (102.0, 100.5), (99.0, 98.0))):
+        fake_run(runs, f"cpu-reg-lstm-s{seed}", lstm, rank_gain=20.0, outer=0.5, asgd=4)
+        fake_run(runs, f"cpu-reg-g2-s{seed}", g2, rank_gain=8.0, outer=0.6, asgd=5)
+    first = driver.write_report(runs, results, {str(runs): "RUNS_DIR"}).read_text()
+    before = json.loads((results / "results.json").read_text())["runs"]
+
+    new_machine = tmp_path / "new-runs"
+    fake_run(new_machine, "cpu-lstm-s142", 110.0, rank_gain=20.0, outer=0.5, asgd=3)
+    report = driver.write_report(new_machine, results, {str(new_machine): "RUNS_DIR"}).read_text()
+    after = json.loads((results / "results.json").read_text())["runs"]
+    assert after[:6] == before and after[6]["name"] == "cpu-lstm-s142" and after[6]["test_ppl"] == 110.0
+    assert "| test perplexity (rule 1) | -3.00 / -1.50 / -1.00 | -1.83 |" in report
+    for row in ("| cpu-reg-g2-s141 | 5 | 0.0 / 0.0 |", "| cpu-reg-g2-s141 | train | 1.0 | 1 | not recorded |",
+                "| cpu-reg-g2-s141 | 5 / 5 | 5 | 197.00 → 196.00 → 195.00 | 150.00 | 45.00 |"):
+        assert row in first and row in report, row
+    assert "| cpu-lstm-s142 | train | 1.0 |" in report and "Runs done: 7 of 17" in report
 
 
 @pytest.mark.parametrize(
