@@ -9,11 +9,14 @@ one), `eval` (test BLEU and sacreBLEU, the preset's beam 5), `sweep` (Table 4 on
 input blocks as extra columns) and `analyze` (decoder gate histograms over 10,000 training pairs). A stage
 that finished is not run again and one that was cut off resumes from its checkpoint. Runs are taken in the
 order of RUNS, pairs (LSTM and G2 of one seed) next to each other, so that with two jobs each pair finishes
-together; the sharpened sigmoid comes last, with 30 epochs. Once the seed-141 runs are done, `figures`
-analyzes them together for the report's histogram figure and per-word gate map.
+together; the sharpened sigmoid comes last, with 30 epochs.
 
-The report (REPORT.md, results.json, and each run's metrics, sweep and histogram JSON under runs/) applies
-the rules of results/multi30k-seeds/DECISION.md, written before the runs; no machine path is written.
+The report (REPORT.md, results.json, and each run's metrics, sweep, histogram and stage JSON under runs/)
+applies the rules of results/multi30k-seeds/DECISION.md, written before the runs; no machine path is
+written. It is made from the committed copies as much as from the run folders: a run whose folder is not
+under RUNS_DIR (made on another machine) keeps its entry of the committed results.json, and the seed-141
+histogram figure and per-word gate map are drawn from those runs' committed analyses, so the runs may be
+spread over machines.
 The whole chain on the `tiny` preset, in minutes, with the report kept out of the repository:
 
     python benchmarks/multi30k_seeds.py --runs /tmp/smoke --results /tmp/smoke/report --preset tiny \\
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,9 +38,10 @@ from typing import Any
 from seeded import mean_sd_cell, paired_row, portable, value_cell, verdict_cell
 
 from g2lstm.benchmark import PairedDifference, machine_description, paired_verdict
+from g2lstm.mt.analyze import merge_translation_analyses, write_translation_analysis
 from g2lstm.train import read_metrics
 
-from stages import epoch_pace, run_stages, stage_table
+from stages import pace, run_stages, stage_table
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY / "results" / "multi30k-seeds"
@@ -97,13 +100,6 @@ def stages(run: Run, folder: Path, settings: Settings) -> dict[str, list[str]]:
     }
 
 
-def figure_stages(runs: Path, settings: Settings) -> dict[str, list[str]]:
-    """The seed-141 models analyzed together: the report's histogram figure and per-word gate map."""
-    best = [str(runs / run.name / "best.pt") for run in FIGURE_RUNS]
-    return {"figures": ["g2lstm", "analyze", *best, "--out", str(runs / "figures"), "--max-pairs",
-                        str(settings.max_pairs), *settings.data]}
-
-
 def run_all_stages(run: Run, runs: Path, settings: Settings, threads: int) -> bool:
     folder = runs / run.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,7 +151,8 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
     copies.mkdir(parents=True, exist_ok=True)
     files = {}
     for key, source in (("metrics", folder / "metrics.jsonl"), ("sweep", folder / "sweep" / "sweep.json"),
-                        ("histograms", folder / "analysis" / "gate_histograms.json")):
+                        ("histograms", folder / "analysis" / "gate_histograms.json"),
+                        ("stages", folder / "stages.json")):
         if source.exists():
             target = copies / source.name
             if source.suffix == ".jsonl":
@@ -166,7 +163,7 @@ def collect(run: Run, runs: Path, results: Path, roots: dict[str, str]) -> dict[
                 target.write_text(json.dumps(made, indent=2) + "\n")
             files[key] = str(target.relative_to(REPOSITORY if target.is_relative_to(REPOSITORY) else results))
     return {
-        "name": run.name, "gate": run.gate, "seed": run.seed,
+        "name": run.name, "gate": run.gate, "seed": run.seed, "done": _stages_done(folder),
         "bleu": evaluation.get("bleu"), "sacrebleu": evaluation.get("sacrebleu"),
         "test_loss": evaluation.get("loss"),
         "compression": {column: {"bleu": m["bleu"], "sacrebleu": m["sacrebleu"]}
@@ -282,13 +279,15 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
     from g2lstm.plots import plot_learning_curves
 
     results.mkdir(parents=True, exist_ok=True)
-    entries = [collect(run, runs, results, roots) for run in RUNS]
+    committed = {e["name"]: e for e in _load(results / "results.json").get("runs", [])}
+    entries = [collect(run, runs, results, roots)
+               if (runs / run.name / "metrics.jsonl").exists() or run.name not in committed
+               else committed[run.name] for run in RUNS]
     stats = comparisons(entries)
-    complete = all(_stages_done(runs / run.name) for run in RUNS) and _load(runs / "stages.json").get(
-        "figures", {}).get("done", False)
-    curves = {e["name"]: [(m["epoch"], m["valid_bleu"]) for m in read_metrics(runs / e["name"])
-                          if "valid_bleu" in m and "final" not in m]
-              for e in entries if e["metrics"]}
+    complete = all(e.get("done") for e in entries)
+    validations = {e["name"]: _validations(e, results) for e in entries}
+    curves = {name: [(m["epoch"], m["valid_bleu"]) for m in epochs] for name, epochs in validations.items()
+              if epochs}
     figure = plot_learning_curves(curves, results / "learning_curves.png",
                                   "Multi30k De->En, conditional decoder: validation BLEU (greedy)",
                                   "validation BLEU", log_y=False)
@@ -335,14 +334,14 @@ def write_report(runs: Path, results: Path, roots: dict[str, str]) -> Path:
               paired_row("test BLEU", stats["bleu"]), paired_row("test sacreBLEU", stats["sacrebleu"]),
               "", f"![validation BLEU]({figure.name})", ""]
     lines += _compression_lines(entries, stats)
-    lines += _gate_lines(entries, stats, runs, results)
+    lines += _gate_lines(entries, stats, results)
     lines += ["", "## Pace", "", "Minutes between consecutive validations, fewest / median.", "",
               "| run | epochs | minutes per epoch |", "|---|---|---|"]
-    for run in RUNS:
-        epochs, minutes = epoch_pace(runs / run.name, "valid_bleu")
-        lines.append(f"| {run.name} | {epochs} | {minutes} |")
-    records = {run.name: _load(runs / run.name / "stages.json") for run in RUNS}
-    records["all"] = _load(runs / "stages.json")
+    for name, epochs in validations.items():
+        count, minutes = pace(epochs)
+        lines.append(f"| {name} | {count} | {minutes} |")
+    records = {run.name: _load(runs / run.name / "stages.json") if (runs / run.name).exists()
+               else _load(results / "runs" / run.name / "stages.json") for run in RUNS}
     lines += ["", "## Commands and wall times", "", *portable(stage_table(records), roots)]
     report = results / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
@@ -396,7 +395,43 @@ def _compression_lines(entries: list[dict], stats: dict) -> list[str]:
     return lines
 
 
-def _gate_lines(entries: list[dict], stats: dict, runs: Path, results: Path) -> list[str]:
+def _committed(entry: dict, key: str, results: Path) -> Path | None:
+    """A run's committed copy of its ``key`` file (``metrics``, ``histograms``...), None when it has none."""
+    if entry.get(key) is None:
+        return None
+    return (REPOSITORY if (REPOSITORY / entry[key]).exists() else results) / entry[key]
+
+
+def _validations(entry: dict, results: Path) -> list[dict]:
+    """The per-epoch validations (greedy BLEU) of a run, from its committed metrics."""
+    path = _committed(entry, "metrics", results)
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path else []
+    return [m for m in records if "valid_bleu" in m and "final" not in m and "epoch" in m]
+
+
+def _figure_lines(entries: list[dict], results: Path) -> list[str]:
+    """The seed-141 runs' histograms and per-word gate maps drawn together, from their committed analyses
+    (each run analyzed on its own, perhaps on another machine), once all of them have one."""
+    mine = [e for e in entries if e["seed"] == FIGURE_SEED and e.get("done")]
+    paths = [_committed(e, "histograms", results) for e in mine]
+    if len(mine) < len(FIGURE_RUNS) or None in paths:
+        return []
+    merged = merge_translation_analyses([json.loads(path.read_text()) for path in paths if path])
+    folder = results / "figures"
+    write_translation_analysis(merged, folder)
+    table = (folder / "gate_histograms.md").read_text().split("\n", 2)[2].strip()
+    return [
+        f"### Seed {FIGURE_SEED}: histograms and a per-word gate map",
+        "",
+        table,
+        "",
+        "![gate histograms](figures/gate_histograms.png)",
+        "",
+        "![gate words](figures/gate_words.png)",
+    ]
+
+
+def _gate_lines(entries: list[dict], stats: dict, results: Path) -> list[str]:
     lines = ["## Gates of the first decoder layer", ""]
     names = _first_layer_names(entries)
     if not names:
@@ -436,21 +471,7 @@ def _gate_lines(entries: list[dict], stats: dict, runs: Path, results: Path) -> 
         "G2-LSTM input 74.7 %, forget 61.9 %.",
         "",
     ]
-    figures = runs / "figures"
-    if (figures / "gate_histograms.md").exists():
-        for picture in ("gate_histograms.png", "gate_words.png"):
-            shutil.copyfile(figures / picture, results / picture)
-        table = (figures / "gate_histograms.md").read_text().split("\n", 2)[2].strip()
-        lines += [
-            f"### Seed {FIGURE_SEED}: histograms and a per-word gate map",
-            "",
-            table,
-            "",
-            "![gate histograms](gate_histograms.png)",
-            "",
-            "![gate words](gate_words.png)",
-        ]
-    return lines
+    return lines + _figure_lines(entries, results)
 
 
 def main() -> None:
@@ -476,13 +497,6 @@ def main() -> None:
         chosen = [run for run in RUNS if args.only is None or run.name in args.only]
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda run: run_all_stages(run, runs, settings, threads), chosen))
-        if all(_stages_done(runs / run.name) for run in FIGURE_RUNS):
-            run_stages(
-                f"seed {FIGURE_SEED}",
-                figure_stages(runs, settings),
-                runs / "stages.json",
-                threads * args.jobs,
-            )
     roots = {str(runs): "RUNS_DIR", str(REPOSITORY): "."}
     if args.data:
         roots[str(Path(args.data).resolve())] = "DATA_DIR"

@@ -366,6 +366,42 @@ def test_analyze_writes_decoder_histograms_and_word_maps(
     assert "paper" in table and "| g2 | 0 context update | forget |" in table
 
 
+def test_models_analyzed_apart_merge_into_the_joint_analysis(
+    trained: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """Each run analyzed on its own (on its own machine), then drawn together: the same histograms, maps and
+    table as one analysis of both; analyses of other pairs are refused."""
+    from g2lstm.mt.analyze import (
+        analyze_translation_models,
+        merge_translation_analyses,
+        write_translation_analysis,
+    )
+
+    corpus, checkpoints = trained
+    options = {"data": corpus, "max_pairs": 30, "pairs": (2,)}
+    joint = analyze_translation_models([checkpoints["lstm"], checkpoints["g2"]], tmp_path / "joint",
+                                       **options)
+    for name in ("lstm", "g2"):
+        analyze_translation_models([checkpoints[name]], tmp_path / name, **options)
+    apart = [json.loads((tmp_path / name / "gate_histograms.json").read_text()) for name in ("lstm", "g2")]
+    merged = merge_translation_analyses(apart)
+    files = write_translation_analysis(merged, tmp_path / "merged")
+    assert merged["histograms"] == json.loads(json.dumps(joint["histograms"]))
+    assert merged["gate_words"] == json.loads(json.dumps(joint["gate_words"]))
+    assert merged["models"]["g2"]["environment"]["torch_version"] == torch.__version__
+    tables = [(folder / "gate_histograms.md").read_text().split("\n\n", 2)[2] for folder in
+              (tmp_path / "joint", tmp_path / "merged")]
+    assert tables[0] == tables[1] and "| g2 | 0 context update | forget |" in tables[1]
+    assert Path(files[3]).stat().st_size > 10_000  # gate_words.png
+
+    other = analyze_translation_models([checkpoints["g2"]], tmp_path / "other", corpus, max_pairs=20,
+                                       pairs=(2,), names=["g2 again"])
+    with pytest.raises(ConfigError, match="differ in pairs"):
+        merge_translation_analyses([apart[0], json.loads(json.dumps(other))])
+    with pytest.raises(ConfigError, match="name a model 'g2'"):
+        merge_translation_analyses([apart[1], apart[1]])
+
+
 def test_presets_load_and_iwslt14_is_the_papers_setting() -> None:
     from g2lstm.train import list_presets
 

@@ -4,6 +4,7 @@ portable results, and its commands end to end on a toy corpus."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,10 +65,20 @@ def fake_run(folder: Path, name: str, bleu: float, lost: float, shares: float, e
     (folder / "sweep" / "sweep.json").write_text(json.dumps(
         {"runs": {name: {"checkpoint": str(folder / "best.pt"), "table": table}}}))
     (folder / "analysis").mkdir()
-    histograms = [{"layer": k, "name": layer, "gate": gate, "outer_share": shares, "shares": [0.1] * 10}
-                  for k, layer in enumerate(LAYERS) for gate in ("input", "forget")]
-    (folder / "analysis" / "gate_histograms.json").write_text(json.dumps(
-        {"signature": {"data": "/srv/data/multi30k"}, "histograms": {name: histograms}}))
+    bins = [shares / 2, *[(1 - shares) / 8] * 8, shares / 2]
+    histograms = [{"layer": k, "name": layer, "gate": gate, "outer_share": shares, "shares": bins,
+                   "count": 1000} for k, layer in enumerate(LAYERS) for gate in ("input", "forget")]
+    tokens = ["<s>", "a", "man", "runs"]
+    words = [{"sentence": "a man runs", "tokens": tokens,
+              **{f"layer{k}_{gate}": [shares] * len(tokens) for k in range(len(LAYERS))
+                 for gate in ("input", "forget")}}]
+    where = {"data": "multi30k", "split": "train", "pairs": 10000, "mode": "eval", "layers": "decoder",
+             "layer_names": {str(k): layer for k, layer in enumerate(LAYERS)}}
+    analysis = {"signature": {**where, "torch_version": "2.13.0", "argv": ["/srv/x/__main__.py"]},
+                "models": {name: {"checkpoint": f"{folder}/best.pt", "gate": name.split("-")[0],
+                                  "signature": signature}},
+                "histograms": {name: histograms}, "gate_words": {name: words}}
+    (folder / "analysis" / "gate_histograms.json").write_text(json.dumps(analysis))
 
 
 def test_report_applies_the_decision_rules_to_made_up_runs(tmp_path: Path) -> None:
@@ -104,7 +115,11 @@ def test_report_applies_the_decision_rules_to_made_up_runs(tmp_path: Path) -> No
     assert stats["outer: 0 context update: forget"]["verdict"] == "G2 more binary"
     assert "outer: 1: input" not in stats  # rule 3 reads the first decoder layer only
 
-    assert "(PARTIAL)" in report.splitlines()[0]  # no seed-141 figures stage yet
+    assert "(PARTIAL)" not in report.splitlines()[0]  # every run done
+    assert "### Seed 141: histograms and a per-word gate map" in report
+    assert "| sharpened-s141 | 0 context update | forget |" in report
+    for picture in ("gate_histograms.png", "gate_words.png"):
+        assert (results / "figures" / picture).stat().st_size > 10_000
     assert "- Rule 1 (quality, test BLEU): **G2 better**. At the preset's 20-epoch budget: g2-s143" in report
     assert "- Rule 2 (compression, hard gates): **G2 more robust**." in report
     assert "G2 more binary in every pair): reproduced." in report
@@ -113,6 +128,29 @@ def test_report_applies_the_decision_rules_to_made_up_runs(tmp_path: Path) -> No
         if path.suffix in (".md", ".json", ".jsonl"):
             text = path.read_text()
             assert str(tmp_path) not in text and "/srv/" not in text, path
+
+
+def test_runs_made_on_an_earlier_machine_keep_their_committed_numbers(tmp_path: Path) -> None:
+    """The seed-141 runs made on one machine, the rest on another: the report is whole, its figures drawn
+    from the committed analyses."""
+    driver = load_driver()
+    results = tmp_path / "results"
+    values = {"lstm": (35.0, 2.0, 0.30), "g2": (35.5, 0.5, 0.80), "sharpened": (31.0, 1.0, 0.95)}
+    for gate, made_up in values.items():
+        fake_run(tmp_path / "first" / f"{gate}-s141", f"{gate}-s141", *made_up)
+    roots = {str(tmp_path / "first"): "RUNS_DIR", str(tmp_path / "second"): "RUNS_DIR"}
+    first = driver.write_report(tmp_path / "first", results, roots).read_text()
+    assert "### Seed 141" in first and "(PARTIAL)" in first.splitlines()[0]
+    for seed, (lstm, g2) in ((142, (34.0, 34.6)), (143, (36.0, 36.4))):
+        fake_run(tmp_path / "second" / f"lstm-s{seed}", f"lstm-s{seed}", lstm, 3.0, 0.25)
+        fake_run(tmp_path / "second" / f"g2-s{seed}", f"g2-s{seed}", g2, 0.4, 0.75)
+    shutil.rmtree(results / "figures")
+    report = driver.write_report(tmp_path / "second", results, roots).read_text()
+    assert "(PARTIAL)" not in report.splitlines()[0]
+    stats = json.loads((results / "results.json").read_text())["comparisons"]
+    assert stats["bleu"]["differences"] == pytest.approx([0.5, 0.6, 0.4])
+    assert "| lstm-s141 | 12 | 1.0 / 1.0 |" in report and "| lstm-s141 | train | 1.0 | 1 |" in report
+    assert (results / "figures" / "gate_words.png").exists()
 
 
 def test_a_missing_pair_makes_the_report_partial(tmp_path: Path) -> None:

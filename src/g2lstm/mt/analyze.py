@@ -9,6 +9,9 @@
 * ``gate_words.png``: the per-word average gate value of the first decoder layer while it reads the
   reference translation of given test pairs (the paper's case study).
 
+Models analyzed apart (each run its own, perhaps on different machines) are drawn together from their JSON
+files: :func:`merge_translation_analyses`, then :func:`write_translation_analysis`.
+
 The conditional decoder's first layer makes two gated updates per word, and each has its gates: layer
 ``"0 input update"`` (gates of ``x·W + h·U``) and ``"0 context update"`` (gates of ``ctx·W_c + h'·U_nl``,
 the ones that see the attention context); the layers above are ``"1"``, ``"2"``, ... For the
@@ -19,7 +22,7 @@ layer's number (as :func:`g2lstm.record_gates` counts them) and its ``name``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from g2lstm.recording import GATE_NAMES, record_gates
 from g2lstm.signature import model_signature
 from g2lstm.train import describe_environment, load_checkpoint, make_output_folder, run_names, write_file
 
-__all__ = ["analyze_translation_models"]
+__all__ = ["analyze_translation_models", "merge_translation_analyses", "write_translation_analysis"]
 
 BATCH = 64
 
@@ -114,7 +117,6 @@ def analyze_translation_models(
             "layers would not line up; analyze models of one decoder together"
         )
     layer_names = dict(enumerate(loaded[0][0].decoder_gate_layers()))
-    first_layer = [layer for layer, name in layer_names.items() if name.split()[0] == "0"]
 
     histograms: dict[str, list[GateHistogram]] = {}
     words: dict[str, list[dict[tuple[int, str], list[float]]]] = {}
@@ -166,29 +168,6 @@ def analyze_translation_models(
         "layer_names": layer_names,
         **describe_environment(),
     }
-
-    out = Path(out)
-    make_output_folder(out)
-    from g2lstm.plots import plot_gate_histograms, plot_gate_words
-
-    plot_gate_histograms(
-        histograms,
-        out / "gate_histograms.png",
-        f"Decoder gate values over {signature['pairs']:,} training pairs, eval mode\n"
-        "legend: share in the outer bins [0, 0.1) and [0.9, 1]",
-        layer_names,
-    )
-    gate_modes = {name: info["gate"] for name, info in models.items()}
-    table = gate_histogram_table(histograms, gate_modes, layer_names)
-    write_file(
-        out / "gate_histograms.md",
-        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, "
-        "read "
-        f"with their reference translations in eval mode; layers named 0... are the first decoder layer. "
-        "Models: "
-        + "; ".join(f"{name}: `{info['signature']}`" for name, info in models.items())
-        + f"\n\n{table}",
-    )
     results: dict[str, Any] = {
         "signature": signature,
         "models": models,
@@ -218,24 +197,119 @@ def analyze_translation_models(
             for name, per_sentence in words.items()
         },
     }
-    write_file(out / "gate_histograms.json", json.dumps(results, indent=2))
+    results["files"] = write_translation_analysis(results, out)
+    return results
+
+
+# The signature entries that must agree for analyses to be drawn together; the rest (versions, command line,
+# time) describe where each was made and move to its models' entries when they are merged.
+_SHARED = ("data", "split", "pairs", "mode", "layers", "layer_names")
+
+
+def merge_translation_analyses(analyses: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One analysis of several models from the JSON of analyses made apart (``gate_histograms.json`` of
+    :func:`analyze_translation_models`, e.g. each run's own, on different machines), for
+    :func:`write_translation_analysis` to draw them together as if analyzed at once.
+
+    The analyses must have read the same pairs of the same corpus with the same decoder layers and the same
+    case-study sentences (one BPE vocabulary), and name their models differently.
+    """
+    if not analyses:
+        raise ConfigError("analyses must hold at least one analysis, got none")
+    first = analyses[0]
+    merged: dict[str, Any] = {
+        "signature": {key: first["signature"][key] for key in _SHARED},
+        "models": {},
+        "histograms": {},
+        "gate_words": {},
+    }
+    sentences = _case_study(first)
+    for analysis in analyses:
+        differing = [key for key in _SHARED if analysis["signature"].get(key) != merged["signature"][key]]
+        if differing:
+            raise ConfigError(
+                f"the analyses differ in {', '.join(differing)}, so their histograms would not compare the "
+                "same thing; analyze every model with the same data, --max-pairs and decoder"
+            )
+        if _case_study(analysis) != sentences:
+            raise ConfigError(
+                "the analyses' case-study sentences differ (other --pair lines or BPE vocabularies), so "
+                "their per-word gate maps would not line up"
+            )
+        made_where = {key: value for key, value in analysis["signature"].items() if key not in _SHARED}
+        for name, model in analysis["models"].items():
+            if name in merged["models"]:
+                raise ConfigError(f"two analyses name a model {name!r}; give the models distinct names")
+            merged["models"][name] = {**model, "environment": made_where}
+            merged["histograms"][name] = analysis["histograms"][name]
+            merged["gate_words"][name] = analysis["gate_words"][name]
+    return merged
+
+
+def _case_study(analysis: Mapping[str, Any]) -> list[list[str]]:
+    """The tokens of each case-study sentence (every model of one analysis reads the same ones)."""
+    per_model: list[dict[str, Any]] = next(iter(analysis["gate_words"].values()), [])
+    return [entry["tokens"] for entry in per_model]
+
+
+def write_translation_analysis(results: Mapping[str, Any], out: str | Path) -> list[str]:
+    """Write ``gate_histograms.png`` / ``.md`` / ``.json`` and ``gate_words.png`` into ``out`` from an
+    analysis in its JSON form (:func:`analyze_translation_models`'s, or :func:`merge_translation_analyses`'s);
+    returns the paths written."""
+    from g2lstm.plots import plot_gate_histograms, plot_gate_words
+
+    out = make_output_folder(out)
+    signature = results["signature"]
+    layer_names = {int(layer): name for layer, name in signature["layer_names"].items()}
+    first_layer = [layer for layer, name in layer_names.items() if name.split()[0] == "0"]
+    histograms = {
+        name: [GateHistogram(h["layer"], h["gate"], h["shares"], h["count"]) for h in hists]
+        for name, hists in results["histograms"].items()
+    }
+    plot_gate_histograms(
+        histograms,
+        out / "gate_histograms.png",
+        f"Decoder gate values over {signature['pairs']:,} training pairs, eval mode\n"
+        "legend: share in the outer bins [0, 0.1) and [0.9, 1]",
+        layer_names,
+    )
+    gate_modes = {name: info["gate"] for name, info in results["models"].items()}
+    table = gate_histogram_table(histograms, gate_modes, layer_names)
+    write_file(
+        out / "gate_histograms.md",
+        f"# Decoder gate-value histograms\n\n{signature['pairs']:,} training pairs of {signature['data']}, "
+        "read "
+        f"with their reference translations in eval mode; layers named 0... are the first decoder layer. "
+        "Models: "
+        + "; ".join(f"{name}: `{info['signature']}`" for name, info in results["models"].items())
+        + f"\n\n{table}",
+    )
+    write_file(out / "gate_histograms.json", json.dumps({k: v for k, v in results.items() if k != "files"},
+                                                        indent=2))
     first = {
-        name: [
-            {key: values for key, values in per_word.items() if key[0] in first_layer}
-            for per_word in per_sentence
-        ]
-        for name, per_sentence in words.items()
+        name: [{key: values for key, values in _per_word(entry).items() if key[0] in first_layer}
+               for entry in per_sentence]
+        for name, per_sentence in results["gate_words"].items()
     }
     plot_gate_words(
-        labels,
+        _case_study(results),
         first,
         out / "gate_words.png",
         "First decoder layer: per-word average gate value while reading the reference translation "
         "(<s> = start), eval mode",
         layer_names,
     )
-    results["files"] = [
+    return [
         str(out / name)
         for name in ("gate_histograms.png", "gate_histograms.md", "gate_histograms.json", "gate_words.png")
     ]
-    return results
+
+
+def _per_word(entry: Mapping[str, Any]) -> dict[tuple[int, str], list[float]]:
+    """A case-study sentence's ``layer{L}_{gate}`` values keyed ``(L, gate)``."""
+    values = {}
+    for key, value in entry.items():
+        if key.startswith("layer"):
+            layer, gate = key.removeprefix("layer").split("_", 1)
+            values[int(layer), gate] = value
+    return values
